@@ -1,0 +1,169 @@
+"""Per-group metrics, fairness gaps, model size and latency.
+
+Accuracy and AUROC are computed per group and for `all`; a fairness summary compares a model's
+per-group accuracies with the dense model's. Binary tasks use a single logit (class 1 iff
+logit > 0); multi-class tasks use argmax and one-vs-rest macro AUROC.
+"""
+
+import copy
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+
+@torch.no_grad()
+def predict(model, loader, device="cpu"):
+    """Run `model` over a loader of (x, y, g, idx) batches -> (logits, labels, groups) on CPU.
+
+    Single-logit outputs come back as shape (N,), multi-class as (N, C). Rows are in loader
+    order; the model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    logits, labels, groups = [], [], []
+    try:
+        for x, y, g, _idx in loader:
+            out = model(x.to(device)).float().cpu()
+            if out.ndim == 2 and out.shape[1] == 1:
+                out = out[:, 0]
+            logits.append(out)
+            labels.append(y.cpu().long())
+            groups.append(g.cpu().long())
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise ValueError("predict: loader yielded no batches; evaluate a non-empty split")
+    return torch.cat(logits), torch.cat(labels), torch.cat(groups)
+
+
+def _numpy(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def _scores_and_predictions(logits):
+    # single logit: the logit itself ranks samples for AUROC; multi-class: softmax probabilities,
+    # as sklearn's one-vs-rest AUROC expects (logits would rank differently per class)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    if logits.ndim == 1:
+        with np.errstate(invalid="ignore"):
+            return logits, (logits > 0).astype(np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p = p / p.sum(axis=1, keepdims=True)
+    return p, np.argmax(logits, axis=1).astype(np.int64)
+
+
+def _auroc(scores, y):
+    """Binary AUROC from a score vector, or one-vs-rest macro AUROC from (N, C) probabilities.
+
+    NaN when undefined: empty, only one class present, or non-finite scores (a diverged model).
+    For multi-class, the macro average runs over classes that are present with both positives and
+    negatives, which equals sklearn's `multi_class="ovr"` macro AUROC when every class is present.
+    """
+    if len(y) == 0 or len(np.unique(y)) < 2 or not np.all(np.isfinite(scores)):
+        return math.nan
+    if scores.ndim == 1:
+        return float(roc_auc_score(y, scores))
+    aucs = [roc_auc_score(y == c, scores[:, c]) for c in range(scores.shape[1])
+            if 0 < np.sum(y == c) < len(y)]
+    return float(np.mean(aucs)) if aucs else math.nan
+
+
+def group_metrics(logits, labels, groups, group_names):
+    """Rows `{group, n, accuracy, auroc, degenerate}` for each group (in `group_names` order,
+    group id = position) and then `all`.
+
+    `degenerate` is a property of the model, not of a group: True when it predicts one class for
+    every sample of the whole evaluated split. It is repeated on every row. (Per group it would be
+    meaningless: with groups = classes, a perfect model predicts one class per group.)
+    """
+    scores, pred = _scores_and_predictions(_numpy(logits))
+    y = _numpy(labels).astype(np.int64).reshape(-1)
+    g = _numpy(groups).astype(np.int64).reshape(-1)
+    if not (len(pred) == len(y) == len(g)):
+        raise ValueError(f"group_metrics: logits ({len(pred)}), labels ({len(y)}) and groups "
+                         f"({len(g)}) must have the same number of samples")
+    if len(g) and (g.min() < 0 or g.max() >= len(group_names)):
+        raise ValueError(f"group_metrics: group ids span {g.min()}..{g.max()} but group_names "
+                         f"has {len(group_names)} entries; pass one name per group id")
+    degenerate = bool(len(pred) > 0 and len(np.unique(pred)) == 1)
+    rows = []
+    masks = [(str(name), g == i) for i, name in enumerate(group_names)]
+    masks.append(("all", np.ones(len(y), dtype=bool)))
+    for name, m in masks:
+        n = int(m.sum())
+        acc = float(np.mean(pred[m] == y[m])) if n else math.nan
+        rows.append({"group": name, "n": n, "accuracy": acc, "auroc": _auroc(scores[m], y[m]),
+                     "degenerate": degenerate})
+    return rows
+
+
+def count_macs_params(model, example_input):
+    """(MACs per sample, parameter count) via Torch-Pruning's counter, on a CPU copy so the
+    caller's model (possibly on GPU, possibly in train mode) is untouched."""
+    import torch_pruning as tp  # lazy: only evaluation needs it
+
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    macs, params = tp.utils.count_ops_and_params(cpu_model, example_input.detach().cpu())
+    return int(macs), int(params)
+
+
+@torch.no_grad()
+def latency_ms(model, example_input, repeats=20, warmup=5):
+    """Median CPU latency per sample in milliseconds.
+
+    The model runs in eval mode without grad on CPU; the batch is `example_input` as given, and the
+    time of one forward pass is divided by its batch size. Warmup passes are discarded (allocator
+    and kernel selection), the median of `repeats` resists the noise of a shared machine. The model's
+    device and train/eval mode are restored afterwards. Thread count is whatever torch uses.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"latency_ms: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    params = list(model.parameters()) + list(model.buffers())
+    device = params[0].device if params else torch.device("cpu")
+    was_training = model.training
+    x = example_input.detach().cpu()
+    try:
+        model.cpu().eval()
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.to(device)
+        model.train(was_training)
+    return 1000.0 * statistics.median(times) / x.shape[0]
+
+
+def fairness(rows, dense_rows):
+    """Fairness of a model against its dense reference, from `group_metrics`-style rows.
+
+    gap = best - worst group accuracy; drops = {group: dense accuracy - model accuracy};
+    worst_drop = the largest drop; drop_std = the *population* std (ddof=0) of the drops, the
+    spread FairGRAPE reports: the groups are the whole population of groups, not a sample of them.
+    The `all` row and groups with NaN accuracy (no samples) are left out.
+    """
+    acc = {str(r["group"]): float(r["accuracy"]) for r in rows if str(r["group"]) != "all"}
+    acc = {k: v for k, v in acc.items() if not math.isnan(v)}
+    dense = {str(r["group"]): float(r["accuracy"]) for r in dense_rows if str(r["group"]) != "all"}
+    dense = {k: v for k, v in dense.items() if not math.isnan(v)}
+    if not acc:
+        raise ValueError("fairness: rows hold no group with an accuracy (besides 'all')")
+    drops = {k: dense[k] - acc[k] for k in acc if k in dense}
+    missing = sorted(set(acc) - set(dense))
+    if missing:
+        raise ValueError(f"fairness: dense_rows lack group(s) {missing}; pass the dense model's "
+                         f"rows for the same groups")
+    d = np.array(list(drops.values()))
+    return {"gap": max(acc.values()) - min(acc.values()), "drops": drops,
+            "worst_drop": float(d.max()), "drop_std": float(d.std(ddof=0))}

@@ -1,0 +1,147 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from pwprune.metrics import count_macs_params, fairness, group_metrics, latency_ms, predict
+
+# binary single-logit case; predicted class = logit > 0
+# group 0 (female): logits [2, -1, 0.5]        labels [1, 0, 0]    preds [1, 0, 1]
+# group 1 (male):   logits [-3, 1, -0.5, 0.2]  labels [0, 1, 1, 0] preds [0, 1, 0, 1]
+LOGITS = [2.0, -1.0, 0.5, -3.0, 1.0, -0.5, 0.2]
+LABELS = [1, 0, 0, 0, 1, 1, 0]
+GROUPS = [0, 0, 0, 1, 1, 1, 1]
+
+
+def by_group(rows):
+    return {r["group"]: r for r in rows}
+
+
+@pytest.mark.parametrize("shape", ["flat", "column"])
+def test_binary_group_metrics_by_hand(shape):
+    logits = torch.tensor(LOGITS)
+    if shape == "column":
+        logits = logits[:, None]  # (N, 1) is the same single logit
+    rows = by_group(group_metrics(logits, torch.tensor(LABELS), torch.tensor(GROUPS),
+                                  ["female", "male"]))
+    assert list(rows) == ["female", "male", "all"]
+    # female: correct = [1==1, 0==0, 1!=0] -> 2/3; AUROC: the positive (2) beats both negatives -> 1
+    assert rows["female"]["n"] == 3
+    assert rows["female"]["accuracy"] == pytest.approx(2 / 3)
+    assert rows["female"]["auroc"] == pytest.approx(1.0)
+    # male: correct = [0==0, 1==1, 0!=1, 1!=0] -> 2/4; AUROC: positives {1, -0.5} vs negatives
+    # {-3, 0.2}: 1>-3, 1>0.2, -0.5>-3 win, -0.5<0.2 loses -> 3/4
+    assert rows["male"]["n"] == 4
+    assert rows["male"]["accuracy"] == pytest.approx(0.5)
+    assert rows["male"]["auroc"] == pytest.approx(0.75)
+    # all: 4 of 7 correct; AUROC positives {2, 1, -0.5} vs negatives {-1, 0.5, -3, 0.2}:
+    # 2 beats 4, 1 beats 4, -0.5 beats 2 (-1, -3) -> 10/12
+    assert rows["all"]["n"] == 7
+    assert rows["all"]["accuracy"] == pytest.approx(4 / 7)
+    assert rows["all"]["auroc"] == pytest.approx(10 / 12)
+    assert not any(r["degenerate"] for r in rows.values())
+
+
+def test_single_class_group_has_nan_auroc():
+    # group 1 holds only label 1: AUROC undefined there, still defined overall
+    rows = by_group(group_metrics(torch.tensor([1.0, -1.0, 2.0, -2.0]), torch.tensor([1, 0, 1, 1]),
+                                  torch.tensor([0, 0, 1, 1]), ["a", "b"]))
+    assert math.isnan(rows["b"]["auroc"])
+    assert rows["b"]["accuracy"] == pytest.approx(0.5)  # preds [1, 0] vs labels [1, 1]
+    assert rows["a"]["auroc"] == pytest.approx(1.0)
+    assert not math.isnan(rows["all"]["auroc"])
+
+
+def test_degenerate_flag_when_one_class_predicted_everywhere():
+    rows = group_metrics(torch.tensor([0.3, 1.0, 2.0, 0.1]), torch.tensor([1, 0, 1, 0]),
+                         torch.tensor([0, 0, 1, 1]), ["a", "b"])
+    assert all(r["degenerate"] for r in rows)  # a model-level flag, repeated on every row
+    assert by_group(rows)["all"]["accuracy"] == pytest.approx(0.5)
+
+
+def test_diverged_model_gives_nan_auroc_not_an_error():
+    rows = by_group(group_metrics(torch.full((4,), float("nan")), torch.tensor([1, 0, 1, 0]),
+                                  torch.tensor([0, 0, 1, 1]), ["a", "b"]))
+    assert math.isnan(rows["all"]["auroc"])
+    assert rows["all"]["degenerate"]  # NaN > 0 is False: class 0 everywhere
+
+
+def test_multiclass_accuracy_and_ovr_auroc():
+    logits = torch.tensor([[2.0, 0.0, 0.0],   # label 0, pred 0
+                           [0.0, 2.0, 0.0],   # label 1, pred 1
+                           [0.0, 1.0, 0.5],   # label 2, pred 1 (wrong)
+                           [0.5, 0.0, 1.5],   # label 2, pred 2
+                           [1.0, 0.2, 0.1]])  # label 1, pred 0 (wrong)
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    groups = torch.tensor([0, 0, 1, 1, 1])
+    rows = by_group(group_metrics(logits, labels, groups, ["g0", "g1"]))
+    assert rows["g0"]["accuracy"] == pytest.approx(1.0)
+    assert rows["g1"]["accuracy"] == pytest.approx(1 / 3)
+    assert rows["all"]["accuracy"] == pytest.approx(3 / 5)
+    # with every class present, the macro one-vs-rest AUROC equals sklearn's
+    probs = torch.softmax(logits, 1).numpy()
+    assert rows["all"]["auroc"] == pytest.approx(roc_auc_score(labels.numpy(), probs,
+                                                               multi_class="ovr"))
+    # g0 holds classes 0 and 1, one sample each, ranked right by both columns: class 0 OvR = 1,
+    # class 1 OvR = 1, class 2 absent and skipped -> macro 1
+    assert rows["g0"]["auroc"] == pytest.approx(1.0)
+
+
+def test_group_id_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="group_names"):
+        group_metrics(torch.zeros(2), torch.tensor([0, 1]), torch.tensor([0, 2]), ["a", "b"])
+
+
+def test_fairness_by_hand():
+    rows = [{"group": "female", "accuracy": 0.9}, {"group": "male", "accuracy": 0.6},
+            {"group": "all", "accuracy": 0.8}]
+    dense = [{"group": "female", "accuracy": 0.95}, {"group": "male", "accuracy": 0.85},
+             {"group": "all", "accuracy": 0.9}]
+    f = fairness(rows, dense)
+    assert f["gap"] == pytest.approx(0.3)  # 0.9 - 0.6, `all` excluded
+    assert f["drops"] == pytest.approx({"female": 0.05, "male": 0.25})
+    assert f["worst_drop"] == pytest.approx(0.25)
+    assert f["drop_std"] == pytest.approx(0.1)  # population std of [0.05, 0.25]: |0.2| / 2
+
+
+def test_fairness_three_groups_population_std():
+    rows = [{"group": k, "accuracy": a} for k, a in [("a", 0.8), ("b", 0.7), ("c", 0.3)]]
+    dense = [{"group": k, "accuracy": 0.9} for k in "abc"]
+    f = fairness(rows, dense)
+    # drops [0.1, 0.2, 0.6], mean 0.3, squared deviations .04 + .01 + .09 = .14, / 3 groups
+    assert f["gap"] == pytest.approx(0.5)
+    assert f["worst_drop"] == pytest.approx(0.6)
+    assert f["drop_std"] == pytest.approx(math.sqrt(0.14 / 3))
+
+
+def test_count_macs_params_conv_by_hand():
+    model = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    macs, params = count_macs_params(model, torch.zeros(1, 3, 8, 8))
+    assert params == 4 * 3 * 3 * 3            # 108 weights
+    assert macs == 4 * 3 * 3 * 3 * 8 * 8      # each weight used once per output pixel: 6912
+
+
+def tiny_model():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+
+
+def test_latency_restores_mode_and_is_positive():
+    model = tiny_model().train()
+    ms = latency_ms(model, torch.zeros(4, 3, 2, 2), repeats=3, warmup=1)
+    assert ms > 0 and math.isfinite(ms)
+    assert model.training
+
+
+def test_predict_shapes_order_and_mode():
+    torch.manual_seed(0)
+    model = tiny_model().train()
+    x = torch.randn(5, 3, 2, 2)
+    loader = [(x[:3], torch.tensor([0, 1, 0]), torch.tensor([1, 1, 0]), torch.arange(3)),
+              (x[3:], torch.tensor([1, 1]), torch.tensor([0, 1]), torch.arange(3, 5))]
+    logits, labels, groups = predict(model, loader, "cpu")
+    assert logits.shape == (5,)  # single logit squeezed
+    assert torch.allclose(logits, model(x)[:, 0].detach())
+    assert labels.tolist() == [0, 1, 0, 1, 1] and groups.tolist() == [1, 1, 0, 0, 1]
+    assert model.training
