@@ -11,28 +11,31 @@ import statistics
 import time
 
 import numpy as np
-import torch
-from sklearn.metrics import roc_auc_score
+
+# torch and sklearn are imported inside the functions that need them: the plotting/summary job
+# uses `fairness` and must not pay for importing torch.
 
 
-@torch.no_grad()
 def predict(model, loader, device="cpu"):
     """Run `model` over a loader of (x, y, g, idx) batches -> (logits, labels, groups) on CPU.
 
     Single-logit outputs come back as shape (N,), multi-class as (N, C). Rows are in loader
     order; the model's train/eval mode is restored afterwards.
     """
+    import torch
+
     was_training = model.training
     model.eval()
     logits, labels, groups = [], [], []
     try:
-        for x, y, g, _idx in loader:
-            out = model(x.to(device)).float().cpu()
-            if out.ndim == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            logits.append(out)
-            labels.append(y.cpu().long())
-            groups.append(g.cpu().long())
+        with torch.no_grad():
+            for x, y, g, _idx in loader:
+                out = model(x.to(device)).float().cpu()
+                if out.ndim == 2 and out.shape[1] == 1:
+                    out = out[:, 0]
+                logits.append(out)
+                labels.append(y.cpu().long())
+                groups.append(g.cpu().long())
     finally:
         model.train(was_training)
     if not logits:
@@ -41,7 +44,7 @@ def predict(model, loader, device="cpu"):
 
 
 def _numpy(a):
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
 def _scores_and_predictions(logits):
@@ -67,6 +70,8 @@ def _auroc(scores, y):
     For multi-class, the macro average runs over classes that are present with both positives and
     negatives, which equals sklearn's `multi_class="ovr"` macro AUROC when every class is present.
     """
+    from sklearn.metrics import roc_auc_score
+
     if len(y) == 0 or len(np.unique(y)) < 2 or not np.all(np.isfinite(scores)):
         return math.nan
     if scores.ndim == 1:
@@ -115,7 +120,6 @@ def count_macs_params(model, example_input):
     return int(macs), int(params)
 
 
-@torch.no_grad()
 def latency_ms(model, example_input, repeats=20, warmup=5):
     """Median CPU latency per sample in milliseconds.
 
@@ -126,19 +130,22 @@ def latency_ms(model, example_input, repeats=20, warmup=5):
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"latency_ms: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    import torch
+
     params = list(model.parameters()) + list(model.buffers())
     device = params[0].device if params else torch.device("cpu")
     was_training = model.training
     x = example_input.detach().cpu()
     try:
         model.cpu().eval()
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
     finally:
         model.to(device)
         model.train(was_training)
