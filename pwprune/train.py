@@ -1,0 +1,166 @@
+"""Training and fine-tuning loops (the paper's AdamW + cosine schedule by default)."""
+import copy
+import math
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "none")
+ON_DIVERGENCE = ("raise", "degenerate")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN/inf loss or non-finite weights."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" | "cpu" | "cuda" | "cuda:N" -> torch.device; refuses a CUDA device that is absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if isinstance(name, str) and (name == "cuda" or name.startswith("cuda:")):
+        index = name[5:]
+        if index and not index.isdigit():
+            raise ValueError(f"device {name!r}: expected 'cuda:N' with an integer N")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available here; use 'cpu' or 'auto'")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    # cuDNN picks algorithms by timing unless told not to; that makes GPU runs irreproducible
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    """Loader of (x, y, g, idx) batches over a Dataset such as pwprune.data.SplitDataset (which
+    owns augmentation). The shuffle order comes from its own seeded generator, so it does not
+    depend on how much of the global RNG other code consumed; each pass reshuffles."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       generator=torch.Generator().manual_seed(seed), num_workers=0)
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, loss_fn,
+        teacher=None, device="cpu", optimizer: str = "adamw", scheduler: str = "cosine",
+        log=print, context: str = "", on_divergence: str = "raise") -> list[dict]:
+    """Train `model` in place on (x, y, g, idx) batches; returns one dict per epoch.
+
+    `loss_fn` is called as loss_fn(logits, teacher_logits, targets) and must have a `reduction`
+    attribute (PerformanceWeightedLoss, or anything built like it): fit trains on a copy with
+    reduction="none" so it can split each epoch's loss over label x group cells, and backprops
+    the batch mean (what reduction="mean" gives). `teacher(x, idx) -> logits` (CachedTeacher or
+    FrozenTeacher) is required when the loss reweights or corrects targets. Single-logit models
+    get float 0/1 targets.
+
+    Each history entry: epoch, loss (mean per-sample loss), accuracy (on the fly, training mode),
+    lr, seconds, loss_shares [{label, group, share}], diverged. A NaN/inf loss or non-finite
+    weights raise DivergenceError, or with on_divergence="degenerate" stop training and return
+    the history with diverged=True on its last entry (the model is then unusable).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if not hasattr(loss_fn, "reduction"):
+        raise ValueError("loss_fn must be a PerformanceWeightedLoss-like object with a `reduction` "
+                         "attribute, called as loss_fn(logits, teacher_logits, targets)")
+    if teacher is None and (getattr(loss_fn, "reweight", False) or getattr(loss_fn, "correct_targets", False)):
+        raise ValueError("teacher is None, but loss_fn reweights or corrects targets with the dense "
+                         "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)")
+    per_sample_fn = copy.deepcopy(loss_fn)
+    per_sample_fn.reduction = "none"
+    device = torch.device(device)
+    prefix = f"{context}: " if context else ""
+
+    model.to(device).train()
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    # stepped once per epoch, so the lr logged for an epoch is the one it trained with
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" and epochs else None
+
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        current_lr = opt.param_groups[0]["lr"]
+        losses, labels, groups = [], [], []
+        correct, bad = 0, None
+        for x, y, g, idx in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            binary = logits.ndim == 1 or logits.shape[1] == 1
+            targets = y.float() if binary else y
+            teacher_logits = teacher(x, idx) if teacher is not None else None
+            per_sample = per_sample_fn(logits, teacher_logits, targets)
+            loss = per_sample.mean()
+            value = loss.item()
+            if not math.isfinite(value):
+                bad = value
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(per_sample.detach().float().cpu())
+            labels.append(y.cpu())
+            groups.append(g.cpu())
+            pred = (logits.detach().reshape(-1) > 0).long() if binary else logits.detach().argmax(1)
+            correct += int((pred == y).sum())
+        if bad is None and not losses:
+            raise ValueError(f"{prefix}loader yielded no batches")
+        if bad is None and not _finite_weights(model):
+            bad = "non-finite weights"
+        if bad is not None:
+            message = (f"{prefix}loss became {bad} at epoch {epoch}/{epochs} (lr={lr}); "
+                       f"lower the learning rate or check the data")
+            if on_divergence == "raise":
+                raise DivergenceError(message)
+            log(message + "; stopping and marking the run degenerate")
+            history.append({"epoch": epoch, "loss": float("nan"), "accuracy": float("nan"),
+                            "lr": current_lr, "seconds": time.perf_counter() - start,
+                            "loss_shares": [], "diverged": True})
+            return history
+
+        losses, labels, groups = torch.cat(losses), torch.cat(labels), torch.cat(groups)
+        history.append({"epoch": epoch, "loss": losses.mean().item(), "accuracy": correct / len(labels),
+                        "lr": current_lr, "seconds": time.perf_counter() - start,
+                        "loss_shares": loss_shares(losses, labels, groups), "diverged": False})
+        if sched is not None:
+            sched.step()
+        h = history[-1]
+        log(f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
+            f"lr {current_lr:.3g} {h['seconds']:.1f}s")
+    return history
+
+
+def loss_shares(losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> list[dict]:
+    """Share of the summed per-sample loss on each (label, group) cell present, sorted by cell.
+    An all-zero loss has no shares to split; every cell then gets 0."""
+    total = losses.double().sum().item()
+    cells = torch.stack([labels.long(), groups.long()], dim=1)
+    keys, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    sums = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inverse, losses.double())
+    return [{"label": int(k[0]), "group": int(k[1]), "share": (s / total) if total > 0 else 0.0}
+            for k, s in zip(keys.tolist(), sums.tolist())]
