@@ -1,0 +1,231 @@
+"""Datasets with a protected group attribute, in one prepared on-disk form.
+
+Every dataset yields, per sample, an RGB image, a label and a group (the attribute whose
+fairness is measured), in named splits: train, val, test (+ extra evaluation splits such as
+test_shortcut). `prepare` decodes the raw data once into `out_dir/<split>.npz` (x uint8
+(N, C, H, W), y int64, g int64) + `meta.json`, so jobs do not repeat slow decoding.
+
+Kinds (see docs/datasets.md and each module's docstring):
+  digits          embedded default, built from scikit-learn's digits (no download)
+  cifar10         torchvision CIFAR10 layout; variants standard | imbalanced | shortcut
+  celeba          torchvision CelebA layout; target/group attributes, optional rebalance
+  fitzpatrick17k  public CSV + images/<md5hash>.jpg; train on skin types 1-2
+
+This module imports neither torch nor torchvision (the Snakefile calls `split_names` at
+start-up); `SplitDataset` loads torch on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+
+import numpy as np
+
+from .common import DatasetError
+
+DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k")
+# keys every kind accepts; the rest come from the kind's DEFAULTS
+COMMON_DEFAULTS = {"name": None, "root": None, "seed": 0}
+BASE_SPLITS = ["train", "val", "test"]
+META_FILE = "meta.json"
+
+__all__ = ["DATASET_KINDS", "DatasetError", "Prepared", "Split", "SplitDataset", "load_prepared", "prepare",
+           "resolve_config", "split_names"]
+
+
+def _kind_module(kind):
+    return importlib.import_module(f"pwprune.data.{kind}")
+
+
+def resolve_config(dataset_cfg: dict) -> dict:
+    """The dataset config with every default filled in, validated. Unknown keys, kinds or values
+    raise DatasetError naming them and listing the valid ones."""
+    if not isinstance(dataset_cfg, dict):
+        raise DatasetError(f"dataset config must be a mapping with a 'kind' key; got {dataset_cfg!r}")
+    kind = dataset_cfg.get("kind")
+    if kind not in DATASET_KINDS:
+        raise DatasetError(f"dataset kind {kind!r} is unknown; valid kinds: {', '.join(DATASET_KINDS)}")
+    mod = _kind_module(kind)
+    valid = ["kind", *COMMON_DEFAULTS, *mod.DEFAULTS]
+    unknown = [k for k in dataset_cfg if k not in valid]
+    if unknown:
+        raise DatasetError(f"unknown dataset key(s) {', '.join(map(repr, unknown))} for kind {kind!r}; "
+                           f"valid keys: {', '.join(valid)}")
+    cfg = {"kind": kind, **copy.deepcopy(COMMON_DEFAULTS), **copy.deepcopy(mod.DEFAULTS),
+           **copy.deepcopy(dataset_cfg)}
+    cfg["name"] = cfg["name"] or (kind if cfg.get("variant", "standard") == "standard" else f"{kind}_{cfg['variant']}")
+    cfg["root"] = cfg["root"] or f"data/raw/{kind}"
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+        raise DatasetError(f"dataset key 'seed' = {cfg['seed']!r} is invalid; must be an int")
+    vf = cfg["val_fraction"]
+    if vf is not None and not (isinstance(vf, (int, float)) and not isinstance(vf, bool) and 0 < vf < 1):
+        raise DatasetError(f"dataset key 'val_fraction' = {vf!r} is invalid; must be a number in (0, 1)")
+    mod.validate(cfg)
+    return cfg
+
+
+def split_names(dataset_cfg: dict) -> list:
+    """The splits a prepared dataset will have, from the config alone (no data is read)."""
+    cfg = resolve_config(dataset_cfg)
+    return BASE_SPLITS + _kind_module(cfg["kind"]).extra_splits(cfg)
+
+
+def _channel_stats(x: np.ndarray):
+    """Per-channel mean/std of uint8 images in [0, 1] units, in chunks (CelebA's train split is
+    GBs; a float copy of all of it at once would not fit comfortably)."""
+    c = x.shape[1]
+    s, s2, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(x), 4096):
+        chunk = x[i:i + 4096].astype(np.float64) / 255.0
+        s += chunk.sum(axis=(0, 2, 3))
+        s2 += (chunk ** 2).sum(axis=(0, 2, 3))
+        n += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+    mean = s / n
+    std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
+    return [float(m) for m in mean], [float(max(v, 1e-3)) for v in std]
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def prepare(dataset_cfg: dict, raw_root=None, out_dir=None, log=print) -> dict:
+    """Decode the raw dataset into out_dir/<split>.npz + out_dir/meta.json; returns the meta.
+    `raw_root` is this dataset's raw folder (default: the config's `root`). Everything is read and
+    checked in memory first, so missing/broken data raises DatasetError before any file is
+    written; then the npz files are written atomically and meta.json last, so a half-written
+    prepare is never accepted by `load_prepared`."""
+    if out_dir is None:
+        raise DatasetError("prepare: out_dir is required")
+    cfg = resolve_config(dataset_cfg)
+    raw_root = str(raw_root if raw_root is not None else cfg["root"])
+    mod = _kind_module(cfg["kind"])
+    if cfg["kind"] == "celeba" and cfg["val_fraction"] is not None:
+        log("celeba: val_fraction is ignored; the official partition fixes val and test")
+    built = mod.build(cfg, raw_root, log)
+    names = split_names(cfg)
+    splits = built["splits"]
+    assert sorted(splits) == sorted(names), (sorted(splits), names)
+    if len(splits["train"][1]) == 0:
+        raise DatasetError(f"{cfg['kind']}: the train split is empty (raw data under {raw_root}); "
+                           "check the data and the config")
+    x_train = splits["train"][0]
+    mean, std = _channel_stats(x_train)
+    n_groups = len(built["group_names"])
+    meta = {
+        "name": cfg["name"],
+        "kind": cfg["kind"],
+        "num_classes": len(built["class_names"]),
+        "class_names": built["class_names"],
+        "group_names": built["group_names"],
+        "in_channels": int(x_train.shape[1]),
+        "input_size": int(x_train.shape[-1]),
+        "mean": mean,
+        "std": std,
+        "splits": names,
+        "eval_splits": [n for n in names if n not in ("train", "val")],
+        "sizes": {n: int(len(splits[n][1])) for n in names},
+        "group_counts": {n: [int((splits[n][2] == k).sum()) for k in range(n_groups)] for n in names},
+        "config": cfg,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    meta_path = os.path.join(out_dir, META_FILE)
+    if os.path.exists(meta_path):  # an old meta must not vouch for new, half-written splits
+        os.remove(meta_path)
+    for n in names:
+        x, y, g = splits[n]
+        _atomic_write(os.path.join(out_dir, f"{n}.npz"), lambda f, x=x, y=y, g=g: np.savez(
+            f, x=np.ascontiguousarray(x, np.uint8), y=np.asarray(y, np.int64), g=np.asarray(g, np.int64)))
+    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    log(f"prepared {cfg['name']} in {out_dir}: " + ", ".join(f"{n}={meta['sizes'][n]}" for n in names))
+    return meta
+
+
+class Split:
+    """One split in memory: x uint8 (N, C, H, W), y int64 (N,), g int64 (N,)."""
+
+    def __init__(self, name, x, y, g):
+        self.name, self.x, self.y, self.g = name, x, y, g
+
+    def __len__(self):
+        return len(self.y)
+
+    def __repr__(self):
+        return f"Split({self.name!r}, n={len(self)}, shape={tuple(self.x.shape)})"
+
+
+class _Splits(dict):
+    """split name -> Split, read from disk on first access (a job that only evaluates on test
+    should not load a multi-GB train split)."""
+
+    def __init__(self, out_dir, names):
+        super().__init__()
+        self.out_dir, self.names = out_dir, list(names)
+
+    def __missing__(self, name):
+        if name not in self.names:
+            raise KeyError(f"split {name!r} is not in {self.out_dir}; splits: {', '.join(self.names)}")
+        path = os.path.join(self.out_dir, f"{name}.npz")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                split = Split(name, z["x"], z["y"].astype(np.int64), z["g"].astype(np.int64))
+        except Exception as e:
+            raise DatasetError(f"prepared split {path} is missing or unreadable ({type(e).__name__}: {e}); "
+                               "run the prepare step again") from None
+        if not (split.x.ndim == 4 and len(split.x) == len(split.y) == len(split.g)):
+            raise DatasetError(f"prepared split {path} has inconsistent arrays; run the prepare step again")
+        self[name] = split
+        return split
+
+    def __contains__(self, name):
+        return name in self.names
+
+    def keys(self):
+        return list(self.names)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self):
+        return len(self.names)
+
+
+class Prepared:
+    def __init__(self, out_dir, meta):
+        self.out_dir, self.meta = out_dir, meta
+        self.splits = _Splits(out_dir, meta["splits"])
+
+    def __repr__(self):
+        return f"Prepared({self.meta['name']!r}, splits={self.meta['splits']})"
+
+
+def load_prepared(out_dir) -> Prepared:
+    """Open a prepared dataset. Only a directory whose meta.json exists (written last by
+    `prepare`) is accepted; splits are read lazily."""
+    path = os.path.join(out_dir, META_FILE)
+    if not os.path.isfile(path):
+        raise DatasetError(f"no prepared dataset in {out_dir} ({path} is missing: the prepare step has not "
+                           "run or did not finish); run the prepare step")
+    with open(path) as f:
+        meta = json.load(f)
+    return Prepared(out_dir, meta)
+
+
+def __getattr__(name):
+    if name == "SplitDataset":  # torch-backed: load on first use only
+        from .dataset import SplitDataset
+
+        return SplitDataset
+    raise AttributeError(f"module 'pwprune.data' has no attribute {name!r}")

@@ -1,0 +1,45 @@
+"""The torch view of a prepared split: (x_normalised, y, g, idx) samples."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+class SplitDataset(Dataset):
+    """Yields (x float (C, H, W) normalised with the *train* mean/std, y int64, g int64, idx int64),
+    idx being the sample's position in its split (the PW loss's cached teacher looks rows up by it).
+
+    augment=True: random crop with zero padding (input_size // 8 px, 4 at 32 px) + horizontal flip,
+    drawn from torch's global RNG, so a DataLoader's generator/worker seeding makes it reproducible.
+    Not for digits (a flipped digit is another digit); the workflow decides per dataset.
+    The images stay uint8 in memory and are converted per sample (a float copy of CelebA's train
+    split would be 4x larger)."""
+
+    def __init__(self, split, meta, augment=False):
+        self.x = torch.from_numpy(split.x)
+        self.y = torch.from_numpy(split.y).long()
+        self.g = torch.from_numpy(split.g).long()
+        c = self.x.shape[1]
+        self.mean = torch.tensor(meta["mean"], dtype=torch.float32).view(c, 1, 1)
+        self.std = torch.tensor(meta["std"], dtype=torch.float32).view(c, 1, 1)
+        self.augment = augment
+        self.pad = max(1, int(meta["input_size"]) // 8)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        x = self.x[i].float().div_(255.0)
+        if self.augment:
+            h, w = x.shape[-2:]
+            p = self.pad
+            # pad raw pixels with 0 (black), as torchvision's RandomCrop(padding=p) does
+            x = F.pad(x, (p, p, p, p))
+            top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            x = x[:, top:top + h, left:left + w]
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        x = (x - self.mean) / self.std
+        return x, self.y[i], self.g[i], torch.tensor(i, dtype=torch.long)
