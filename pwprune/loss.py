@@ -164,7 +164,8 @@ def _check_teacher(teacher_logits, logits, binary):
     return teacher_logits.to(logits.device)
 
 
-def make_loss(kind: str, min_weight: float, gamma: float, reduction: str = "mean") -> PerformanceWeightedLoss:
+def make_loss(kind: str, min_weight: float = 0.75, gamma: float = 5.0,
+              reduction: str = "mean") -> PerformanceWeightedLoss:
     """The loss for a config label: ce, pw, pw_weight (reweight only), pw_correct (correction only)."""
     switches = {"ce": (False, False), "pw": (True, True), "pw_weight": (True, False),
                 "pw_correct": (False, True)}

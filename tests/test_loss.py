@@ -198,6 +198,8 @@ def test_make_loss_kinds():
     assert (loss.min_weight, loss.gamma, loss.reduction) == (0.4, 1.0, "sum")
     with pytest.raises(ValueError, match="kind"):
         make_loss("focal", 0.4, 1.0)
+    default = make_loss("pw")  # same defaults as the module
+    assert (default.min_weight, default.gamma) == (0.75, 5.0)
 
 
 def test_probabilities():
