@@ -102,7 +102,7 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
             raise CheckpointError(
                 f"{path}: refusing to load, the file is not plain data that weights_only loading "
                 f"accepts ({_reason(e)}) and unpickling it could run code. pwprune checkpoints hold "
-                f"only tensors and plain values; do not load this file with weights_only=False, "
+                f"only tensors and plain values; never load this file with weights_only switched off; "
                 f"{regenerate}") from None
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)}); {regenerate}") from None
     except Exception as e:  # truncated zip, random bytes, empty file: torch raises many types
@@ -143,7 +143,7 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
 
 def _reason(e: BaseException) -> str:
     """The informative line of a torch.load error, without its boilerplate advice (which, for
-    weights_only failures, suggests weights_only=False: exactly what we must not do)."""
+    weights_only failures, suggests switching weights_only off: exactly what we must not do)."""
     boilerplate = ("weights only load failed", "check the documentation", "please file an issue")
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     useful = [l for l in lines if not l.lower().startswith(boilerplate)]
