@@ -6,7 +6,7 @@ On disk (`root`): the public `fitzpatrick17k.csv` (github.com/mattgroh/fitzpatri
 md5hash, fitzpatrick_scale, fitzpatrick_centaur, label, nine_partition_label,
 three_partition_label, qc, url, url_alphanum) and `images/<md5hash>.jpg`.
 
-Splits (seeded, stratified by label): skin types 1-2 -> `test_fraction` test, `val_fraction`
+Splits (seeded, stratified by label, and by group for 3-6): skin types 1-2 -> `test_fraction` test, `val_fraction`
 val, the rest train; skin types 3-4 and 5-6 -> `val_fraction` val, the rest test. So train
 holds 1-2 only, while val and test hold every group. Images are centre-cropped to a square
 and resized to `image_size`.
@@ -108,7 +108,8 @@ def build(cfg: dict, raw_root, log=print) -> dict:
     light = np.flatnonzero(g == 0)
     dark = np.flatnonzero(g > 0)
     p1 = stratified_split(y[light], {"test": cfg["test_fraction"], "val": cfg["val_fraction"], "train": 1.0}, rng)
-    p2 = stratified_split(y[dark], {"val": cfg["val_fraction"], "test": 1.0}, rng)
+    # stratified by label x group, so 3-4 and 5-6 each keep their share in val and test
+    p2 = stratified_split(y[dark] * len(GROUPS) + g[dark], {"val": cfg["val_fraction"], "test": 1.0}, rng)
     parts = {"train": light[p1["train"]],
              "val": np.sort(np.concatenate([light[p1["val"]], dark[p2["val"]]])),
              "test": np.sort(np.concatenate([light[p1["test"]], dark[p2["test"]]]))}
