@@ -1,0 +1,468 @@
+"""Figures for one experiment, drawn from results/metrics.csv and results/loss_shares.csv.
+
+Every figure is written twice, `<out_stem>.png` (200 dpi) and `<out_stem>.pdf`. Figures are
+built on matplotlib's object API (`Figure`, no pyplot), so nothing depends on a display or on
+global backend state. Choices worth knowing when reading them:
+
+- x axis = the *target* FLOP (MAC) reduction, so seeds average at the same x. The axis is spaced
+  by log2 of the remaining compute: the paper's targets (1 - 1/2^k) come out evenly spaced
+  instead of piling up against 100%.
+- Curves are the `finetuned` stage; the pruned-before-fine-tuning stage is left out to keep the
+  panels readable (it stays in metrics.csv).
+- Points are the mean over seeds with a 95% t-interval; degenerate (collapsed) trials are in the
+  mean and each is also drawn as a black x at its own value, so a collapse is visible.
+- CE and PW at the same x are nudged apart (side by side) so their intervals do not overlap.
+- The ablation figure, when no ablation rows exist, is a placeholder page saying so (the
+  workflow's output file still exists, and the report says plainly it was not run).
+"""
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+
+from pwprune.summary import (aggregate_trials, clean_metrics, sort_methods, t_interval,
+                             trial_table, validate_metrics, validate_shares)
+
+FIGURES = ("group_performance", "fairness_gap", "tradeoff", "ablation", "loss_shares")
+DPI = 200
+# one palette for every figure (Okabe-Ito, colour-blind safe): CE blue, PW vermillion
+PALETTE = {"ce": "#0072B2", "pw": "#D55E00", "pw_weight": "#009E73", "pw_correct": "#CC79A7",
+           "pw_prune_only": "#E69F00", "pw_finetune_only": "#56B4E9", "dense": "#555555"}
+LOSS_LABELS = {"ce": "CE", "pw": "PW",
+               "pw_weight": "PW weighting only", "pw_correct": "PW correction only",
+               "pw_prune_only": "PW in pruning phase only",
+               "pw_finetune_only": "PW in fine-tuning phase only"}
+ABLATION_LOSSES = ("pw_weight", "pw_correct", "pw_prune_only", "pw_finetune_only")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+LINESTYLES = ("-", "--", ":", "-.")
+X_LABEL = "FLOP (MAC) reduction (%)"
+
+
+def _color(loss):
+    return PALETTE.get(loss, "#999999")
+
+
+def _label(loss, ablation=False):
+    if ablation and loss == "pw":
+        return "PW: weighting + correction, both phases"
+    return LOSS_LABELS.get(loss, loss)
+
+
+# --- x axis: target reduction in %, spaced by halvings of the remaining compute ---
+
+def _fwd(x):
+    return -np.log2(np.clip(1.0 - np.asarray(x, dtype=float) / 100.0, 1e-4, None))
+
+
+def _inv(y):
+    return 100.0 * (1.0 - np.power(2.0, -np.asarray(y, dtype=float)))
+
+
+def _reduction_axis(ax, targets_pct):
+    ax.set_xscale("function", functions=(_fwd, _inv))
+    ax.set_xticks(list(targets_pct))
+    ax.set_xticklabels([f"{t:.4g}" for t in targets_pct], rotation=45 if len(targets_pct) > 4
+                       else 0)
+    ax.xaxis.set_minor_locator(NullLocator())
+    lo, hi = _fwd(min(targets_pct)), _fwd(max(targets_pct))
+    pad = 0.3 * max(hi - lo, 1.0) / max(len(targets_pct), 1)
+    ax.set_xlim(_inv(lo - pad), _inv(hi + pad))
+    ax.set_xlabel(X_LABEL)
+
+
+def _dodge(targets_pct, i, k):
+    """x positions for series i of k at the given targets, nudged apart in axis space."""
+    t = _fwd(targets_pct)
+    u = np.unique(_fwd(sorted(set(targets_pct))))
+    step = 0.05 * (np.min(np.diff(u)) if len(u) > 1 else 1.0)
+    return _inv(t + (i - (k - 1) / 2) * step)
+
+
+def _yerr(mean, half, bounds):
+    """Asymmetric error bars clipped to the metric's range: a t-interval from 3 seeds can reach
+    past 100% accuracy, which only misleads."""
+    half = np.nan_to_num(np.asarray(half, dtype=float))
+    lo, hi = bounds
+    return np.vstack([mean - np.maximum(mean - half, lo), np.minimum(mean + half, hi) - mean])
+
+
+def _series(ax, trials, value, loss, i, k, scale=100.0, marker="o", linestyle="-", label=None,
+            bounds=(-np.inf, np.inf)):
+    """Mean ± 95% CI over seeds of `value` per target for one loss, and x marks for degenerate
+    trials. `trials` holds trial_table rows, or per-group metric rows, for one panel; `bounds`
+    (in plotted units) clip the interval."""
+    t = trials[trials["loss"] == loss]
+    if not len(t):
+        return
+    agg = aggregate_trials(t, ["target_reduction"], value)
+    agg = agg[np.isfinite(agg["mean"])]
+    if len(agg):
+        x = _dodge(agg["target_reduction"].to_numpy() * 100, i, k)
+        mean = agg["mean"].to_numpy() * scale
+        ax.errorbar(x, mean, yerr=_yerr(mean, agg["ci95"].to_numpy() * scale, bounds),
+                    color=_color(loss), marker=marker, linestyle=linestyle, markersize=4,
+                    capsize=2, linewidth=1.3, label=label)
+    bad = t[t["degenerate"] & np.isfinite(t[value].astype(float))]
+    if len(bad):
+        ax.scatter(_dodge(bad["target_reduction"].to_numpy() * 100, i, k), bad[value] * scale,
+                   marker="x", color="black", s=30, linewidths=1.2, zorder=5)
+
+
+def _save(fig, out_stem):
+    os.makedirs(os.path.dirname(os.path.abspath(out_stem)), exist_ok=True)
+    paths = [f"{out_stem}.png", f"{out_stem}.pdf"]
+    fig.savefig(paths[0], dpi=DPI)
+    fig.savefig(paths[1])
+    return paths
+
+
+def _placeholder(title, message, out_stem):
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11)
+    return _save(fig, out_stem)
+
+
+def _legend(fig, handles, ncol=4):
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(ncol, len(handles)),
+               frameon=False, fontsize=8)
+
+
+def _ci_handle():
+    return Line2D([], [], color="black", marker="|", linestyle="none", markersize=8,
+                  label="mean ± 95% CI over seeds")
+
+
+def _degenerate_handle():
+    return Line2D([], [], color="black", marker="x", linestyle="none",
+                  label="degenerate trial (included in mean)")
+
+
+def _experiment_rows(metrics_df, experiment, split):
+    d = metrics_df[(metrics_df["experiment"] == experiment) & (metrics_df["split"] == split)]
+    if not len(d):
+        have = sorted(set(zip(metrics_df["experiment"], metrics_df["split"])))
+        raise ValueError(f"no metrics rows for experiment={experiment!r}, split={split!r}; the "
+                         f"table has (experiment, split) {have}")
+    return d
+
+
+def _panel_grid(fig, nrows, ncols, sharey="row"):
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    return axes
+
+
+# --- 1. per-group accuracy and AUROC vs FLOP reduction ---
+
+def _group_performance(d, experiment, split, out_stem):
+    fin = d[(d["stage"] == "finetuned") & d["loss"].isin(["ce", "pw"])]
+    dense = d[d["stage"] == "dense"]
+    methods = sort_methods(fin["method"])
+    groups = [g for g in dict.fromkeys(d["group"]) if g != "all"]
+    targets = sorted(set(fin["target_reduction"] * 100))
+    if not methods:
+        return _placeholder(f"{experiment}: per-group performance",
+                            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
+                            out_stem)
+    fig = Figure(figsize=(4.0 * len(methods) + 1.0, 6.8), layout="constrained")
+    axes = _panel_grid(fig, 2, len(methods))
+    metrics = (("accuracy", "accuracy (%)", 100.0), ("auroc", "AUROC (0–1)", 1.0))
+    k = 2 * len(groups)
+    for j, method in enumerate(methods):
+        m = fin[fin["method"] == method]
+        for r, (col, ylabel, scale) in enumerate(metrics):
+            ax = axes[r, j]
+            for gi, g in enumerate(groups):
+                ref = dense[dense["group"] == g].groupby("seed")[col].mean().mean()
+                if np.isfinite(ref):
+                    ax.axhline(ref * scale, color=PALETTE["dense"], linewidth=0.8,
+                               linestyle=LINESTYLES[gi % 4], alpha=0.8)
+                for li, loss in enumerate(("ce", "pw")):
+                    rows = m[m["group"] == g]
+                    _series(ax, rows, col, loss, li * len(groups) + gi, k, scale=scale,
+                            marker=MARKERS[gi % len(MARKERS)], linestyle=LINESTYLES[gi % 4],
+                            bounds=(0, scale))
+            if not np.isfinite(m[col].astype(float)).any():
+                ax.text(0.5, 0.5, f"{col} undefined\n(each group holds one class)",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=8)
+            _reduction_axis(ax, targets)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if r == 0:
+                ax.set_title(method)
+            ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in ("ce", "pw")]
+    handles += [Line2D([], [], color="black", marker=MARKERS[gi % len(MARKERS)],
+                       linestyle=LINESTYLES[gi % 4], label=f"group: {g}")
+                for gi, g in enumerate(groups)]
+    handles += [Line2D([], [], color=PALETTE["dense"], linewidth=0.8,
+                       label="dense model (per group, same line style)"),
+                _ci_handle(), _degenerate_handle()]
+    _legend(fig, handles, ncol=3)
+    fig.suptitle(f"{experiment}: per-group performance after fine-tuning vs FLOP reduction "
+                 f"({split} split)")
+    return _save(fig, out_stem)
+
+
+# --- 2. fairness gap, worst-group drop, spread of drops vs FLOP reduction ---
+
+FAIRNESS_PANELS = (("gap", "best − worst group accuracy (pp)"),
+                   ("worst_drop", "worst-group accuracy drop\nfrom dense (pp)"),
+                   ("drop_std", "std of group accuracy drops (pp)"))
+
+
+def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ablation=False):
+    """Rows = methods, one column per (value, losses-subset, column title); lines = losses."""
+    trials = trial_table(d, "finetuned")
+    dense = trial_table(d, "dense")
+    methods = sort_methods(trials.loc[trials["loss"].isin(losses), "method"])
+    if not methods:
+        return None
+    targets = sorted(set(trials["target_reduction"] * 100))
+    fig = Figure(figsize=(3.4 * len(columns) + 0.6, 2.9 * len(methods) + 1.1),
+                 layout="constrained")
+    axes = _panel_grid(fig, len(methods), len(columns), sharey="col")
+    for i, method in enumerate(methods):
+        t = trials[trials["method"] == method]
+        for j, (value, ylabel, subset, col_title) in enumerate(columns):
+            ax = axes[i, j]
+            if value == "gap":
+                ref = dense.groupby("seed")["gap"].mean().mean()
+                if np.isfinite(ref):
+                    ax.axhline(ref * 100, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
+            else:
+                ax.axhline(0, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
+            for li, loss in enumerate(subset):
+                # a gap and a std cannot be negative; drops can (a group may gain)
+                _series(ax, t, value, loss, li, len(subset),
+                        bounds=(-100, 100) if value == "worst_drop" else (0, 100))
+            _reduction_axis(ax, targets)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{method}" + (f"\n{col_title}" if col_title else ""), fontsize=10)
+            ax.grid(alpha=0.3)
+    present = [l for l in losses if (trials["loss"] == l).any()]
+    handles = [Line2D([], [], color=_color(l), marker="o", label=_label(l, ablation))
+               for l in present]
+    handles += [Line2D([], [], color=PALETTE["dense"], linestyle="--",
+                       label="dense gap (gap panels) / no change (drop panels)"),
+                _ci_handle(), _degenerate_handle()]
+    _legend(fig, handles, ncol=3)
+    fig.suptitle(title)
+    return _save(fig, out_stem)
+
+
+def _fairness_gap(d, experiment, split, out_stem):
+    cols = [(v, y, ("ce", "pw"), "") for v, y in FAIRNESS_PANELS]
+    paths = _trials_vs_target(
+        d, experiment, split, out_stem, ("ce", "pw"), cols,
+        f"{experiment}: fairness after fine-tuning vs FLOP reduction ({split} split; "
+        f"drops against each seed's dense model)")
+    return paths or _placeholder(f"{experiment}: fairness gap",
+                                 "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
+                                 out_stem)
+
+
+# --- 3. accuracy vs latency and MACs ---
+
+def _plain_log_ticks(ax):
+    # 0.3 reads better than 3x10^-1; label the minor ticks only when the axis spans < 1 decade
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(fmt)
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(fmt if hi / max(lo, 1e-12) < 10 else NullFormatter())
+
+
+def _tradeoff(d, experiment, split, out_stem):
+    trials = trial_table(d, "finetuned")
+    trials = trials[trials["loss"].isin(["ce", "pw"])]
+    dense = trial_table(d, "dense").groupby("seed")[
+        ["accuracy", "worst_group_accuracy", "latency_ms", "macs"]].mean().mean()
+    methods = sort_methods(trials["method"])
+    if not methods:
+        return _placeholder(f"{experiment}: trade-off",
+                            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
+                            out_stem)
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    axes = _panel_grid(fig, 2, 2, sharey="row")
+    ys = (("accuracy", "overall accuracy (%)"), ("worst_group_accuracy",
+                                                  "worst-group accuracy (%)"))
+    xs = (("latency_ms", "CPU latency (ms / sample, log scale)"),
+          ("mmacs", "MACs per sample (millions, log scale)"))
+    trials = trials.assign(mmacs=trials["macs"] / 1e6)
+    dense["mmacs"] = dense["macs"] / 1e6
+    for r, (yv, ylabel) in enumerate(ys):
+        for c, (xv, xlabel) in enumerate(xs):
+            ax = axes[r, c]
+            for mi, method in enumerate(methods):
+                for loss in ("ce", "pw"):
+                    t = trials[(trials["method"] == method) & (trials["loss"] == loss)]
+                    if not len(t):
+                        continue
+                    pts = []
+                    for tr, g in t.groupby("target_reduction"):
+                        my, hy = t_interval(g[yv])
+                        pts.append((t_interval(g[xv])[0], my * 100, hy * 100))
+                    px, py, ph = map(np.array, zip(*pts))
+                    ax.errorbar(px, py, yerr=_yerr(py, ph, (0, 100)), color=_color(loss),
+                                marker=MARKERS[mi % len(MARKERS)], markersize=5, capsize=2,
+                                linewidth=1.1, alpha=0.9)
+                    bad = t[t["degenerate"]]
+                    if len(bad):
+                        ax.scatter(bad[xv], bad[yv] * 100, marker="x", color="black", s=30,
+                                   zorder=5)
+            if np.isfinite(dense[xv]) and dense[xv] > 0:
+                ax.scatter([dense[xv]], [dense[yv] * 100], marker="*", s=140, color="black",
+                           zorder=6)
+            ax.set_xscale("log")
+            _plain_log_ticks(ax)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in ("ce", "pw")]
+    handles += [Line2D([], [], color="black", marker=MARKERS[mi % len(MARKERS)],
+                       linestyle="none", label=f"method: {m}") for mi, m in enumerate(methods)]
+    handles += [Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
+                       label="dense model"), _ci_handle(), _degenerate_handle()]
+    _legend(fig, handles, ncol=4)
+    fig.suptitle(f"{experiment}: accuracy vs cost after fine-tuning, one point per target "
+                 f"reduction ({split} split)")
+    return _save(fig, out_stem)
+
+
+# --- 4. ablation ---
+
+def _ablation(d, experiment, split, out_stem):
+    present = [l for l in ABLATION_LOSSES if (d["loss"] == l).any()]
+    if not present:
+        return _placeholder(
+            f"{experiment}: ablation",
+            f"Ablation not run for experiment '{experiment}': metrics.csv has no rows with loss "
+            f"in {', '.join(ABLATION_LOSSES)}.\nEnable the ablation in params.yaml to fill "
+            f"this figure.", out_stem)
+    components = ("ce", "pw_weight", "pw_correct", "pw")
+    phases = ("ce", "pw_prune_only", "pw_finetune_only", "pw")
+    cols = [("gap", FAIRNESS_PANELS[0][1], components, "weighting vs correction"),
+            ("gap", FAIRNESS_PANELS[0][1], phases, "pruning vs fine-tuning phase"),
+            ("worst_drop", FAIRNESS_PANELS[1][1], components, "weighting vs correction"),
+            ("worst_drop", FAIRNESS_PANELS[1][1], phases, "pruning vs fine-tuning phase")]
+    losses = tuple(dict.fromkeys(components + phases))
+    # only methods that have ablation rows get a row of panels
+    d = d[d["method"].isin(d.loc[d["loss"].isin(present), "method"])]
+    return _trials_vs_target(d, experiment, split, out_stem, losses, cols,
+                             f"{experiment}: PW ablation after fine-tuning ({split} split)",
+                             ablation=True)
+
+
+# --- 5. where the loss goes: share of the fine-tuning loss per label × group cell ---
+
+def loss_share_table(shares_df, experiment):
+    """Per method, at its highest target reduction that has both CE and PW runs: the share of the
+    last fine-tuning epoch's loss on each label × group cell, mean over seeds (a cell missing
+    from one seed's table counts as 0 there), under CE and PW, and change = pw - ce.
+    Columns: method, target_reduction, label, group, ce, pw, change (fractions)."""
+    s = shares_df[(shares_df["experiment"] == experiment) & shares_df["loss"].isin(["ce", "pw"])]
+    cols = ["method", "target_reduction", "label", "group", "ce", "pw", "change"]
+    if not len(s):
+        return pd.DataFrame(columns=cols)
+    s = s.assign(label=s["label"].astype(str), group=s["group"].astype(str))
+    trial = ["method", "loss", "target_reduction", "seed"]
+    s = s[s["epoch"] == s.groupby(trial)["epoch"].transform("max")]
+    # numeric labels sort as numbers (CIFAR's 10 classes), anything else as text
+    labels = sorted(s["label"].unique(), key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit()
+                    else (1, 0, x))
+    groups = list(dict.fromkeys(s["group"]))
+    out = []
+    for method in sort_methods(s["method"]):
+        m = s[s["method"] == method]
+        both = [t for t, g in m.groupby("target_reduction") if g["loss"].nunique() == 2]
+        target = max(both) if both else m["target_reduction"].max()
+        m = m[m["target_reduction"] == target]
+        mean = {}
+        for loss in ("ce", "pw"):
+            t = m[m["loss"] == loss]
+            mean[loss] = (t.groupby(["label", "group"])["share"].sum() / t["seed"].nunique()
+                          if len(t) else None)
+        for lab in labels:
+            for g in groups:
+                v = {k: (math.nan if x is None else float(x.get((lab, g), 0.0)))
+                     for k, x in mean.items()}
+                out.append(dict(method=method, target_reduction=target, label=lab, group=g,
+                                ce=v["ce"], pw=v["pw"], change=v["pw"] - v["ce"]))
+    return pd.DataFrame(out, columns=cols)
+
+
+def _loss_shares(shares, experiment, out_stem):
+    table = loss_share_table(shares, experiment)
+    if not len(table):
+        return _placeholder(f"{experiment}: loss shares",
+                            f"No CE/PW rows for experiment '{experiment}' in loss_shares.csv.",
+                            out_stem)
+    labels = list(dict.fromkeys(table["label"]))
+    groups = list(dict.fromkeys(table["group"]))
+    annotate = len(labels) * len(groups) <= 36
+
+    def matrix(t, col):
+        return t.pivot(index="label", columns="group", values=col).loc[labels, groups].to_numpy(
+            dtype=float)
+
+    mats = [(method, t["target_reduction"].iloc[0], matrix(t, "ce"), matrix(t, "pw"))
+            for method, t in table.groupby("method", sort=False)]
+    vmax = np.nanmax([np.nanmax(np.r_[a.ravel(), b.ravel(), 0]) for _, _, a, b in mats]) * 100
+    dmax = max(np.nanmax(np.r_[np.abs(b - a).ravel(), 1e-6]) for _, _, a, b in mats) * 100
+    fig = Figure(figsize=(3.2 * 3 + 1.2, 0.5 * len(labels) * len(mats) + 1.6 * len(mats) + 0.6),
+                 layout="constrained")
+    axes = _panel_grid(fig, len(mats), 3, sharey=False)
+    for i, (method, target, ce, pw) in enumerate(mats):
+        cells = ((ce * 100, "CE", "Blues", 0, vmax, "{:.1f}%"),
+                 (pw * 100, "PW", "Blues", 0, vmax, "{:.1f}%"),
+                 ((pw - ce) * 100, "PW − CE", "RdBu_r", -dmax, dmax, "{:+.1f}"))
+        for j, (mat, name, cmap, lo, hi, fmt) in enumerate(cells):
+            ax = axes[i, j]
+            im = ax.imshow(mat, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+            ax.set_xticks(range(len(groups)), groups)
+            ax.set_yticks(range(len(labels)), [f"label {lab}" for lab in labels])
+            ax.set_xlabel("group")
+            ax.set_title(f"{method} @ {100 * target:.4g}% — {name}", fontsize=10)
+            if annotate:
+                for (a, b), v in np.ndenumerate(mat):
+                    if np.isfinite(v):
+                        dark = abs(v) > 0.6 * hi
+                        ax.text(b, a, fmt.format(v), ha="center", va="center", fontsize=8,
+                                color="white" if dark else "black")
+            if i == len(mats) - 1 or len(mats) == 1:
+                fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.8,
+                             label="share of batch loss (%)" if j < 2
+                             else "change in share (pp)")
+    fig.suptitle(f"{experiment}: where the fine-tuning loss goes (last epoch, mean over seeds, "
+                 f"highest target per method)")
+    return _save(fig, out_stem)
+
+
+def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test"):
+    """Draw figure `name` (one of FIGURES) for `experiment`; write `out_stem`.png/.pdf and return
+    both paths. `split` picks the evaluation split (an extra one such as test_shortcut gets its
+    own figures)."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(FIGURES)}")
+    if name == "loss_shares":
+        validate_shares(shares_df, "shares_df")
+        return _loss_shares(shares_df, experiment, out_stem)
+    validate_metrics(metrics_df, "metrics_df")
+    d = _experiment_rows(clean_metrics(metrics_df), experiment, split)
+    draw = {"group_performance": _group_performance, "fairness_gap": _fairness_gap,
+            "tradeoff": _tradeoff, "ablation": _ablation}[name]
+    return draw(d, experiment, split, out_stem)
+
+
+def make_all(metrics_df, shares_df, experiment, out_dir, split="test"):
+    """Every figure for one experiment into out_dir/<name>.png|pdf; returns all paths."""
+    return [p for name in FIGURES
+            for p in make_figure(name, metrics_df, shares_df, experiment,
+                                 os.path.join(out_dir, name), split)]

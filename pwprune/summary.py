@@ -1,0 +1,251 @@
+"""The numbers behind the figures: table validation, per-trial fairness, and the CE-vs-PW summary.
+
+Kept apart from plots.py so the statistics can be tested (and reused) without drawing anything.
+A *trial* is one experiment × split × method × loss × target_reduction × seed at one stage; its
+fairness is computed against the dense model of the same seed, and means / 95% intervals are
+then taken over seeds (a t-interval, since there are only a handful of seeds).
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pwprune.metrics import fairness
+
+METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "loss", "prune_loss",
+                   "finetune_loss", "target_reduction", "achieved_reduction", "seed", "stage",
+                   "group", "n", "accuracy", "auroc", "params", "macs", "latency_ms",
+                   "degenerate", "split")
+SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
+                  "group", "share")
+TRIAL_KEYS = ["experiment", "split", "method", "loss", "target_reduction", "seed"]
+METHOD_ORDER = ("random", "magnitude", "taylor", "autobot")
+
+
+def _validate(df, path, required, what, producer):
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}. A {what} needs the "
+                         f"columns {', '.join(required)} (see docs/interfaces.md); regenerate it "
+                         f"with {producer}.")
+
+
+def validate_metrics(df, path):
+    """Raise ValueError naming `path` and every missing column, before anything is drawn."""
+    _validate(df, path, METRICS_COLUMNS, "metrics table", "the aggregate step "
+              "(snakemake results/metrics.csv)")
+
+
+def validate_shares(df, path):
+    _validate(df, path, SHARES_COLUMNS, "loss-share table", "the aggregate step "
+              "(snakemake results/loss_shares.csv)")
+
+
+def _as_bool(s):
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "1.0", "yes"])
+
+
+def clean_metrics(df):
+    """Types the CSV round trip may have blurred: group names as strings, flags as bools."""
+    df = df.copy()
+    df["group"] = df["group"].astype(str)
+    df["degenerate"] = _as_bool(df["degenerate"])
+    for c in ("target_reduction", "achieved_reduction", "accuracy", "auroc", "macs", "params",
+              "latency_ms"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["seed"] = pd.to_numeric(df["seed"]).astype(int)
+    return df
+
+
+def read_metrics(path):
+    df = pd.read_csv(path)
+    validate_metrics(df, path)
+    return clean_metrics(df)
+
+
+def read_shares(path):
+    df = pd.read_csv(path)
+    validate_shares(df, path)
+    return df
+
+
+def sort_methods(methods):
+    # the paper's order (data-free first), anything unknown after it
+    methods = list(dict.fromkeys(methods))
+    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+
+
+def t_interval(values):
+    """(mean, half-width of the 95% t-interval) over finite values; half-width NaN below 2."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def _dense_reference(df):
+    """Dense per-group accuracy per (experiment, split, seed), and a seed-averaged fallback.
+
+    Dense rows are repeated for every method/loss/target, so they are averaged (identical copies
+    average to themselves)."""
+    dense = df[df["stage"] == "dense"]
+    per_seed = dense.groupby(["experiment", "split", "seed", "group"])["accuracy"].mean()
+    pooled = dense.groupby(["experiment", "split", "group"])["accuracy"].mean()
+    return per_seed, pooled
+
+
+def trial_table(df, stage="finetuned"):
+    """One row per trial at `stage` with its overall and worst-group accuracy and its fairness
+    against the dense model of the same seed (the seed-averaged dense model if that seed has
+    none): gap, worst_drop, drop_std, plus size/speed columns and the degenerate flag."""
+    per_seed, pooled = _dense_reference(df)
+    sub = df[df["stage"] == stage]
+    out = []
+    for key, t in sub.groupby(TRIAL_KEYS, sort=True):
+        exp, split, seed = key[0], key[1], key[5]
+        rows = t[["group", "accuracy"]].to_dict("records")
+        groups = [r["group"] for r in rows if r["group"] != "all"]
+        if not groups:
+            continue
+        dense_acc = pd.Series(dtype=float)
+        for table, k in ((per_seed, (exp, split, seed)), (pooled, (exp, split))):
+            try:
+                dense_acc = table.loc[k]
+                break
+            except KeyError:
+                pass
+        dense_rows = [{"group": g, "accuracy": a} for g, a in dense_acc.items()]
+        if all(g in dense_acc.index for g in groups):
+            f = fairness(rows, dense_rows)
+        else:  # no dense model to compare with: the gap is still defined, the drops are not
+            f = {"gap": fairness(rows, rows)["gap"], "worst_drop": math.nan, "drop_std": math.nan}
+        all_row = t[t["group"] == "all"]
+        group_acc = t.loc[t["group"] != "all", "accuracy"]
+        first = all_row.iloc[0] if len(all_row) else t.iloc[0]
+        out.append(dict(zip(TRIAL_KEYS, key),
+                        accuracy=float(all_row["accuracy"].mean()) if len(all_row) else math.nan,
+                        worst_group_accuracy=float(group_acc.min()),
+                        gap=f["gap"], worst_drop=f["worst_drop"], drop_std=f["drop_std"],
+                        macs=float(first["macs"]), params=float(first["params"]),
+                        latency_ms=float(first["latency_ms"]),
+                        achieved_reduction=float(first["achieved_reduction"]),
+                        degenerate=bool(t["degenerate"].any())))
+    cols = TRIAL_KEYS + ["accuracy", "worst_group_accuracy", "gap", "worst_drop", "drop_std",
+                         "macs", "params", "latency_ms", "achieved_reduction", "degenerate"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def aggregate_trials(trials, keys, value):
+    """Mean, 95% half-width and seed count of `value` over seeds, per `keys`."""
+    rows = []
+    for key, t in trials.groupby(keys, sort=True):
+        m, h = t_interval(t[value])
+        rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,)),
+                         mean=m, ci95=h, n=int(np.isfinite(t[value].astype(float)).sum()),
+                         n_degenerate=int(t["degenerate"].sum())))
+    return pd.DataFrame(rows, columns=list(keys) + ["mean", "ci95", "n", "n_degenerate"])
+
+
+def _paired_test(ce, pw):
+    """Paired difference PW - CE over seeds present in both; (mean, ci95, p, n_pairs, note)."""
+    common = sorted(set(ce.index) & set(pw.index))
+    d = (pw.loc[common] - ce.loc[common]).to_numpy(dtype=float) if common else np.array([])
+    mean, half = t_interval(d)
+    if len(d) < 2:
+        return mean, half, math.nan, len(d), "fewer than 2 paired seeds: no t-test"
+    if np.allclose(d, d[0]):
+        return mean, half, math.nan, len(d), "identical difference on every seed: t-test undefined"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel(pw.loc[common], ce.loc[common]).pvalue)
+    return mean, half, p, len(d), ""
+
+
+def summarize(metrics_df):
+    """CE vs PW after fine-tuning, per experiment × split × method × target_reduction.
+
+    Accuracy-type columns are fractions (0.05 = 5 percentage points). gap_* are mean and 95%
+    t-interval half-width over seeds of the best-minus-worst group accuracy; gap_diff is the mean
+    over seeds of (PW gap - CE gap), paired by seed, with its interval and a paired t-test p-value
+    (NaN, with a note, when fewer than 2 seeds pair up); acc_cost = mean CE overall accuracy -
+    mean PW overall accuracy (positive = PW costs accuracy). degenerate_* count collapsed trials,
+    which are included in every mean.
+    """
+    validate_metrics(metrics_df, "metrics_df")
+    df = clean_metrics(metrics_df)
+    trials = trial_table(df, "finetuned")
+    dense = trial_table(df, "dense")
+    keys = ["experiment", "split", "method", "target_reduction"]
+    out = []
+    for key, t in trials[trials["loss"].isin(["ce", "pw"])].groupby(keys, sort=True):
+        ce = t[t["loss"] == "ce"].set_index("seed")
+        pw = t[t["loss"] == "pw"].set_index("seed")
+        d = dense[(dense["experiment"] == key[0]) & (dense["split"] == key[1])]
+        gap_ce, ci_ce = t_interval(ce["gap"])
+        gap_pw, ci_pw = t_interval(pw["gap"])
+        diff, ci_diff, p, n_pairs, note = _paired_test(ce["gap"], pw["gap"])
+        acc_ce = t_interval(ce["accuracy"])[0]
+        acc_pw = t_interval(pw["accuracy"])[0]
+        if len(ce) == 0 or len(pw) == 0:
+            note = f"no {'ce' if len(ce) == 0 else 'pw'} trials"
+        out.append(dict(zip(keys, key), n_seeds_ce=len(ce), n_seeds_pw=len(pw), n_pairs=n_pairs,
+                        gap_dense=d.groupby("seed")["gap"].mean().mean() if len(d) else math.nan,
+                        gap_ce=gap_ce, gap_ce_ci95=ci_ce, gap_pw=gap_pw, gap_pw_ci95=ci_pw,
+                        gap_diff=diff, gap_diff_ci95=ci_diff, p_value=p,
+                        acc_ce=acc_ce, acc_pw=acc_pw, acc_cost=acc_ce - acc_pw,
+                        degenerate_ce=int(ce["degenerate"].sum()),
+                        degenerate_pw=int(pw["degenerate"].sum()), note=note))
+    cols = keys + ["n_seeds_ce", "n_seeds_pw", "n_pairs", "gap_dense", "gap_ce", "gap_ce_ci95",
+                   "gap_pw", "gap_pw_ci95", "gap_diff", "gap_diff_ci95", "p_value", "acc_ce",
+                   "acc_pw", "acc_cost", "degenerate_ce", "degenerate_pw", "note"]
+    res = pd.DataFrame(out, columns=cols)
+    rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
+    res["_rank"] = res["method"].map(rank)
+    res = res.sort_values(["experiment", "split", "_rank", "target_reduction"])
+    return res.drop(columns="_rank").reset_index(drop=True)
+
+
+def _pp(mean, half=math.nan, signed=False):
+    if not np.isfinite(mean):
+        return "–"
+    s = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return s + (f" ± {100 * half:.1f}" if np.isfinite(half) else "")
+
+
+def write_summary(df, md_path, csv_path):
+    """summary.csv: the `summarize` frame as is (fractions). summary.md: the same in percentage
+    points with a header saying how to read it."""
+    df.to_csv(csv_path, index=False)
+    lines = ["# CE vs PW fairness after fine-tuning", "",
+             "Gap = best − worst group accuracy after fine-tuning, in percentage points (pp); "
+             "mean ± 95% t-interval half-width over seeds. PW − CE is paired by seed "
+             "(negative = PW is fairer); p from a paired t-test (scipy.stats.ttest_rel). "
+             "Accuracy cost = CE overall accuracy − PW overall accuracy (positive = PW loses "
+             "accuracy). Degenerate (collapsed) trials are counted and included in the means.", ""]
+    header = ["experiment", "split", "method", "FLOP reduction (%)", "seeds (CE/PW)",
+              "dense gap (pp)", "gap CE (pp)", "gap PW (pp)", "PW − CE (pp)", "p",
+              "acc. cost of PW (pp)", "degenerate (CE/PW)", "note"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in df.itertuples(index=False):
+        p = "–" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"
+        cells = [r.experiment, r.split, r.method, f"{100 * r.target_reduction:.4g}",
+                 f"{r.n_seeds_ce}/{r.n_seeds_pw}", _pp(r.gap_dense), _pp(r.gap_ce, r.gap_ce_ci95),
+                 _pp(r.gap_pw, r.gap_pw_ci95), _pp(r.gap_diff, r.gap_diff_ci95, signed=True), p,
+                 _pp(r.acc_cost, signed=True), f"{r.degenerate_ce}/{r.degenerate_pw}",
+                 r.note or ""]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if not len(df):
+        lines.append("\n(no CE/PW fine-tuned trials in the metrics table)")
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return [md_path, csv_path]

@@ -1,0 +1,208 @@
+import math
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pwprune.plots import (ABLATION_LOSSES, FIGURES, PALETTE, loss_share_table, make_all,
+                           make_figure)
+from pwprune.summary import (METRICS_COLUMNS, read_metrics, summarize, trial_table,
+                             write_summary)
+
+# finetuned per-group accuracies, (female, male) per seed; `all` = their mean (50 samples each)
+FIN = {
+    ("magnitude", 0.5, "ce"): {0: (.88, .70), 1: (.86, .72), 2: (.90, .74)},
+    ("magnitude", 0.5, "pw"): {0: (.87, .77), 1: (.85, .73), 2: (.88, .80)},
+    ("magnitude", 0.75, "ce"): {0: (.84, .62), 1: (.82, .66), 2: (.85, .64)},
+    ("magnitude", 0.75, "pw"): {0: (.83, .70), 1: (.82, .69), 2: (.84, .72)},
+    ("taylor", 0.5, "ce"): {0: (.87, .71), 1: (.88, .70), 2: (.86, .73)},
+    ("taylor", 0.5, "pw"): {0: (.86, .76)},  # one seed only: no paired t-test possible
+    ("taylor", 0.75, "ce"): {0: (.83, .60), 1: (.84, .63), 2: (.50, .50)},  # seed 2 collapsed
+    ("taylor", 0.75, "pw"): {0: (.82, .70), 1: (.83, .71), 2: (.81, .69)},
+}
+DEGENERATE = {("taylor", 0.75, "ce", 2)}
+DENSE = (0.90, 0.80)  # every seed's dense model: gap 0.10
+
+
+def metric_rows(extra=None):
+    rows = []
+    fin = {**FIN, **(extra or {})}
+
+    def add(method, target, loss, seed, stage, accs, degenerate=False):
+        reduction = 0.0 if stage == "dense" else target
+        for group, acc in (("female", accs[0]), ("male", accs[1]), ("all", sum(accs) / 2)):
+            rows.append(dict(
+                experiment="toy", dataset="digits", model="small_cnn", method=method, loss=loss,
+                prune_loss="none" if method == "magnitude" else loss, finetune_loss=loss,
+                target_reduction=target, achieved_reduction=reduction, seed=seed, stage=stage,
+                group=group, n=100 if group == "all" else 50, accuracy=acc,
+                auroc=0.5 if degenerate else min(acc + 0.05, 1.0), params=10_000 * (1 - reduction),
+                macs=1e6 * (1 - reduction), latency_ms=0.5 * (1 - reduction) + 0.05,
+                degenerate=degenerate, split="test"))
+
+    for (method, target, loss), seeds in fin.items():
+        for seed, accs in seeds.items():
+            deg = (method, target, loss, seed) in DEGENERATE
+            add(method, target, loss, seed, "dense", DENSE)
+            add(method, target, loss, seed, "pruned", (accs[0] - 0.1, accs[1] - 0.1), deg)
+            add(method, target, loss, seed, "finetuned", accs, deg)
+    return pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+
+
+def share_rows():
+    rows = []
+    # epoch 1 shares for magnitude @ 0.75, cells (label, group) in order
+    # (0, female), (0, male), (1, female), (1, male)
+    last = {("ce", 0): (.40, .10, .30, .20), ("ce", 1): (.30, .20, .30, .20),
+            ("pw", 0): (.30, .20, .20, .30), ("pw", 1): (.20, .30, .20, .30)}
+    cells = [(0, "female"), (0, "male"), (1, "female"), (1, "male")]
+    for method in ("magnitude", "taylor"):
+        for target in (0.5, 0.75):
+            for loss in ("ce", "pw"):
+                if (method, target, loss) == ("taylor", 0.75, "pw"):
+                    continue  # taylor's highest target with both losses is then 0.5
+                for seed in (0, 1):
+                    for epoch in (0, 1):
+                        shares = (last[(loss, seed)] if (method, target, epoch) ==
+                                  ("magnitude", 0.75, 1) else (.25,) * 4)
+                        for (label, group), share in zip(cells, shares):
+                            rows.append(dict(experiment="toy", method=method, loss=loss,
+                                             target_reduction=target, seed=seed, epoch=epoch,
+                                             label=label, group=group, share=share))
+    return pd.DataFrame(rows)
+
+
+def cell(summary, method, target):
+    r = summary[(summary["method"] == method) & (summary["target_reduction"] == target)]
+    assert len(r) == 1
+    return r.iloc[0]
+
+
+def test_summary_numbers_by_hand():
+    s = summarize(metric_rows())
+    assert len(s) == 4  # 2 methods x 2 targets
+    assert list(s["method"]) == ["magnitude", "magnitude", "taylor", "taylor"]
+    t975 = 4.302652729911275  # t quantile, 2 degrees of freedom
+
+    r = cell(s, "magnitude", 0.5)
+    # CE gaps: .88-.70=.18, .86-.72=.14, .90-.74=.16 -> mean .16, sd .02, half t*.02/sqrt(3)
+    assert r.gap_ce == pytest.approx(0.16)
+    assert r.gap_ce_ci95 == pytest.approx(t975 * 0.02 / math.sqrt(3))
+    # PW gaps: .10, .12, .08 -> mean .10 with the same spread
+    assert r.gap_pw == pytest.approx(0.10)
+    assert r.gap_pw_ci95 == pytest.approx(t975 * 0.02 / math.sqrt(3))
+    # paired PW - CE: -.08, -.02, -.08 -> mean -.06; deviations -.02, .04, -.02, squares sum
+    # .0024, / 2 = .0012, sd = .034641, se = sd / sqrt(3) = .02, t = -.06 / .02 = -3 (2 df)
+    assert r.gap_diff == pytest.approx(-0.06)
+    assert r.gap_diff_ci95 == pytest.approx(t975 * 0.02)
+    # two-sided p for t = 3 with 2 df: 2 * 0.5 * (1 - 3 / sqrt(3**2 + 2)) = 1 - 3 / sqrt(11)
+    assert r.p_value == pytest.approx(1 - 3 / math.sqrt(11))
+    # overall accuracy = mean of the groups: CE .79, .79, .82 -> .80; PW .82, .79, .84 -> .81667
+    assert r.acc_ce == pytest.approx(0.80)
+    assert r.acc_pw == pytest.approx(2.45 / 3)
+    assert r.acc_cost == pytest.approx(0.80 - 2.45 / 3)  # negative: PW even gained accuracy
+    assert r.gap_dense == pytest.approx(0.10)
+    assert (r.n_seeds_ce, r.n_seeds_pw, r.n_pairs) == (3, 3, 3)
+    assert r.degenerate_ce == 0 and r.note == ""
+
+    r = cell(s, "taylor", 0.5)  # one PW seed: no interval, no test, and a note saying why
+    assert r.n_pairs == 1 and math.isnan(r.p_value) and "fewer than 2" in r.note
+    assert r.gap_pw == pytest.approx(0.10) and math.isnan(r.gap_pw_ci95)
+    assert r.gap_diff == pytest.approx(0.10 - 0.16)  # seed 0 only: .10 - (.87 - .71)
+
+    r = cell(s, "taylor", 0.75)  # the collapsed CE seed is counted and kept in the mean
+    assert r.degenerate_ce == 1 and r.degenerate_pw == 0
+    assert r.gap_ce == pytest.approx((0.23 + 0.21 + 0.0) / 3)
+
+
+def test_trial_fairness_against_same_seed_dense():
+    t = trial_table(metric_rows(), "finetuned")
+    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce")
+          & (t["seed"] == 0)].iloc[0]
+    # drops from dense (.90, .80): female .02, male .10 -> worst .10, population std .04
+    assert r.gap == pytest.approx(0.18)
+    assert r.worst_drop == pytest.approx(0.10)
+    assert r.drop_std == pytest.approx(0.04)
+    assert r.worst_group_accuracy == pytest.approx(0.70)
+    assert r.accuracy == pytest.approx(0.79)
+
+
+def test_loss_share_table_last_epoch_mean_over_seeds():
+    t = loss_share_table(share_rows(), "toy")
+    m = t[t["method"] == "magnitude"].set_index(["label", "group"])
+    assert set(m["target_reduction"]) == {0.75}  # highest target
+    # last epoch, mean over seeds 0 and 1: CE (.40+.30)/2, (.10+.20)/2, .30, .20
+    assert m["ce"].to_list() == pytest.approx([.35, .15, .30, .20])
+    # PW (.30+.20)/2, (.20+.30)/2, .20, .30
+    assert m["pw"].to_list() == pytest.approx([.25, .25, .20, .30])
+    assert m["change"].to_list() == pytest.approx([-.10, .10, -.10, .10])
+    # taylor has PW shares only at 0.5, so its comparison uses 0.5
+    assert set(t.loc[t["method"] == "taylor", "target_reduction"]) == {0.5}
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    return out, make_all(metric_rows(), share_rows(), "toy", str(out))
+
+
+def test_every_figure_written_as_png_and_pdf(figures):
+    out, paths = figures
+    assert sorted(paths) == sorted(str(out / f"{n}.{e}") for n in FIGURES for e in ("png", "pdf"))
+    for name in FIGURES:
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(png)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
+        with Image.open(png) as im:
+            dpi = im.info["dpi"]
+            assert min(dpi) >= 150
+            # pixel size = figure inches x dpi; every figure is at least 3 inches tall
+            assert im.size[1] >= 3 * 150
+        assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_ablation_with_rows_draws_panels(tmp_path):
+    extra = {("magnitude", 0.5, "pw_weight"): {0: (.87, .75), 1: (.86, .74)},
+             ("magnitude", 0.75, "pw_correct"): {0: (.83, .68), 1: (.82, .69)}}
+    paths = make_figure("ablation", metric_rows(extra), share_rows(), "toy",
+                        str(tmp_path / "ablation"))
+    assert all((tmp_path / f"ablation.{e}").exists() for e in ("png", "pdf"))
+    assert len(paths) == 2
+
+
+def test_palette_covers_every_comparison_label():
+    assert {"ce", "pw", *ABLATION_LOSSES} <= set(PALETTE)
+    assert PALETTE["ce"] != PALETTE["pw"]
+
+
+def test_write_summary(tmp_path):
+    md, csv = tmp_path / "summary.md", tmp_path / "summary.csv"
+    write_summary(summarize(metric_rows()), md, csv)
+    back = pd.read_csv(csv)
+    assert back.loc[0, "gap_diff"] == pytest.approx(-0.06)
+    text = md.read_text()
+    assert "| magnitude | 50 | 3/3 |" in text
+    assert "-6.0 ± 8.6" in text  # paired difference in pp: -0.06, half-width t * .02 = .0861
+
+
+def test_missing_columns_error_names_file_and_writes_nothing(tmp_path):
+    path = tmp_path / "metrics.csv"
+    metric_rows().drop(columns=["latency_ms", "auroc"]).to_csv(path, index=False)
+    with pytest.raises(ValueError) as e:
+        read_metrics(path)
+    msg = str(e.value)
+    assert str(path) in msg and "latency_ms" in msg and "auroc" in msg and "regenerate" in msg
+    out = tmp_path / "figs"
+    with pytest.raises(ValueError, match="latency_ms"):
+        make_figure("tradeoff", pd.read_csv(path), share_rows(), "toy", str(out / "tradeoff"))
+    assert not out.exists()
+
+
+def test_unknown_figure_or_experiment_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="valid names"):
+        make_figure("nope", metric_rows(), share_rows(), "toy", str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="'other'"):
+        make_figure("tradeoff", metric_rows(), share_rows(), "other", str(tmp_path / "x"))
