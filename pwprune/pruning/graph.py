@@ -1,0 +1,168 @@
+"""The bridge to Torch-Pruning's dependency graph: which channels can be removed together
+(groups), how many MACs each layer would keep for a given choice of channels, and the surgery.
+
+Every prunable group is keyed by the name of its root module (the conv/linear whose output
+channels define it), so a choice of channels made on one model can be applied to a deepcopy or
+to a freshly built model of the same architecture. All groups' channels are laid out in one
+flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the importance
+criteria score, what AutoBot gates and what the MAC estimate consumes.
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from ..models import classifier_layers
+
+
+def build_graph(model, example_inputs):
+    """A fresh DependencyGraph; tracing puts the model in eval mode, so restore its mode."""
+    was_training = model.training
+    with torch.enable_grad():
+        DG = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+    model.train(was_training)
+    return DG
+
+
+def count_macs_params(model, example_inputs):
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    return int(macs), int(params)
+
+
+def _is_full_conv(m):
+    # ordinary conv / linear: input and output channels are pruned independently;
+    # depthwise (grouped) convs and norms have one channel axis shared by input and output
+    return (isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1) or isinstance(m, nn.Linear)
+
+
+def _channel_count(m, role):
+    if isinstance(m, nn.Linear):
+        return m.in_features if role == "in" else m.out_features
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.in_channels if role == "in" else m.out_channels
+    if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        return m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    return None  # other layers are left out of the MAC estimate (the real count corrects it)
+
+
+class Layout:
+    """Snapshot of the prunable groups of `model` and of its per-layer MACs.
+
+    groups:  list of (key, n) in dependency-graph order
+    offsets: start of each group in the flat channel vector; total = its length
+    axes:    (module name, role) -> [(local channel idx, flat idx)], role "out"/"in" for
+             conv/linear weights, "ch" for norms and depthwise convs
+    terms:   per layer with MACs that pruning changes: (macs, [(flat_idx, covered, size), ...])
+             one entry per channel axis (in/out for conv/linear, one for norms/depthwise convs)
+    fixed:   MACs of everything else (activations, pools, unprunable layers)
+    sites:   module name -> (local channel idx, flat idx): where a group's channels are
+             visible as feature maps (BN outputs, else the conv/linear outputs), used to gate
+             them (AutoBot) or to probe their gradient (Taylor)
+    """
+
+    def __init__(self, model, DG, example_inputs):
+        names = {m: n for n, m in model.named_modules()}
+        ignored = classifier_layers(model)
+        self.groups, self.offsets, self.total = [], [], 0
+        axes = {}  # (module name, role) -> list of (local, flat)
+        site_items = {}
+        for group in DG.get_all_groups(ignored_layers=ignored):
+            root = group[0].dep.target.module
+            key, n = names[root], len(group[0].idxs)
+            off = self.total
+            self.groups.append((key, n))
+            self.offsets.append(off)
+            self.total += n
+            bn_sites, conv_sites = [], []
+            for item in group:
+                m = item.dep.target.module
+                if m not in names:  # traced functional ops (add, relu, reshape...) hold no weights
+                    continue
+                if _is_full_conv(m):
+                    role = "out" if item.dep.handler.__name__ == "prune_out_channels" else "in"
+                else:
+                    role = "ch"
+                if _channel_count(m, role) is None:
+                    continue
+                local = torch.as_tensor(item.idxs, dtype=torch.long)
+                flat = torch.as_tensor(item.root_idxs, dtype=torch.long) + off
+                axes.setdefault((names[m], role), []).append((local, flat))
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    bn_sites.append((names[m], local, flat))
+                elif role in ("out", "ch") and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                    conv_sites.append((names[m], local, flat))
+            for name, local, flat in (bn_sites or conv_sites):
+                site_items.setdefault(name, []).append((local, flat))
+        self.axes = axes
+        self.sites = {name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v]))
+                      for name, v in site_items.items()}
+
+        macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+        self.macs, self.params = int(macs), int(params)
+        modules = dict(model.named_modules())
+        per_module = {}
+        for (name, role), parts in axes.items():
+            m = modules[name]
+            size = _channel_count(m, role)
+            flat = torch.full((size,), -1, dtype=torch.long)
+            for local, f in parts:
+                flat[local] = f
+            covered = flat >= 0
+            per_module.setdefault(name, []).append((flat[covered], int(covered.sum()), size))
+        self.terms, modelled = [], 0
+        for name, axes_ in per_module.items():
+            macs = layer_macs.get(modules[name]) or 0
+            if macs:
+                self.terms.append((float(macs), axes_))
+                modelled += macs
+        self.fixed = float(self.macs - modelled)
+
+    def keys(self):
+        return [k for k, _ in self.groups]
+
+    def estimate_macs(self, keep):
+        """MACs if each flat channel is kept to the degree keep[i] in [0, 1]. Differentiable in
+        keep (AutoBot's FLOP penalty); exact for conv/linear/norm layers with 0/1 keep."""
+        est = keep.new_tensor(self.fixed)
+        for macs, axes_ in self.terms:
+            frac = 1.0
+            for flat, covered, size in axes_:
+                frac = frac * (size - covered + keep[flat].sum()) / size
+            est = est + macs * frac
+        return est
+
+    def plan_from_pruned(self, pruned):
+        """Flat boolean mask of channels to remove -> {group key: [channel idx, ...]}."""
+        plan = {}
+        for (key, n), off in zip(self.groups, self.offsets):
+            idxs = torch.nonzero(pruned[off:off + n]).flatten().tolist()
+            if idxs:
+                plan[key] = idxs
+        return plan
+
+
+def apply_plan(DG, model, plan):
+    """Remove the planned output channels of each group (and everything coupled to them).
+
+    Goes through DG.get_pruning_group(...).prune() rather than group.prune(idxs): in
+    Torch-Pruning 1.6 the latter records the history twice, the second time with the full
+    channel list, which a replay would then try to remove."""
+    modules = dict(model.named_modules())
+    for key, idxs in plan.items():
+        module = modules[key]
+        pruner = DG.get_pruner_of_module(module)
+        group = DG.get_pruning_group(module, pruner.prune_out_channels, [int(i) for i in idxs])
+        if not DG.check_pruning_group(group):
+            raise RuntimeError(f"refusing to remove every channel of group {key!r}")
+        group.prune()
+
+
+def trial_macs(model, plan, example_inputs):
+    """MACs the model would have after `plan`, measured on a pruned deepcopy."""
+    trial = copy.deepcopy(model)
+    apply_plan(build_graph(trial, example_inputs), trial, plan)
+    return count_macs_params(trial, example_inputs)[0]

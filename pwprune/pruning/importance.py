@@ -1,0 +1,92 @@
+"""Channel importance criteria. Each returns one score per channel of the flat layout
+(see graph.Layout); higher means more worth keeping. They only score: choosing how many
+channels to remove is target.py's job, removing them is the dependency graph's.
+"""
+
+import torch
+import torch.nn as nn
+
+
+def random_scores(layout, generator):
+    return torch.rand(layout.total, generator=generator)
+
+
+@torch.no_grad()
+def magnitude_scores(layout, model, norm=2):
+    """Filter norm of each channel over every layer coupled to it (Li et al. 2017, extended to
+    groups the way Torch-Pruning's GroupMagnitudeImportance does): the conv/linear weights that
+    produce the channel and those that consume it, so a channel feeding a residual stream is
+    judged by all its writers and readers."""
+    if norm not in (1, 2):
+        raise ValueError(f"magnitude option norm must be 1 or 2, got {norm!r}")
+    scores = torch.zeros(layout.total, dtype=torch.float64)
+    modules = dict(model.named_modules())
+    for (name, role), parts in layout.axes.items():
+        m = modules[name]
+        if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        w = m.weight.detach().double().abs().pow(norm)
+        # out (and depthwise "ch"): one row of the weight per channel; in: one column
+        per_channel = w.transpose(0, 1).flatten(1).sum(1) if role == "in" else w.flatten(1).sum(1)
+        for local, flat in parts:
+            scores.index_add_(0, flat, per_channel.cpu()[local])
+    return scores.pow(1.0 / norm).float()
+
+
+def normalise_in_groups(layout, scores, eps=1e-12):
+    """Divide each group's scores by their mean so groups of very different scale (a residual
+    stream summed over many layers vs a single conv) compete on one global threshold."""
+    out = scores.clone().float()
+    for (_, n), off in zip(layout.groups, layout.offsets):
+        seg = out[off:off + n]
+        out[off:off + n] = seg / (seg.mean() + eps)
+    return out
+
+
+class ChannelHooks:
+    """Multiplies every gated feature map (layout.sites) by a per-channel factor.
+
+    mode="gate":  factor = the current gate values (AutoBot), set through .gates
+    mode="probe": factor = a fresh all-ones (N, C) tensor per forward whose gradient is the
+                  per-sample sum of activation x gradient over that channel's positions, i.e.
+                  exactly the first-order Taylor term of removing it (Molchanov et al. 2017).
+                  Multiplying rather than hooking the activation's grad keeps it correct when
+                  an in-place ReLU later overwrites the activation.
+    """
+
+    def __init__(self, model, layout, mode):
+        self.layout, self.mode, self.gates = layout, mode, None
+        self.probes = []
+        modules = dict(model.named_modules())
+        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layout.sites]
+
+    def _hook(self, name):
+        local, flat = self.layout.sites[name]
+
+        def hook(module, inputs, out):
+            c = out.shape[1]
+            if self.mode == "gate":
+                factor = torch.ones(c, device=out.device, dtype=out.dtype)
+                factor = factor.index_put((local.to(out.device),), self.gates[flat.to(out.device)].to(out.dtype))
+                return out * factor.view(1, c, *([1] * (out.dim() - 2)))
+            probe = torch.ones(out.shape[0], c, device=out.device, dtype=out.dtype, requires_grad=True)
+            self.probes.append((probe, local, flat))
+            return out * probe.view(out.shape[0], c, *([1] * (out.dim() - 2)))
+
+        return hook
+
+    def taylor_batch(self):
+        """|sum over coupled feature maps of activation x gradient| per sample, summed over the
+        batch (caller divides by samples seen). Call after backward; clears the probes."""
+        n = self.probes[0][0].shape[0] if self.probes else 0
+        per_sample = torch.zeros(n, self.layout.total)
+        for probe, local, flat in self.probes:
+            if probe.grad is not None:
+                per_sample.index_add_(1, flat, probe.grad.detach().float().cpu()[:, local])
+        self.probes = []
+        return per_sample.abs().sum(0), n
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles, self.probes = [], []

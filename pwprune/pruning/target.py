@@ -1,0 +1,255 @@
+"""Prune a model to a target fraction of MACs removed.
+
+Every method yields one score per channel of the flat layout (graph.Layout). The channels are
+then ranked globally (after per-group normalisation for magnitude and Taylor) and the k lowest
+removed, with each group keeping its `min_channels` best channels. k is found by bisection:
+first on the analytic MAC estimate (cheap, exact for conv/linear/norm layers), then corrected
+by real counts (tp.utils.count_ops_and_params) on pruned deepcopies, which also see the
+activations and pools the estimate leaves out. Removing the k lowest is nested in k, so MACs
+fall monotonically and bisection is sound. The final choice is applied to the model through
+one dependency graph, whose pruning_history() then replays the surgery on a fresh model.
+
+Taylor prunes iteratively: `steps` rounds of (score over `batches_per_step` batches while
+taking that many SGD steps on the same loss, then prune to the round's target), the targets
+shrinking the kept MACs geometrically towards the final one.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .autobot import train_gates
+from .graph import Layout, apply_plan, build_graph, count_macs_params, trial_macs
+from .importance import ChannelHooks, magnitude_scores, normalise_in_groups, random_scores
+from .loop import batches, forward_loss
+
+PRUNING_METHODS = ("random", "magnitude", "taylor", "autobot")
+
+# options per method, with defaults; min_channels applies to every method
+OPTIONS = {
+    "random": {},
+    "magnitude": {"norm": 2},
+    "taylor": {"steps": 10, "batches_per_step": 8, "lr": 1e-3},
+    "autobot": {"iterations": 200, "epochs": None, "lr": 0.05, "beta": 2.0, "binarization": 0.1},
+}
+COMMON_OPTIONS = {"min_channels": 1}
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module
+    history: list
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    achieved_reduction: float
+    target_reduction: float
+    within_tolerance: bool
+    note: str
+
+
+def _resolve_options(method, options):
+    valid = {**COMMON_OPTIONS, **OPTIONS[method]}
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for pruning method {method!r}; "
+                         f"valid options: {sorted(valid) or 'none'}")
+    opts = {**valid, **options}
+    if int(opts["min_channels"]) < 1:
+        raise ValueError(f"min_channels must be >= 1 (a layer is never pruned to zero), got {opts['min_channels']!r}")
+    return opts
+
+
+# ----------------------------------------------------------------------------------------------
+# choosing how many channels to remove
+
+
+def _candidates(layout, scores, min_channels):
+    """Flat indices of removable channels, least important first; each group's min_channels
+    highest-scored channels are never candidates."""
+    cands = []
+    for (_, n), off in zip(layout.groups, layout.offsets):
+        order = torch.argsort(scores[off:off + n], stable=True)
+        cands.append(order[:max(n - min_channels, 0)] + off)
+    cand = torch.cat(cands) if cands else torch.zeros(0, dtype=torch.long)
+    return cand[torch.argsort(scores[cand], stable=True)]
+
+
+def _pruned_mask(layout, cand, k):
+    mask = torch.zeros(layout.total, dtype=torch.bool)
+    mask[cand[:k]] = True
+    return mask
+
+
+def _estimated_k(layout, cand, aim, macs_before):
+    """Smallest k whose estimated reduction reaches `aim` (or all candidates)."""
+    def red(k):
+        return 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
+
+    lo, hi = 0, len(cand)
+    if red(hi) < aim:
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if red(mid) >= aim:
+            hi = mid
+        else:
+            lo = mid + 1
+    # the step across the target can be large; take whichever side lands closer
+    if lo > 0 and abs(red(lo - 1) - aim) < abs(red(lo) - aim):
+        return lo - 1
+    return lo
+
+
+def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, tolerance, min_channels,
+                exact=True, log=print):
+    """-> (plan {group key: [channel idx]}, expected reduction, note)."""
+    cand = _candidates(layout, scores, min_channels)
+    if not exact:  # intermediate Taylor rounds: the estimate is close enough
+        k = _estimated_k(layout, cand, target, macs_before)
+        red = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
+        return layout.plan_from_pruned(_pruned_mask(layout, cand, k)), red, ""
+
+    real = {}
+
+    def measure(k):
+        if k not in real:
+            plan = layout.plan_from_pruned(_pruned_mask(layout, cand, k))
+            real[k] = 1.0 - trial_macs(model, plan, example_inputs) / macs_before
+            log(f"  trial: remove {k}/{len(cand)} candidate channels -> {real[k]:.4f} of MACs removed "
+                f"(target {target:.4f})")
+        return real[k]
+
+    def close(k):
+        return abs(real[k] - target) <= tolerance / 2
+
+    note = ""
+    kmax = len(cand)
+    most = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, kmax)).float())) / macs_before
+    if most < target - tolerance / 2 and measure(kmax) < target - tolerance:
+        note = (f"target {target:.4f} not reachable: with every prunable group at its minimum of "
+                f"{min_channels} channel(s) only {real[kmax]:.4f} of MACs can be removed")
+        k = kmax
+    else:
+        aim = target
+        for _ in range(3):  # correct the estimate by what it misses (activations, pools)
+            k = _estimated_k(layout, cand, aim, macs_before)
+            if abs(measure(k) - target) <= tolerance / 2:
+                break
+            aim = min(max(aim + target - real[k], 0.0), 1.0)
+        best = min(real, key=lambda j: (abs(real[j] - target), j))
+        if not close(best):  # bisect on real counts inside the bracket found so far
+            lo = max([j for j, r in real.items() if r < target], default=0)
+            hi = min([j for j, r in real.items() if r >= target], default=kmax)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if measure(mid) < target:
+                    lo = mid
+                else:
+                    hi = mid
+                if close(mid):
+                    break
+        k = min(real, key=lambda j: (abs(real[j] - target), j))
+        if abs(real[k] - target) > tolerance:
+            note = (f"closest reachable reduction is {real[k]:.4f} for target {target:.4f}: removing one "
+                    f"more channel changes MACs by more than the tolerance {tolerance}")
+    return layout.plan_from_pruned(_pruned_mask(layout, cand, k)), real[k], note
+
+
+# ----------------------------------------------------------------------------------------------
+# the methods
+
+
+def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log):
+    DG = build_graph(model, ex)  # one graph for all rounds: its history accumulates
+    steps, per_step = int(opts["steps"]), int(opts["batches_per_step"])
+    if steps < 1 or per_step < 1:
+        raise ValueError(f"taylor options steps and batches_per_step must be >= 1, got {steps}, {per_step}")
+    data = batches(loader)
+    was_training = model.training
+    note, red = "", 0.0
+    for step in range(1, steps + 1):
+        round_target = 1.0 - (1.0 - target) ** (step / steps)
+        layout = Layout(model, DG, ex)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=0.9)
+        hooks = ChannelHooks(model, layout, "probe")
+        acc, seen, total_loss = torch.zeros(layout.total), 0, 0.0
+        try:
+            for _ in range(per_step):
+                loss = forward_loss(model, next(data), loss_fn, teacher, device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                s, n = hooks.taylor_batch()
+                acc, seen, total_loss = acc + s, seen + n, total_loss + loss.item()
+                if opts["lr"] > 0:
+                    opt.step()
+        finally:
+            hooks.remove()
+        model.train(was_training)
+        scores = normalise_in_groups(layout, acc / max(seen, 1))
+        plan, red, note = choose_plan(model, layout, scores, round_target, macs_before, ex, tolerance=tolerance,
+                                      min_channels=int(opts["min_channels"]), exact=(step == steps), log=log)
+        apply_plan(DG, model, plan)
+        log(f"taylor step {step}/{steps}: loss {total_loss / per_step:.4f}, removed "
+            f"{sum(len(v) for v in plan.values())} channels, MACs now ~{1 - red:.4f} of dense "
+            f"(round target {1 - round_target:.4f})")
+    return DG, note
+
+
+def prune_to_target(model, method, target_reduction, example_inputs, *, loader=None, loss_fn=None, teacher=None,
+                    device="cpu", seed=0, tolerance=0.02, log=print, **options):
+    """Remove whole channels from `model` (in place) until `target_reduction` of its MACs are gone."""
+    if method not in PRUNING_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNING_METHODS)}")
+    try:
+        target = float(target_reduction)
+    except (TypeError, ValueError):
+        raise ValueError(f"target_reduction must be a number in (0, 1), got {target_reduction!r}") from None
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target_reduction must be in (0, 1) (fraction of MACs removed), got {target_reduction!r}")
+    opts = _resolve_options(method, options)
+    if method in ("taylor", "autobot") and (loader is None or loss_fn is None):
+        raise ValueError(f"pruning method {method!r} is data-driven: pass loader and loss_fn (and teacher for PW losses)")
+
+    device = torch.device(device)
+    model.to(device)
+    ex = example_inputs.to(device)
+    macs_before, params_before = count_macs_params(model, ex)
+    log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs (tolerance {tolerance})")
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        if method == "taylor":
+            DG, note = _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log)
+        else:
+            DG = build_graph(model, ex)
+            layout = Layout(model, DG, ex)
+            if method == "random":
+                scores = random_scores(layout, torch.Generator().manual_seed(int(seed)))
+            elif method == "magnitude":
+                scores = normalise_in_groups(layout, magnitude_scores(layout, model, int(opts["norm"])))
+            else:
+                iterations = opts["iterations"]
+                if opts["epochs"] is not None:
+                    iterations = int(opts["epochs"]) * len(loader)
+                scores = train_gates(model, layout, loader, loss_fn, teacher, target, device,
+                                     iterations=int(iterations), lr=float(opts["lr"]), beta=float(opts["beta"]),
+                                     binarization=float(opts["binarization"]), log=log)
+            plan, _, note = choose_plan(model, layout, scores, target, macs_before, ex, tolerance=tolerance,
+                                        min_channels=int(opts["min_channels"]), log=log)
+            apply_plan(DG, model, plan)
+
+    macs_after, params_after = count_macs_params(model, ex)
+    achieved = 1.0 - macs_after / macs_before
+    within = abs(achieved - target) <= tolerance
+    if not within and not note:
+        note = f"achieved reduction {achieved:.4f} is outside {target:.4f} +- {tolerance}"
+    log(f"pruned ({method}): MACs {macs_before:,} -> {macs_after:,} (removed {achieved:.4f}, target {target:.4f}), "
+        f"params {params_before:,} -> {params_after:,}" + (f"; {note}" if note else ""))
+    return PruneResult(model=model, history=copy.deepcopy(DG.pruning_history()), macs_before=macs_before,
+                       macs_after=macs_after, params_before=params_before, params_after=params_after,
+                       achieved_reduction=achieved, target_reduction=target, within_tolerance=within, note=note)
