@@ -63,6 +63,12 @@ def _inv(y):
     return 100.0 * (1.0 - np.power(2.0, -np.asarray(y, dtype=float)))
 
 
+def _spacing(targets_pct):
+    """Smallest distance between targets in axis space (1 = one halving) - sizes pads and nudges."""
+    u = np.unique(_fwd(sorted(set(targets_pct))))
+    return float(np.min(np.diff(u))) if len(u) > 1 else 1.0
+
+
 def _reduction_axis(ax, targets_pct):
     ax.set_xscale("function", functions=(_fwd, _inv))
     ax.set_xticks(list(targets_pct))
@@ -70,17 +76,16 @@ def _reduction_axis(ax, targets_pct):
                        else 0)
     ax.xaxis.set_minor_locator(NullLocator())
     lo, hi = _fwd(min(targets_pct)), _fwd(max(targets_pct))
-    pad = 0.3 * max(hi - lo, 1.0) / max(len(targets_pct), 1)
+    pad = 0.35 * _spacing(targets_pct)  # > the widest nudge (0.2) so no point falls off
     ax.set_xlim(_inv(lo - pad), _inv(hi + pad))
     ax.set_xlabel(X_LABEL)
 
 
-def _dodge(targets_pct, i, k):
+def _dodge(targets_pct, i, k, spacing):
     """x positions for series i of k at the given targets, nudged apart in axis space."""
-    t = _fwd(targets_pct)
-    u = np.unique(_fwd(sorted(set(targets_pct))))
-    step = 0.05 * (np.min(np.diff(u)) if len(u) > 1 else 1.0)
-    return _inv(t + (i - (k - 1) / 2) * step)
+    # the series at one target spread over at most 0.4 of the gap between the panel's targets
+    step = spacing * min(0.05, 0.4 / max(k - 1, 1))
+    return _inv(_fwd(targets_pct) + (i - (k - 1) / 2) * step)
 
 
 def _yerr(mean, half, bounds):
@@ -91,8 +96,8 @@ def _yerr(mean, half, bounds):
     return np.vstack([mean - np.maximum(mean - half, lo), np.minimum(mean + half, hi) - mean])
 
 
-def _series(ax, trials, value, loss, i, k, scale=100.0, marker="o", linestyle="-", label=None,
-            bounds=(-np.inf, np.inf)):
+def _series(ax, trials, value, loss, i, k, spacing, scale=100.0, marker="o", linestyle="-",
+            label=None, bounds=(-np.inf, np.inf)):
     """Mean ± 95% CI over seeds of `value` per target for one loss, and x marks for degenerate
     trials. `trials` holds trial_table rows, or per-group metric rows, for one panel; `bounds`
     (in plotted units) clip the interval."""
@@ -102,14 +107,14 @@ def _series(ax, trials, value, loss, i, k, scale=100.0, marker="o", linestyle="-
     agg = aggregate_trials(t, ["target_reduction"], value)
     agg = agg[np.isfinite(agg["mean"])]
     if len(agg):
-        x = _dodge(agg["target_reduction"].to_numpy() * 100, i, k)
+        x = _dodge(agg["target_reduction"].to_numpy() * 100, i, k, spacing)
         mean = agg["mean"].to_numpy() * scale
         ax.errorbar(x, mean, yerr=_yerr(mean, agg["ci95"].to_numpy() * scale, bounds),
                     color=_color(loss), marker=marker, linestyle=linestyle, markersize=4,
                     capsize=2, linewidth=1.3, label=label)
     bad = t[t["degenerate"] & np.isfinite(t[value].astype(float))]
     if len(bad):
-        ax.scatter(_dodge(bad["target_reduction"].to_numpy() * 100, i, k), bad[value] * scale,
+        ax.scatter(_dodge(bad["target_reduction"].to_numpy() * 100, i, k, spacing), bad[value] * scale,
                    marker="x", color="black", s=30, linewidths=1.2, zorder=5)
 
 
@@ -171,7 +176,7 @@ def _group_performance(d, experiment, split, out_stem):
         return _placeholder(f"{experiment}: per-group performance",
                             "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
                             out_stem)
-    fig = Figure(figsize=(4.0 * len(methods) + 1.0, 6.8), layout="constrained")
+    fig = Figure(figsize=(max(4.0 * len(methods) + 1.0, 8.0), 6.8), layout="constrained")
     axes = _panel_grid(fig, 2, len(methods))
     metrics = (("accuracy", "accuracy (%)", 100.0), ("auroc", "AUROC (0–1)", 1.0))
     k = 2 * len(groups)
@@ -186,11 +191,12 @@ def _group_performance(d, experiment, split, out_stem):
                                linestyle=LINESTYLES[gi % 4], alpha=0.8)
                 for li, loss in enumerate(("ce", "pw")):
                     rows = m[m["group"] == g]
-                    _series(ax, rows, col, loss, li * len(groups) + gi, k, scale=scale,
+                    _series(ax, rows, col, loss, li * len(groups) + gi, k, _spacing(targets),
+                            scale=scale,
                             marker=MARKERS[gi % len(MARKERS)], linestyle=LINESTYLES[gi % 4],
                             bounds=(0, scale))
-            if not np.isfinite(m[col].astype(float)).any():
-                ax.text(0.5, 0.5, f"{col} undefined\n(each group holds one class)",
+            if not np.isfinite(m.loc[m["group"] != "all", col].astype(float)).any():
+                ax.text(0.5, 0.5, "AUROC undefined\n(each group holds one class)",
                         transform=ax.transAxes, ha="center", va="center", fontsize=8)
             _reduction_axis(ax, targets)
             if j == 0:
@@ -206,7 +212,7 @@ def _group_performance(d, experiment, split, out_stem):
                        label="dense model (per group, same line style)"),
                 _ci_handle(), _degenerate_handle()]
     _legend(fig, handles, ncol=3)
-    fig.suptitle(f"{experiment}: per-group performance after fine-tuning vs FLOP reduction "
+    fig.suptitle(f"{experiment}: per-group performance after fine-tuning vs FLOP reduction\n"
                  f"({split} split)")
     return _save(fig, out_stem)
 
@@ -241,7 +247,7 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
                 ax.axhline(0, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
             for li, loss in enumerate(subset):
                 # a gap and a std cannot be negative; drops can (a group may gain)
-                _series(ax, t, value, loss, li, len(subset),
+                _series(ax, t, value, loss, li, len(subset), _spacing(targets),
                         bounds=(-100, 100) if value == "worst_drop" else (0, 100))
             _reduction_axis(ax, targets)
             ax.set_ylabel(ylabel)
