@@ -197,3 +197,11 @@ def test_bad_method_and_options_raise():
         prune_to_target(model, "magnitude", 0.5, ex, norm=3)
     with pytest.raises(ValueError, match="loader"):
         prune_to_target(model, "autobot", 0.5, ex)
+
+
+@pytest.mark.parametrize("method", ["taylor", "autobot"])
+def test_data_driven_methods_on_efficientnet(method):
+    # SE blocks and depthwise convs: the probes/gates sit on coupled BN outputs across them
+    opts = {"taylor": {"steps": 2, "batches_per_step": 1}, "autobot": {"iterations": 5}}[method]
+    arch, result, _ = run("efficientnet_v2_s", method, 0.75, **opts)
+    check_pruned(arch, result, 0.75)

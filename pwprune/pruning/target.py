@@ -185,7 +185,7 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
                 loss.backward()
                 s, n = hooks.taylor_batch()
                 acc, seen, total_loss = acc + s, seen + n, total_loss + loss.item()
-                if opts["lr"] > 0:
+                if float(opts["lr"]) > 0:
                     opt.step()
         finally:
             hooks.remove()
