@@ -220,7 +220,10 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     ex = example_inputs.to(device)
     macs_before, params_before = count_macs_params(model, ex)
     log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs (tolerance {tolerance})")
-    fork_devices = [device] if device.type == "cuda" else []
+    # fork the RNG so seeding here (dropout in Taylor's steps) leaves the caller's stream alone
+    fork_devices = []
+    if device.type == "cuda":
+        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         if method == "taylor":
