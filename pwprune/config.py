@@ -1,0 +1,133 @@
+"""params.yaml: strict loading, schema validation with readable messages, and the small
+vocabulary that maps a comparison label (ce, pw, ablations) to the loss used in each phase.
+
+Torch-free on purpose: the Snakefile imports this at start-up, and a dry run must stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+# A comparison label -> (loss kind in the pruning phase, loss kind in fine-tuning).
+# ce/pw are the paper's main comparison; the rest are its ablations.
+LOSS_LABELS = {
+    "ce": ("ce", "ce"),
+    "pw": ("pw", "pw"),
+    "pw_weight": ("pw_weight", "pw_weight"),  # sample weighting only
+    "pw_correct": ("pw_correct", "pw_correct"),  # target correction only
+    "pw_prune_only": ("pw", "ce"),
+    "pw_finetune_only": ("ce", "pw"),
+}
+ABLATION_LABELS = ("ce", "pw", "pw_weight", "pw_correct", "pw_prune_only", "pw_finetune_only")
+# These methods use no data while choosing channels, so the pruning-phase loss is moot:
+# one pruned checkpoint serves every label.
+DATA_FREE_METHODS = ("random", "magnitude")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def phase_losses(label: str, method: str) -> tuple[str, str]:
+    """(prune_loss, finetune_loss) for a comparison label and pruning method."""
+    if label not in LOSS_LABELS:
+        raise ConfigError(f"unknown loss label {label!r}; valid: {', '.join(LOSS_LABELS)}")
+    prune, finetune = LOSS_LABELS[label]
+    return ("none" if method in DATA_FREE_METHODS else prune), finetune
+
+
+def pw_settings(experiment: dict, method: str) -> dict:
+    """min_weight/gamma of the PW loss for one pruning method (the paper tunes them per method)."""
+    pw = experiment["pw"]
+    override = pw.get("methods", {}).get(method, {})
+    return {"min_weight": override.get("min_weight", pw["min_weight"]),
+            "gamma": override.get("gamma", pw["gamma"])}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicated mapping keys (plain YAML keeps the last one
+    silently, which would hide a duplicated experiment name)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f"duplicated key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first at line {seen[key] + 1}) in {key_node.start_mark.name}; "
+                "each key (e.g. an experiment name) may appear once")
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml_strict(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as f:
+        try:
+            return yaml.load(f, Loader=_StrictLoader) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+
+
+def _key_path(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error) -> str:
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        return (f"unknown key(s) {', '.join(map(repr, extra))}; "
+                f"valid keys: {', '.join(allowed) if allowed else '(none)'}")
+    if v == "enum":
+        return f"{error.instance!r} is not valid; valid values: {', '.join(map(str, error.validator_value))}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+        return f"{error.instance!r} is out of range; must be {words[v]} {error.validator_value}"
+    if v == "minItems":
+        return f"must list at least {error.validator_value} item(s); got {error.instance!r}"
+    if v == "type":
+        return f"{error.instance!r} has the wrong type; expected {error.validator_value}"
+    if v == "required":
+        return error.message
+    return error.message
+
+
+def validate(config: dict, schema_path) -> dict:
+    """Validate against the JSON schema plus the cross-key rules a schema cannot say.
+    Raises ConfigError listing every problem as `key.path: what is wrong, what is valid`."""
+    import jsonschema
+
+    schema = load_yaml_strict(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [f"{_key_path(e)}: {_describe(e)}"
+                for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+    experiments = config.get("experiments") or {}
+    for name in config.get("active") or []:
+        if isinstance(experiments, dict) and name not in experiments:
+            problems.append(f"active: experiment {name!r} is not defined; defined: {', '.join(experiments)}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    # Fill the schema's defaults so every consumer sees the same values.
+    for exp in experiments.values():
+        for loop in ("train", "finetune"):
+            for key, spec in schema["$defs"]["loop"]["properties"].items():
+                if "default" in spec:
+                    exp[loop].setdefault(key, spec["default"])
+    return config
+
+
+def target_str(t: float) -> str:
+    """How a FLOP-reduction target appears in paths: the shortest repr that round-trips."""
+    return repr(float(t))

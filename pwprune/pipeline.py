@@ -1,0 +1,373 @@
+"""The pipeline's stages as plain functions: each reads its inputs, calls the library and
+writes its outputs. Workflow scripts only unpack `snakemake` objects and call these, so every
+stage can also be run (and tested) without Snakemake.
+
+Every output is written to a temporary name and moved into place, so a job killed half-way
+leaves nothing that a later run could take for a finished result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+METRIC_COLUMNS = ["stage", "split", "group", "n", "accuracy", "auroc", "degenerate", "params",
+                  "macs", "latency_ms", "achieved_reduction"]
+TABLE_COLUMNS = ["experiment", "dataset", "model", "method", "loss", "prune_loss", "finetune_loss",
+                 "target_reduction", "achieved_reduction", "seed", "stage", "group", "n",
+                 "accuracy", "auroc", "params", "macs", "latency_ms", "degenerate", "split"]
+SHARE_COLUMNS = ["experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
+                 "group", "share"]
+
+
+# ---------------------------------------------------------------- job plumbing
+
+@contextlib.contextmanager
+def job_log(path):
+    """Send the job's stdout/stderr (progress, warnings, tracebacks) to its log file; repeat the
+    final error on the real stderr so it also shows in Snakemake's output."""
+    if path is None:
+        yield print
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    real_err = sys.stderr
+    with open(path, "w", buffering=1) as f:
+        old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = f
+        try:
+            yield lambda *a: print(*a, flush=True)
+        except BaseException as e:
+            traceback.print_exc(file=f)
+            print(f"ERROR: {type(e).__name__}: {e}\n(full log: {path})", file=real_err, flush=True)
+            raise
+        finally:
+            sys.stdout, sys.stderr = old
+
+
+def setup(threads: int, device_name: str, seed: int):
+    """Thread count from Snakemake's `threads`, seeds, device."""
+    import torch
+
+    from pwprune.train import resolve_device, seed_everything
+
+    torch.set_num_threads(max(1, int(threads)))
+    seed_everything(seed)
+    return resolve_device(device_name)
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then move the file into place (same directory, so os.replace is
+    atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+
+
+def write_csv(path, df):
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def read_metrics(path, required=METRIC_COLUMNS):
+    """Read a metrics CSV, refusing one with missing columns (a foreign or truncated file)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # empty or garbled file
+        raise ValueError(f"{path}: cannot read metrics ({e}); delete it and rerun the job that "
+                         "produces it") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: metrics file lacks column(s) {', '.join(missing)}; it was not "
+                         "written by this pipeline version: delete it and rerun the job that "
+                         "produces it")
+    return df
+
+
+# ---------------------------------------------------------------- data and losses
+
+def load_data(data_dir):
+    from pwprune.data import load_prepared
+
+    return load_prepared(data_dir)
+
+
+def train_loader(prepared, batch_size, seed, augment, shuffle=True):
+    from pwprune.data import SplitDataset
+    from pwprune.train import make_loader
+
+    ds = SplitDataset(prepared.splits["train"], prepared.meta, augment=augment)
+    return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def eval_loader(prepared, split, batch_size):
+    from pwprune.data import SplitDataset
+    from pwprune.train import make_loader
+
+    ds = SplitDataset(prepared.splits[split], prepared.meta, augment=False)
+    return make_loader(ds, batch_size=batch_size, shuffle=False, seed=0)
+
+
+def make_teacher(augment, dense_model, teacher_path, device):
+    """Cached dense outputs for non-augmented data (computed once, at dense training); a frozen
+    copy of the dense model when augmentation makes every view new."""
+    from pwprune.loss import CachedTeacher, FrozenTeacher
+
+    if augment:
+        return FrozenTeacher(dense_model.to(device))
+    return CachedTeacher(load_tensor(teacher_path).to(device))
+
+
+def save_tensor(path, tensor):
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, tmp))
+
+
+def load_tensor(path):
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load teacher outputs ({type(e).__name__}: {e}); delete it "
+                         "and rerun the dense training job") from None
+    if not isinstance(obj, dict) or obj.get("format") != "pwprune-teacher":
+        raise ValueError(f"{path}: not a pwprune teacher-output file; delete it and rerun the dense "
+                         "training job")
+    return obj["logits"]
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print):
+    """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
+    size, MACs and measured CPU latency per sample."""
+    import pandas as pd
+
+    from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
+    from pwprune.models import example_input
+
+    bs = evaluate_cfg.get("batch_size", 256)
+    example = example_input(arch)
+    macs, params = count_macs_params(model, example)
+    lat_in = example.repeat(evaluate_cfg.get("latency_batch", 1), 1, 1, 1)
+    lat = latency_ms(model, lat_in, repeats=evaluate_cfg.get("latency_repeats", 20), warmup=3)
+    rows = []
+    for split in ["test"] + list(prepared.meta.get("eval_splits", [])):
+        logits, labels, groups = predict(model, eval_loader(prepared, split, bs), device)
+        for r in group_metrics(logits, labels, groups, prepared.meta["group_names"]):
+            rows.append({"stage": stage, "split": split, **r, "params": params, "macs": macs,
+                         "latency_ms": lat, "achieved_reduction": achieved_reduction})
+        overall = next(r for r in rows if r["split"] == split and r["group"] == "all")
+        log(f"[{stage}] {split}: accuracy {overall['accuracy']:.4f}, AUROC {overall['auroc']:.4f}, "
+            f"{macs / 1e6:.3f} MMACs, {params} params, {lat:.3f} ms/sample")
+    return pd.DataFrame(rows)[METRIC_COLUMNS]
+
+
+# ---------------------------------------------------------------- stages
+
+def prepare_stage(dataset_cfg, out_dir, log=print):
+    from pwprune.data import prepare
+
+    return prepare(dict(dataset_cfg), raw_root=None, out_dir=out_dir, log=log)
+
+
+def train_dense_stage(data_dir, model_name, loop, evaluate_cfg, seed, device, context, out, log=print):
+    """out: dict with model, metrics, history, teacher paths."""
+    from pwprune.checkpoint import save_checkpoint
+    from pwprune.loss import make_loss, teacher_outputs
+    from pwprune.models import arch_dict, build_from_arch
+    from pwprune.train import fit
+
+    prepared = load_data(data_dir)
+    meta = prepared.meta
+    arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"])
+    model = build_from_arch(arch).to(device)
+    log(f"{context}: {model_name} on {meta['name']} ({len(prepared.splits['train'].y)} training samples)")
+    history = _fit(model, prepared, loop, make_loss("ce"), None, seed, device, context, log)
+    diverged = bool(history and history[-1].get("diverged"))
+    if diverged:
+        raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
+    rows = evaluate(model, prepared, arch, evaluate_cfg, device, "dense", 0.0, log)
+    logits = teacher_outputs(model, train_loader(prepared, evaluate_cfg.get("batch_size", 256), seed,
+                                                 augment=False, shuffle=False), device)
+    save_tensor(out["teacher"], logits)
+    write_json(out["history"], history)
+    write_csv(out["metrics"], rows)
+    save_checkpoint(out["model"], model, arch, history=[], meta={"stage": "dense", "seed": seed,
+                                                               "context": context})
+
+
+def _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log):
+    from pwprune.train import fit
+
+    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False))
+    return fit(model, loader, epochs=loop["epochs"], lr=loop["lr"],
+               weight_decay=loop.get("weight_decay", 0.0), loss_fn=loss_fn, teacher=teacher,
+               device=device, optimizer=loop.get("optimizer", "adamw"),
+               scheduler=loop.get("scheduler", "cosine"), log=log, context=context,
+               on_divergence=loop.get("on_divergence", "raise"))
+
+
+def _loss(kind, pw):
+    from pwprune.loss import make_loss
+
+    return make_loss(kind, **(pw or {}))
+
+
+def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, device, context, out,
+                log=print):
+    """out: dict with model, metrics, info paths. `prune` holds method, target, tolerance,
+    options, loss (and batch_size/augment/pw for data-driven methods)."""
+    from pwprune.checkpoint import load_checkpoint, save_checkpoint
+    from pwprune.models import example_input
+    from pwprune.pruning import prune_to_target
+
+    prepared = load_data(data_dir)
+    model, info = load_checkpoint(dense_path, device=device)
+    arch = info["arch"]
+    kwargs = {}
+    if prune["loss"] != "none":
+        augment = prune.get("augment", False)
+        kwargs = dict(loader=train_loader(prepared, prune["batch_size"], seed, augment),
+                      loss_fn=_loss(prune["loss"], prune.get("pw")),
+                      teacher=make_teacher(augment, model, teacher_path, device))
+    t0 = time.perf_counter()
+    result = prune_to_target(model, prune["method"], prune["target"], example_input(arch).to(device),
+                             device=device, seed=seed, tolerance=prune.get("tolerance", 0.02), log=log,
+                             **kwargs, **prune.get("options", {}))
+    seconds = time.perf_counter() - t0
+    log(f"{context}: achieved {result.achieved_reduction:.4f} MAC reduction (target {prune['target']}) "
+        f"in {seconds:.1f} s; {result.note or ''}")
+    rows = evaluate(result.model, prepared, arch, evaluate_cfg, device, "pruned",
+                    result.achieved_reduction, log)
+    write_json(out["info"], {"method": prune["method"], "target_reduction": prune["target"],
+                             "achieved_reduction": result.achieved_reduction,
+                             "within_tolerance": bool(result.within_tolerance), "note": result.note,
+                             "macs_before": result.macs_before, "macs_after": result.macs_after,
+                             "params_before": result.params_before, "params_after": result.params_after,
+                             "seconds": seconds})
+    write_csv(out["metrics"], rows)
+    save_checkpoint(out["model"], result.model, arch, history=result.history,
+                    meta={"stage": "pruned", "seed": seed, "context": context,
+                          "achieved_reduction": result.achieved_reduction})
+
+
+def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_path, finetune,
+                   evaluate_cfg, seed, device, context, out, log=print):
+    """out: dict with model, metrics, shares, history paths. `finetune` holds loop, loss, pw."""
+    import pandas as pd
+
+    from pwprune.checkpoint import load_checkpoint, save_checkpoint
+
+    prepared = load_data(data_dir)
+    model, info = load_checkpoint(pruned_path, device=device)
+    achieved = json.loads(Path(pruned_info_path).read_text())["achieved_reduction"]
+    loop = finetune["loop"]
+    teacher = None
+    if finetune["loss"] != "ce":
+        dense, _ = load_checkpoint(dense_path, device=device)
+        teacher = make_teacher(loop.get("augment", False), dense, teacher_path, device)
+    history = _fit(model, prepared, loop, _loss(finetune["loss"], finetune.get("pw")), teacher, seed,
+                   device, context, log)
+    shares = pd.DataFrame([{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])],
+                          columns=["epoch", "label", "group", "share"])
+    if history and history[-1].get("diverged"):
+        # Recorded as a degenerate trial; the non-finite weights are never saved: the checkpoint
+        # keeps the pruned weights and says so in its metadata.
+        log(f"{context}: fine-tuning diverged; recording the trial as degenerate")
+        model, _ = load_checkpoint(pruned_path, device=device)
+        rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
+        rows["accuracy"] = math.nan
+        rows["auroc"] = math.nan
+        rows["degenerate"] = True
+        meta = {"stage": "finetuned", "diverged": True}
+    else:
+        rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
+        meta = {"stage": "finetuned", "diverged": False}
+    write_json(out["history"], history)
+    write_csv(out["shares"], shares)
+    write_csv(out["metrics"], rows)
+    save_checkpoint(out["model"], model, info["arch"], history=info["history"],
+                    meta={**meta, "seed": seed, "context": context, "achieved_reduction": achieved})
+
+
+def aggregate_stage(table, out_metrics, out_shares, log=print):
+    """Per-job metric files -> the tidy table (docs/interfaces.md): dense and pruned rows are
+    repeated under every comparison label that uses them."""
+    import pandas as pd
+
+    cache = {}
+
+    def rows(path):
+        if path not in cache:
+            cache[path] = read_metrics(path)
+        return cache[path]
+
+    frames, share_frames = [], []
+    for run in table:
+        ident = {"experiment": run["exp"], "dataset": run["dataset"], "model": run["model"],
+                 "method": run["method"], "loss": run["label"], "prune_loss": run["ploss"],
+                 "finetune_loss": run["floss"], "target_reduction": float(run["target"]),
+                 "seed": int(run["seed"])}
+        for stage in ("dense", "pruned", "finetuned"):
+            df = rows(run[stage]).copy()
+            for k, v in ident.items():
+                df[k] = v
+            frames.append(df)
+        sh = pd.read_csv(run["shares"])
+        for k in ("experiment", "method", "loss", "target_reduction", "seed"):
+            sh[k] = ident[k]
+        share_frames.append(sh)
+    metrics = pd.concat(frames, ignore_index=True)[TABLE_COLUMNS]
+    shares = (pd.concat(share_frames, ignore_index=True)[SHARE_COLUMNS] if share_frames
+              else pd.DataFrame(columns=SHARE_COLUMNS))
+    write_csv(out_metrics, metrics)
+    write_csv(out_shares, shares)
+    log(f"{len(metrics)} metric rows from {len(table)} runs; {len(shares)} loss-share rows")
+    return metrics
+
+
+def plot_stage(figure, metrics_path, shares_path, experiment, png, pdf, log=print):
+    from pwprune import plots, summary
+
+    metrics = summary.read_metrics(metrics_path)
+    shares = summary.read_shares(shares_path)
+    stem = str(png)[: -len(".png")]
+    assert str(pdf) == stem + ".pdf", (png, pdf)
+    paths = plots.make_figure(figure, metrics, shares, experiment, stem)
+    log(f"wrote {', '.join(map(str, paths))}")
+
+
+def summary_stage(metrics_path, md, csv, log=print):
+    from pwprune import summary
+
+    table = summary.summarize(summary.read_metrics(metrics_path))
+    summary.write_summary(table, md, csv)
+    log(f"summary: {len(table)} rows -> {md}, {csv}")

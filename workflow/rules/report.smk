@@ -1,0 +1,140 @@
+# Per-job metric files -> one tidy table -> figures, summary and the HTML report.
+
+MAIN_FIGURES = ["group_performance", "fairness_gap", "tradeoff", "loss_shares"]
+
+
+def run_table(run_list):
+    """What the aggregator needs of each run: its labels and the three metric files."""
+    table = []
+    for r in run_list:
+        table.append({**r, "dataset": EXPS[r["exp"]]["dataset"]["kind"], "model": EXPS[r["exp"]]["model"],
+                      "dense": dense_file(r, "metrics.csv"), "pruned": pruned_file(r, "metrics.csv"),
+                      "finetuned": (TUNED + "/metrics.csv").format(**r),
+                      "shares": (TUNED + "/loss_shares.csv").format(**r)})
+    return table
+
+
+def table_inputs(table):
+    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
+
+
+MAIN_TABLE = run_table([r for e in ACTIVE for r in runs(e)])
+ABLATION_TABLE = run_table([r for e in ACTIVE for r in ablation_runs(e)])
+
+
+rule aggregate:
+    input:
+        table_inputs(MAIN_TABLE),
+    output:
+        metrics="results/metrics.csv",
+        shares="results/loss_shares.csv",
+    params:
+        table=MAIN_TABLE,
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "benchmarks/out/aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/aggregate.py"
+
+
+use rule aggregate as aggregate_ablation with:
+    input:
+        table_inputs(ABLATION_TABLE),
+    output:
+        metrics="results/ablation/metrics.csv",
+        shares="results/ablation/loss_shares.csv",
+    params:
+        table=ABLATION_TABLE,
+    log:
+        "logs/aggregate_ablation.log",
+    benchmark:
+        "benchmarks/out/aggregate_ablation.tsv"
+
+
+rule figure:
+    input:
+        metrics="results/metrics.csv",
+        shares="results/loss_shares.csv",
+    output:
+        png=report("results/figures/{exp}/{figure}.png", caption="../report/{figure}.rst",
+                   category="{exp}", subcategory="figures"),
+        pdf="results/figures/{exp}/{figure}.pdf",
+    wildcard_constraints:
+        figure="|".join(MAIN_FIGURES),
+    log:
+        "logs/{exp}/figure_{figure}.log",
+    benchmark:
+        "benchmarks/out/{exp}/figure_{figure}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/plot.py"
+
+
+use rule figure as figure_ablation with:
+    input:
+        metrics="results/ablation/metrics.csv",
+        shares="results/ablation/loss_shares.csv",
+    output:
+        png=report("results/figures/{exp}/{figure}.png", caption="../report/ablation.rst",
+                   category="{exp}", subcategory="ablation"),
+        pdf="results/figures/{exp}/{figure}.pdf",
+    wildcard_constraints:
+        figure="ablation",
+    log:
+        "logs/{exp}/figure_{figure}.log",
+    benchmark:
+        "benchmarks/out/{exp}/figure_{figure}.tsv"
+
+
+rule summary:
+    input:
+        metrics="results/metrics.csv",
+    output:
+        md=report("results/summary.md", caption="../report/summary.rst", category="summary"),
+        csv="results/summary.csv",
+    log:
+        "logs/summary.log",
+    benchmark:
+        "benchmarks/out/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/summary.py"
+
+
+rule all_figures:
+    input:
+        figures=expand("results/figures/{exp}/{figure}.{ext}", exp=ACTIVE, figure=MAIN_FIGURES,
+                       ext=["png", "pdf"]),
+        summary="results/summary.md",
+    output:
+        "results/figures/all",
+    log:
+        "logs/all_figures.log",
+    localrule: True
+    run:
+        Path(output[0]).write_text("\n".join(sorted(input)) + "\n")
+
+
+rule all_ablation:
+    input:
+        expand("results/figures/{exp}/ablation.{ext}",
+               exp=[e for e in ACTIVE if ablation_runs(e)], ext=["png", "pdf"]),
+        "results/ablation/metrics.csv",
+    output:
+        "results/ablation/all",
+    log:
+        "logs/all_ablation.log",
+    localrule: True
+    run:
+        Path(output[0]).write_text("\n".join(sorted(input)) + "\n")

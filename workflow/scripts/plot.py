@@ -1,0 +1,6 @@
+from pwprune.pipeline import job_log, plot_stage
+
+with job_log(snakemake.log[0]) as log:
+    w = snakemake.wildcards
+    plot_stage(w.figure, snakemake.input.metrics, snakemake.input.shares, w.exp,
+               png=snakemake.output.png, pdf=snakemake.output.pdf, log=log)

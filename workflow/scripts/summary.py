@@ -1,0 +1,4 @@
+from pwprune.pipeline import job_log, summary_stage
+
+with job_log(snakemake.log[0]) as log:
+    summary_stage(snakemake.input.metrics, snakemake.output.md, snakemake.output.csv, log=log)
