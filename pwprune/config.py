@@ -128,6 +128,21 @@ def validate(config: dict, schema_path) -> dict:
     return config
 
 
+def check_datasets(config: dict) -> None:
+    """Kind-specific dataset keys (and attribute names) of every experiment, checked by the
+    dataset code itself so the two can never disagree; torch-free, so cheap at start-up."""
+    from pwprune.data import resolve_config
+
+    problems = []
+    for name, exp in config["experiments"].items():
+        try:
+            resolve_config(dict(exp["dataset"]))
+        except ValueError as e:
+            problems.append(f"experiments.{name}.dataset: {e}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def target_str(t: float) -> str:
     """How a FLOP-reduction target appears in paths: the shortest repr that round-trips."""
     return repr(float(t))

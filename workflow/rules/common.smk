@@ -10,6 +10,7 @@ try:
     for _f in list(workflow.configfiles):
         pc.load_yaml_strict(_f)
     pc.validate(config, workflow.source_path("../schemas/params.schema.yaml"))
+    pc.check_datasets(config)
 except pc.ConfigError as e:
     raise WorkflowError(f"{e}\n(checked: {', '.join(map(str, workflow.configfiles))})")
 

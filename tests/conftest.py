@@ -1,0 +1,49 @@
+"""Shared fixtures: a temporary copy of the repository to run the real Snakemake CLI in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What a run produces or a developer has locally; never part of a copy.
+_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "__pycache__",
+                                 ".pytest_cache", "*.egg-info", "out", ".dvc", "prepared", "raw")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's source (no results, no data, no git) copied to dest."""
+    shutil.copytree(REPO, dest, ignore=_IGNORE, dirs_exist_ok=True)
+    for d in ("data", "results"):
+        (dest / d).mkdir(exist_ok=True)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 900, env=None):
+    """Run the real snakemake CLI of this environment in cwd; returns CompletedProcess."""
+    cmd = [str(BIN / "snakemake"), *args]
+    run_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=run_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One completed smoke run shared by the tests that only read its results."""
+    root = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
+    snakemake(root, "results/figures/all", "--cores", "2", "--configfile", "tests/smoke.yaml")
+    return root
