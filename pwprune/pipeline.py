@@ -146,7 +146,13 @@ def make_teacher(augment, dense_model, teacher_path, device):
 def save_tensor(path, tensor):
     import torch
 
-    atomic_write(path, lambda tmp: torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, tmp))
+    def write(tmp):
+        # through a file object: given a path, torch.save names the zip's records after the
+        # (random) temporary file name, so two identical runs would write different bytes
+        with open(tmp, "wb") as f:
+            torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, f)
+
+    atomic_write(path, write)
 
 
 def load_tensor(path):
@@ -179,7 +185,8 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
     lat_in = example.repeat(evaluate_cfg.get("latency_batch", 1), 1, 1, 1)
     lat = latency_ms(model, lat_in, repeats=evaluate_cfg.get("latency_repeats", 20), warmup=3)
     rows = []
-    for split in ["test"] + list(prepared.meta.get("eval_splits", [])):
+    # eval_splits already lists "test" first (pwprune.data meta); adding it again doubled the rows
+    for split in list(prepared.meta.get("eval_splits") or ["test"]):
         logits, labels, groups = predict(model, eval_loader(prepared, split, bs), device)
         for r in group_metrics(logits, labels, groups, prepared.meta["group_names"]):
             rows.append({"stage": stage, "split": split, **r, "params": params, "macs": macs,
