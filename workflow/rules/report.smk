@@ -1,4 +1,6 @@
 # Per-job metric files -> one tidy table -> figures, summary and the HTML report.
+# Every rule here is a seconds-long pandas/matplotlib job: `localrule: True` keeps them off the
+# cluster queue (they run where Snakemake runs) under --profile profiles/slurm.
 
 MAIN_FIGURES = ["group_performance", "fairness_gap", "tradeoff", "loss_shares"]
 
@@ -35,6 +37,7 @@ rule aggregate:
     benchmark:
         "benchmarks/out/aggregate.tsv"
     threads: 1
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
@@ -71,6 +74,7 @@ rule figure:
     benchmark:
         "benchmarks/out/{exp}/figure_{figure}.tsv"
     threads: 1
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
@@ -105,6 +109,7 @@ rule summary:
     benchmark:
         "benchmarks/out/summary.tsv"
     threads: 1
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
