@@ -1,0 +1,377 @@
+"""End-to-end tests of the Snakemake pipeline through the real CLI.
+
+One smoke run (the session's `smoke_run`) is read by the result tests; every rerun test works on
+its own copy of that completed run (results, logs and `.snakemake/` metadata, file times kept)
+and only dry-runs it, so the whole file costs one full run plus a handful of dry runs.
+
+The expected jobs are computed here from the smoke configuration (the grid of experiment ×
+seed × method × label × target) independently of the rules, and the complete DAG is checked
+against that grid once, so a rerun test failing names exactly which jobs ran too many or few.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import pwprune.config as pc
+from conftest import copy_repo, snakemake
+
+pytestmark = pytest.mark.e2e
+
+SMOKE = ("--configfile", "tests/smoke.yaml")
+ALL = "results/figures/all"
+# The rules that gather every run into tables, figures and the summary.
+AFTER = ("aggregate", "figure", "summary", "all_figures")
+REQUIRED_COLUMNS = ["experiment", "dataset", "model", "method", "loss", "target_reduction",
+                    "achieved_reduction", "seed", "stage", "group", "accuracy", "auroc", "params",
+                    "macs", "latency_ms", "degenerate"]
+
+
+# ---------------------------------------------------------------- the expected grid
+
+def smoke_config(root: Path) -> dict:
+    return pc.load_yaml_strict(root / "tests" / "smoke.yaml")
+
+
+def main_figures() -> list[str]:
+    from pwprune.plots import FIGURES
+
+    return [f for f in FIGURES if f != "ablation"]
+
+
+def grid(config: dict) -> set[tuple]:
+    """Every job of `results/figures/all` as (rule, frozenset of wildcard items)."""
+    jobs = set()
+
+    def add(rule, **wc):
+        jobs.add((rule, frozenset((k, str(v)) for k, v in wc.items())))
+
+    for exp in config["active"]:
+        cfg = config["experiments"][exp]
+        add("prepare_data", exp=exp)
+        for fig in main_figures():
+            add("figure", exp=exp, figure=fig)
+        for seed in cfg["seeds"]:
+            add("train_dense", exp=exp, seed=seed)
+            for method, target, label in itertools.product(cfg["prune"]["methods"], cfg["prune"]["targets"],
+                                                           cfg["losses"]):
+                ploss, floss = pc.phase_losses(label, method)
+                t = pc.target_str(target)
+                add("prune", exp=exp, seed=seed, method=method, ploss=ploss, target=t)
+                add("finetune", exp=exp, seed=seed, method=method, ploss=ploss, floss=floss, target=t)
+    for rule in ("aggregate", "summary", "all_figures"):
+        add(rule)
+    return jobs
+
+
+def select(jobs, keep) -> set[tuple]:
+    return {j for j in jobs if keep(j[0], dict(j[1]))}
+
+
+def show(jobs) -> str:
+    return "\n".join(sorted(f"  {r} {dict(sorted(w))}" for r, w in jobs)) or "  (none)"
+
+
+# ---------------------------------------------------------------- dry runs
+
+_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", re.M)
+
+
+def parse_dry_run(text: str) -> dict:
+    """Jobs of a `snakemake -n` listing: {(rule, wildcards): {field: value}}. The per-rule
+    counts are checked against Snakemake's own job-stats table, so a job the parser missed
+    fails here rather than passing silently."""
+    jobs = {}
+    for m in _JOB.finditer(text):
+        fields = dict(re.match(r"\s+(\w[\w ]*): (.*)", line).groups()
+                      for line in m.group(2).splitlines() if re.match(r"\s+\w[\w ]*: ", line))
+        wc = frozenset(tuple(kv.split("=", 1)) for kv in fields.get("wildcards", "").split(", ") if kv)
+        key = (m.group(1), wc)
+        assert key not in jobs, f"job listed twice: {key}"
+        jobs[key] = fields
+    counts = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    stats = re.search(r"^Job stats:\njob +count\n[- ]+\n((?:.*\n)*?)total +(\d+)", text, re.M)
+    if jobs:
+        assert stats, f"no job-stats table in:\n{text[-3000:]}"
+        table = dict((r, int(n)) for r, n in (line.split() for line in stats.group(1).splitlines()))
+        assert table == counts and int(stats.group(2)) == len(jobs), (table, counts)
+    return jobs
+
+
+def dry_run(root: Path, *args: str, target: str = ALL) -> dict:
+    proc = snakemake(root, target, "-n", *args, *SMOKE)
+    return parse_dry_run(proc.stdout + proc.stderr)
+
+
+@pytest.fixture
+def run_copy(smoke_run, tmp_path):
+    """A private copy of the completed smoke run, metadata and file times included."""
+    dest = tmp_path / "repo"
+    shutil.copytree(smoke_run, dest, symlinks=True)
+    return dest
+
+
+# ---------------------------------------------------------------- the completed run
+
+def test_smoke_dag_matches_the_grid(smoke_run, tmp_path):
+    """Forcing every job of the completed run lists exactly the grid computed from the config."""
+    proc = snakemake(smoke_run, ALL, "-n", "-F", *SMOKE)
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    expected = grid(smoke_config(smoke_run))
+    assert set(jobs) == expected, (f"unexpected:\n{show(set(jobs) - expected)}\n"
+                                   f"missing:\n{show(expected - set(jobs))}")
+    # Each job wrote its log, and the training jobs logged their epochs.
+    cfg = smoke_config(smoke_run)["experiments"]["smoke"]
+    for (rule, wc), fields in jobs.items():
+        assert "log" in fields, f"{rule} {dict(wc)} declares no log"
+        log = smoke_run / fields["log"]
+        assert log.is_file(), f"{rule} {dict(wc)}: no log {fields['log']}"
+        text = log.read_text()
+        if rule != "all_figures":  # a one-line `run:` that only lists its inputs
+            assert text.strip(), f"{rule} {dict(wc)}: empty log {fields['log']}"
+        epochs = {"train_dense": cfg["train"]["epochs"], "finetune": cfg["finetune"]["epochs"]}.get(rule)
+        if epochs:
+            lines = re.findall(rf"epoch (\d+)/{epochs} loss", text)
+            assert lines == [str(e) for e in range(1, epochs + 1)], f"{fields['log']}:\n{text}"
+        if rule == "prune":
+            assert "pruned (" in text and "MAC reduction (target" in text, f"{fields['log']}:\n{text}"
+
+
+def test_nothing_to_do_after_a_complete_run(smoke_run):
+    proc = snakemake(smoke_run, ALL, "-n", *SMOKE)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_metrics_table_has_exactly_the_grid(smoke_run):
+    root = smoke_run
+    config = smoke_config(root)
+    df = pd.read_csv(root / "results" / "metrics.csv")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    assert not missing, f"results/metrics.csv lacks {missing}"
+
+    expected = []
+    for exp in config["active"]:
+        cfg = config["experiments"][exp]
+        meta = json.loads((root / "data" / "prepared" / exp / "meta.json").read_text())
+        from pwprune.data import split_names
+
+        splits = [s for s in split_names(cfg["dataset"]) if s not in ("train", "val")]
+        assert splits[0] == "test"
+        groups = [*meta["group_names"], "all"]
+        assert len(groups) >= 3  # at least two groups, or fairness is moot
+        for seed, method, target, label, stage, split, group in itertools.product(
+                cfg["seeds"], cfg["prune"]["methods"], cfg["prune"]["targets"], cfg["losses"],
+                ("dense", "pruned", "finetuned"), splits, groups):
+            ploss, floss = pc.phase_losses(label, method)
+            expected.append((exp, cfg["dataset"]["kind"], cfg["model"], method, label, ploss, floss,
+                             float(target), int(seed), stage, split, group))
+    keys = ["experiment", "dataset", "model", "method", "loss", "prune_loss", "finetune_loss",
+            "target_reduction", "seed", "stage", "split", "group"]
+    got = list(df[keys].itertuples(index=False, name=None))
+    assert len(got) == len(set(got)), "duplicated rows in results/metrics.csv"
+    assert set(got) == set(expected), (f"unexpected rows: {sorted(set(got) - set(expected))[:5]}\n"
+                                       f"missing rows: {sorted(set(expected) - set(got))[:5]}")
+
+    # Values: real numbers in range, dense rows unpruned, each group row counted.
+    assert df["accuracy"].between(0, 1).all()
+    assert df["auroc"].dropna().between(0, 1).all()
+    assert (df["params"] > 0).all() and (df["macs"] > 0).all() and (df["latency_ms"] > 0).all()
+    assert set(df["degenerate"].astype(str)) <= {"True", "False"}
+    dense = df[df["stage"] == "dense"]
+    assert (dense["achieved_reduction"] == 0).all()
+    assert dense.groupby("group")["accuracy"].nunique().eq(1).all()  # one dense model per seed
+    for stage in ("pruned", "finetuned"):
+        sub = df[df["stage"] == stage]
+        # fewer MACs than dense, by the reported fraction (pruned and fine-tuned share a model)
+        dense_macs = dense["macs"].iloc[0]
+        assert ((1 - sub["macs"] / dense_macs) - sub["achieved_reduction"]).abs().max() < 1e-6
+
+
+def test_achieved_reduction_within_two_points_of_target(smoke_run):
+    df = pd.read_csv(smoke_run / "results" / "metrics.csv")
+    pruned = df[df["stage"].isin(["pruned", "finetuned"])]
+    off = pruned[(pruned["achieved_reduction"] - pruned["target_reduction"]).abs() > 0.02]
+    assert off.empty, off[["method", "loss", "target_reduction", "achieved_reduction", "stage"]] \
+        .drop_duplicates().to_string()
+    # prune.json says the same as the table
+    for info in (smoke_run / "results").glob("smoke/seed*/pruned/*/*/prune.json"):
+        data = json.loads(info.read_text())
+        assert data["within_tolerance"] is True, info
+        assert abs(data["achieved_reduction"] - float(info.parent.name)) <= 0.02, info
+
+
+def test_figures_listed_by_all_exist_and_are_valid(smoke_run):
+    from PIL import Image
+
+    listed = (smoke_run / ALL).read_text().split()
+    config = smoke_config(smoke_run)
+    expected = {f"results/figures/{exp}/{fig}.{ext}" for exp in config["active"]
+                for fig in main_figures() for ext in ("png", "pdf")}
+    assert expected <= set(listed), expected - set(listed)
+    assert "results/summary.md" in listed
+    for rel in listed:
+        path = smoke_run / rel
+        assert path.is_file() and path.stat().st_size > 1000, rel
+        if rel.endswith(".png"):
+            with Image.open(path) as im:
+                im.verify()
+            with Image.open(path) as im:
+                assert im.format == "PNG" and min(im.size) > 200, (rel, im.size)
+        elif rel.endswith(".pdf"):
+            data = path.read_bytes()
+            assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], rel
+    summary = (smoke_run / "results" / "summary.md").read_text()
+    for method in config["experiments"]["smoke"]["prune"]["methods"]:
+        assert method in summary, f"{method} missing from summary.md"
+    assert (smoke_run / "results" / "summary.csv").is_file()
+
+
+# ---------------------------------------------------------------- what reruns after a change
+
+def _override(root: Path, exp: str, section: str, key: str, value) -> tuple[str, ...]:
+    """A second configfile changing one value (Snakemake merges it over tests/smoke.yaml)."""
+    (root / "override.yaml").write_text(yaml.safe_dump({"experiments": {exp: {section: {key: value}}}}))
+    return ("--configfile", "tests/smoke.yaml", "override.yaml")
+
+
+def _data_free(method):
+    return method in pc.DATA_FREE_METHODS
+
+
+CONFIG_CHANGES = {
+    # PW gamma: data-driven pruning with a PW loss, every PW fine-tuning, and what gathers them.
+    "pw_gamma": (("pw", "gamma", lambda v: v + 1.0), "Params have changed",
+                 lambda r, w: (r == "prune" and not _data_free(w["method"]) and w["ploss"].startswith("pw"))
+                 or (r == "finetune" and w["floss"].startswith("pw")),
+                 ),
+    "finetune_lr": (("finetune", "lr", lambda v: v * 2), "Params have changed",
+                    lambda r, w: r == "finetune"),
+    "train_epochs": (("train", "epochs", lambda v: v + 1), "Params have changed",
+                     lambda r, w: r != "prepare_data"),
+    "minority_share": (("dataset", "minority_share", lambda v: round(v + 0.05, 3)), "Params have changed",
+                       lambda r, w: True),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CHANGES))
+def test_config_change_reruns_exactly_what_depends_on_it(run_copy, name):
+    (section, key, change), reason, changed = CONFIG_CHANGES[name]
+    config = smoke_config(run_copy)
+    old = config["experiments"]["smoke"][section][key]
+    args = _override(run_copy, "smoke", section, key, change(old))
+    proc = snakemake(run_copy, ALL, "-n", *args)
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+
+    full = grid(config)
+    direct = select(full, changed)
+    expected = direct | select(full, lambda r, w: r in AFTER) | _downstream(full, direct)
+    assert set(jobs) == expected, (f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
+                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    check_reasons(jobs, full, direct, reason)
+
+
+def check_reasons(jobs, full, direct, reason):
+    """A job the change touches reruns because of it (not because of file times), unless a job
+    upstream of it reruns first (then Snakemake names only that)."""
+    for job in direct:
+        why = jobs[job]["reason"]
+        if job in _downstream(full, direct - {job}):
+            assert why.startswith("Input files updated by another job"), (job, why)
+        else:
+            assert re.search(reason, why), (job, why)
+
+
+def _downstream(full, changed):
+    """Fine-tuning jobs whose pruned input is rerun, and prune/finetune below a rerun dense model."""
+    out = set()
+    rules = {r for r, _ in changed}
+    pruned = {(w["seed"], w["method"], w["ploss"], w["target"]) for r, w in map(lambda j: (j[0], dict(j[1])), changed)
+              if r == "prune"}
+    for r, wc in full:
+        w = dict(wc)
+        if r == "finetune" and (w["seed"], w["method"], w["ploss"], w["target"]) in pruned:
+            out.add((r, wc))
+        if rules & {"prepare_data", "train_dense"} and r != "prepare_data":
+            out.add((r, wc))
+    return out
+
+
+CODE_CHANGES = {
+    # pwprune/ code reaches a job through its code-hash param (common.smk's CODE); a script's
+    # own text is also Snakemake's code trigger
+    "pwprune/pruning/target.py": ("prune", "Params have changed"),
+    "workflow/scripts/prune.py": ("prune", "Code has changed"),
+    "workflow/scripts/finetune.py": ("finetune", "Code has changed"),
+}
+
+
+@pytest.mark.parametrize("path", list(CODE_CHANGES))
+def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
+    stage, reason = CODE_CHANGES[path]
+    with open(run_copy / path, "a") as f:
+        f.write("\n# an edit that changes the stage's code\n")
+    jobs = dry_run(run_copy)
+    full = grid(smoke_config(run_copy))
+    direct = select(full, lambda r, w: r == stage)
+    expected = direct | select(full, lambda r, w: r in AFTER) | _downstream(full, direct)
+    assert set(jobs) == expected, (f"{path}: ran but should not:\n{show(set(jobs) - expected)}\n"
+                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    check_reasons(jobs, full, direct, reason)
+
+
+def test_single_target_by_path_runs_only_its_upstream(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    target = "results/smoke/seed0/pruned/taylor-pw/0.5/metrics.csv"
+    jobs = dry_run(root, target=target)
+    assert set(jobs) == {
+        ("prepare_data", frozenset({("exp", "smoke")})),
+        ("train_dense", frozenset({("exp", "smoke"), ("seed", "0")})),
+        ("prune", frozenset({("exp", "smoke"), ("seed", "0"), ("method", "taylor"), ("ploss", "pw"),
+                             ("target", "0.5")})),
+    }, show(jobs)
+
+
+def test_single_finetuned_target_in_a_completed_run(run_copy):
+    """After a change, asking for one file reruns only that file's chain."""
+    _override(run_copy, "smoke", "pw", "gamma", 3.0)
+    target = "results/smoke/seed0/finetuned/autobot-pw-pw/0.875/metrics.csv"
+    proc = snakemake(run_copy, target, "-n", "--configfile", "tests/smoke.yaml", "override.yaml")
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    w = {("exp", "smoke"), ("seed", "0"), ("method", "autobot"), ("ploss", "pw"), ("target", "0.875")}
+    assert set(jobs) == {("prune", frozenset(w)), ("finetune", frozenset(w | {("floss", "pw")}))}, show(jobs)
+
+
+# ---------------------------------------------------------------- the HTML report
+
+def test_html_report_is_self_contained_with_every_figure_and_caption(run_copy):
+    snakemake(run_copy, "--report", "results/report.html", *SMOKE)
+    html = (run_copy / "results" / "report.html").read_text()
+    assert not re.search(r"<(?:script|img)[^>]+src=\"(?!data:)|<link[^>]+href=\"(?!data:)", html), \
+        "the report loads something from outside itself"
+    config = smoke_config(run_copy)
+    report_dir = run_copy / "workflow" / "report"
+    embedded = [(f"results/figures/{exp}/{fig}.png", f"{fig}.rst") for exp in config["active"]
+                for fig in main_figures()] + [("results/summary.md", "summary.rst")]
+    for rel, caption in embedded:
+        name = Path(rel).name
+        # the file itself, embedded byte for byte
+        m = re.search(rf"data:[\w/+.-]+;charset=utf8;filename={re.escape(name)};base64,([A-Za-z0-9+/=]+)", html)
+        assert m, f"{name} is not embedded in the report"
+        assert base64.b64decode(m.group(1)) == (run_copy / rel).read_bytes(), f"{name} differs"
+        # with its caption (rendered from reStructuredText, stored as a JSON string)
+        entry = re.search(rf'"filename": "{re.escape(name)}",[^{{}}]*?"caption": "((?:[^"\\]|\\.)*)"', html)
+        assert entry, f"{name} has no caption entry in the report"
+        text = json.loads(f'"{entry.group(1)}"')
+        words = " ".join((report_dir / caption).read_text().split()[:8])
+        assert words in re.sub(r"\s+", " ", text), f"caption of {name} is not {caption}: {text[:200]}"
