@@ -1,4 +1,7 @@
+from pwprune.dvc_view import write_headline
 from pwprune.pipeline import job_log, summary_stage
 
 with job_log(snakemake.log[0]) as log:
     summary_stage(snakemake.input.metrics, snakemake.output.md, snakemake.output.csv, log=log)
+    write_headline(snakemake.output.csv, snakemake.output.headline)
+    log(f"headline metrics for DVC -> {snakemake.output.headline}")
