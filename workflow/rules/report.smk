@@ -64,8 +64,8 @@ rule figure:
         metrics="results/metrics.csv",
         shares="results/loss_shares.csv",
     output:
-        png=report("results/figures/{exp}/{figure}.png", caption="../report/{figure}.rst",
-                   category="{exp}", subcategory="figures"),
+        # marked for the report in all_figures: a report caption cannot take wildcards
+        png="results/figures/{exp}/{figure}.png",
         pdf="results/figures/{exp}/{figure}.pdf",
     wildcard_constraints:
         figure="|".join(MAIN_FIGURES),
@@ -118,10 +118,18 @@ rule summary:
         "../scripts/summary.py"
 
 
+def report_figures():
+    """Every main figure, each PNG marked for `snakemake --report` with its own caption file
+    (Snakemake does not fill wildcards into a caption path, so rule figure cannot carry it)."""
+    return [report(f"results/figures/{exp}/{fig}.png", caption=f"../report/{fig}.rst",
+                   category=exp, subcategory="figures") if ext == "png"
+            else f"results/figures/{exp}/{fig}.{ext}"
+            for exp in ACTIVE for fig in MAIN_FIGURES for ext in ("png", "pdf")]
+
+
 rule all_figures:
     input:
-        figures=expand("results/figures/{exp}/{figure}.{ext}", exp=ACTIVE, figure=MAIN_FIGURES,
-                       ext=["png", "pdf"]),
+        figures=report_figures(),
         summary="results/summary.md",
     output:
         "results/figures/all",
