@@ -1,17 +1,17 @@
 """pwprune.config: strict YAML, schema validation messages (key path + what is valid), the
 label -> phase-loss vocabulary, and the schema's enums against the registries in pwprune/ (one
-source of truth). One CLI test checks that a bad configfile stops Snakemake before any job."""
+source of truth). That Snakemake itself refuses a bad configfile before any job (dry and real
+runs) is tested through the CLI in test_reliability.py."""
 
 from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import pytest
 
 import pwprune.config as pc
-from conftest import REPO, snakemake
+from conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -202,21 +202,3 @@ def test_target_str_round_trips():
     for t in (0.5, 0.9375, 0.96875, 0.9961):
         assert float(pc.target_str(t)) == t
     assert pc.target_str(0.5) == "0.5" and pc.target_str(1 / 2) == "0.5"
-
-
-# ---------------------------------------------------------------- the CLI
-
-@pytest.mark.e2e
-def test_bad_configfile_stops_snakemake_before_any_job(repo_copy):
-    bad = repo_copy / "bad.yaml"
-    bad.write_text("experiments:\n  smoke:\n    pw: {min_weight: 0.5, gamma: -1}\n")
-    for extra in (["-n"], ["--cores", "1"]):
-        proc = snakemake(repo_copy, "results/figures/all", *extra, "--configfile", "tests/smoke.yaml",
-                         "bad.yaml", check=False)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode != 0, out
-        assert "experiments.smoke.pw.gamma: -1 is out of range; must be >= 0" in out, out
-        assert "bad.yaml" in out, out
-    assert list((repo_copy / "results").iterdir()) == []
-    assert not (repo_copy / "logs").exists()
-    assert not (repo_copy / "data" / "prepared").exists()
