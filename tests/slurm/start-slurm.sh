@@ -23,10 +23,15 @@ conf=/etc/slurm/slurm.conf
 host=$(hostname -s)
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) * 9 / 10 ))
-mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/log/munge /var/lib/munge
-if [ ! -f "$conf" ]; then
+marker="# Written by pwprune's tests/slurm/start-slurm.sh"
+mkdir -p /etc/slurm /etc/munge /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/log/munge /var/lib/munge
+# Our own slurm.conf is rewritten every time (host name, CPUs and memory of *this* machine: an
+# image copied to another machine must not keep the old host); someone else's is left alone.
+if [ ! -f "$conf" ] || head -1 "$conf" | grep -qF "$marker"; then
     cat > "$conf" <<CONF
-# Written by pwprune's tests/slurm/start-slurm.sh: a single-node test cluster.
+$marker: a single-node test cluster.
+# No cgroup.conf on purpose: Slurm 22.05 rejects CgroupPlugin=disabled, and without the file
+# (proctrack/linuxproc, task/none) slurmd needs no cgroup support from the container.
 ClusterName=pwprune-test
 SlurmctldHost=$host
 AuthType=auth/munge
@@ -57,6 +62,12 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged --force 2>/dev/null || /usr/sbin/munged --force
+# slurmctld and slurmd authenticate every message through munge: wait until it answers.
+for _ in $(seq 1 20); do
+    munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
+    sleep 0.5
+done
+munge -n | unmunge >/dev/null || { echo "munge does not answer" >&2; tail -5 /var/log/munge/munged.log >&2 || true; exit 1; }
 chown -R slurm:slurm /var/spool/slurmctld /var/log/slurm 2>/dev/null || true
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
