@@ -118,7 +118,7 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
             loss = per_sample.mean()
             value = loss.item()
             if not math.isfinite(value):
-                bad = value
+                bad = f"loss became {value}"
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,9 +131,9 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         if bad is None and not losses:
             raise ValueError(f"{prefix}loader yielded no batches")
         if bad is None and not _finite_weights(model):
-            bad = "non-finite weights"
+            bad = "weights became non-finite"
         if bad is not None:
-            message = (f"{prefix}loss became {bad} at epoch {epoch}/{epochs} (lr={lr}); "
+            message = (f"{prefix}{bad} at epoch {epoch}/{epochs} (lr={lr}); "
                        f"lower the learning rate or check the data")
             if on_divergence == "raise":
                 raise DivergenceError(message)
