@@ -1,0 +1,45 @@
+"""Performance figures for pwprune, measured side by side in one run and printed as ratios.
+
+    python -m benchmarks                 every benchmark, as a table
+    python -m benchmarks --json --quick  one JSON object per line; skip the default end-to-end run
+    python -m benchmarks --only latency_speedup,pruning_time_s
+
+Each area is one module of plain functions returning lists of result dicts (see `result`):
+    loss_overhead.py  pw_overhead_cached, pw_overhead_on_the_fly
+    pruning.py        latency_speedup, pruning_time_s
+    pipeline.py       dry_run_s, job_overhead_s, default_run_s
+    memory.py         peak_rss_mb
+Figures are printed, never asserted: tests only check the format.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+# name -> module that measures it (the module's `run(names, opts)` returns result dicts)
+BENCHMARKS = {
+    "pw_overhead_cached": "loss_overhead",
+    "pw_overhead_on_the_fly": "loss_overhead",
+    "latency_speedup": "pruning",
+    "pruning_time_s": "pruning",
+    "dry_run_s": "pipeline",
+    "job_overhead_s": "pipeline",
+    "default_run_s": "pipeline",
+    "peak_rss_mb": "memory",
+}
+
+
+def result(name, value, unit, goal=None, met=None, **fields):
+    """One figure: name, value (a float), unit, goal (text or None), met (bool or None: no goal
+    or nothing to compare), plus the fields that identify the case."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark name {name!r}; valid: {', '.join(BENCHMARKS)}")
+    value = float(value)
+    return {"name": name, "value": value, "unit": unit, "goal": goal,
+            "met": None if met is None or math.isnan(value) else bool(met), **fields}
+
+
+def log(*args):
+    """Progress goes to stderr so stdout stays one JSON object per line."""
+    print(*args, file=sys.stderr, flush=True)

@@ -1,0 +1,177 @@
+"""What the pipeline adds: the dry run of a completed run, the fixed cost of one job, and the
+default run's end-to-end wall time, all with the real Snakemake CLI in temporary copies of the
+repository (tests/conftest.py's copy_repo / snakemake helpers)."""
+
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import log, result
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from tests.conftest import copy_repo, snakemake  # noqa: E402  (shared with the end-to-end tests)
+
+DRY_RUN_GOAL, JOB_GOAL, RUN_GOAL = 3.0, 2.0, 600.0
+TARGET = "results/figures/all"
+# what a pipeline job imports on its way to a stage (the stages import these lazily)
+JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pandas, sklearn.metrics, pwprune.models, "
+               "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
+               "pwprune.data.dataset")
+
+_run = {}  # the completed run of this process: root, exp, config args, seconds (or None)
+
+
+def _tmpdir():
+    d = Path(tempfile.mkdtemp(prefix="pwprune-bench-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+def completed_run(opts):
+    """A completed run to measure: --run-dir as given; else the default run in a fresh copy
+    (timed: default_run_s); with --quick the smoke configuration instead (about a minute)."""
+    if _run:
+        return _run
+    if opts.run_dir:
+        root = Path(opts.run_dir).resolve()
+        if not (root / TARGET).exists():
+            raise ValueError(f"--run-dir {root}: no {TARGET}; run `snakemake --cores 2 {TARGET}` there first")
+        _run.update(root=root, exp="default", config=[], seconds=None)
+        return _run
+    root = copy_repo(_tmpdir() / "repo")
+    exp, config = ("smoke", ["--configfile", "tests/smoke.yaml"]) if opts.quick else ("default", [])
+    log(f"running the {exp} pipeline end to end in {root} (--cores 2) ...")
+    t0 = time.perf_counter()
+    snakemake(root, TARGET, "--cores", "2", *config, timeout=3600)
+    seconds = time.perf_counter() - t0
+    log(f"  {exp} run: {seconds:.0f} s")
+    _run.update(root=root, exp=exp, config=config, seconds=seconds)
+    return _run
+
+
+def _pending_jobs(stdout):
+    if "Nothing to be done" in stdout:
+        return 0
+    m = re.search(r"^total\s+(\d+)", stdout, re.MULTILINE)
+    return int(m.group(1)) if m else -1
+
+
+def time_dry_run(root, config=(), repeats=3):
+    """Median wall seconds of `snakemake -n results/figures/all` and the jobs it would run."""
+    times, pending = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = snakemake(root, "-n", TARGET, *config)  # targets before --configfile (it takes several)
+        times.append(time.perf_counter() - t0)
+        pending = _pending_jobs(proc.stdout + proc.stderr)
+    return statistics.median(times), pending
+
+
+def time_imports(repeats=3):
+    """Median wall seconds of a fresh interpreter importing what a job imports (one warm-up run
+    first, so the figure is the warm page cache a pipeline's later jobs see)."""
+    cmd = [sys.executable, "-c", f"import {JOB_IMPORTS}"]
+    subprocess.run(cmd, cwd=REPO, check=True)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _read_tsv(path):
+    lines = Path(path).read_text().splitlines()
+    return dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+
+
+def _experiment(root, exp, config):
+    import yaml
+
+    cfg = yaml.safe_load((root / "params.yaml").read_text())["experiments"]
+    if config:
+        cfg.update(yaml.safe_load((root / config[-1]).read_text())["experiments"])
+    return cfg[exp]
+
+
+def job_overhead_from_run(run, repeats=2):
+    """Per random-pruning job of seed 0: Snakemake's benchmark wall time minus the time of the same
+    stage function on the same inputs in this (warm) interpreter, 1 thread like the job.
+    -> (median seconds, number of jobs)."""
+    import torch
+
+    from pwprune.pipeline import prune_stage
+
+    root, exp = run["root"], run["exp"]
+    cfg = _experiment(root, exp, run["config"])
+    tsvs = sorted((root / "benchmarks/out" / exp / "seed0/prune/random-none").glob("*.tsv"))
+    if not tsvs:
+        return float("nan"), 0
+    seed_dir = root / "results" / exp / "seed0"
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    diffs = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for tsv in tsvs:
+                target = tsv.stem
+                prune = {"method": "random", "target": float(target),
+                         "tolerance": cfg["prune"].get("tolerance", 0.02), "options": {}, "loss": "none"}
+                out = {k: f"{tmp}/{target}-{k}" for k in ("model", "metrics", "info")}
+                stage = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    prune_stage(root / "data/prepared" / exp, seed_dir / "dense/model.pt",
+                                seed_dir / "dense/teacher.pt", prune, cfg.get("evaluate", {}), 0,
+                                torch.device("cpu"), "benchmark", out, log=lambda *a: None)
+                    stage.append(time.perf_counter() - t0)
+                diffs.append(float(_read_tsv(tsv)["s"]) - min(stage))
+    finally:
+        torch.set_num_threads(old)
+    return statistics.median(diffs), len(diffs)
+
+
+def run(names, opts):
+    out = []
+    if "job_overhead_s" in names:
+        t = time_imports(opts.repeats or 3)
+        out.append(result("job_overhead_s", t, "s", f"<= {JOB_GOAL}", t <= JOB_GOAL,
+                          case="interpreter start + job imports", modules=JOB_IMPORTS))
+        log(f"job_overhead_s (imports): {t:.2f} s")
+    needs_run = "dry_run_s" in names or "default_run_s" in names or "job_overhead_s" in names
+    if not needs_run:
+        return out
+    r = completed_run(opts)
+    if "default_run_s" in names:
+        if r["seconds"] is not None and r["exp"] == "default":
+            out.append(result("default_run_s", r["seconds"], "s", f"< {RUN_GOAL:.0f}", r["seconds"] < RUN_GOAL,
+                              case="snakemake --cores 2 results/figures/all, default experiment, fresh copy"))
+        else:
+            log("default_run_s: skipped (--quick or --run-dir)")
+    if "dry_run_s" in names:
+        t, pending = time_dry_run(r["root"], r["config"], opts.repeats or 3)
+        out.append(result("dry_run_s", t, "s", f"<= {DRY_RUN_GOAL:.0f}", t <= DRY_RUN_GOAL,
+                          case=f"completed {r['exp']} run", pending_jobs=pending))
+        log(f"dry_run_s (completed {r['exp']} run): {t:.2f} s, {pending} jobs pending")
+        if r["exp"] != "default":  # --quick: also plan the whole default grid from scratch
+            fresh = copy_repo(_tmpdir() / "repo")
+            t, pending = time_dry_run(fresh, (), opts.repeats or 3)
+            out.append(result("dry_run_s", t, "s", f"<= {DRY_RUN_GOAL:.0f}", t <= DRY_RUN_GOAL,
+                              case="default grid, nothing built", pending_jobs=pending))
+            log(f"dry_run_s (default grid, nothing built): {t:.2f} s, {pending} jobs pending")
+    if "job_overhead_s" in names:
+        t, n = job_overhead_from_run(r)
+        out.append(result("job_overhead_s", t, "s", f"<= {JOB_GOAL}", t <= JOB_GOAL,
+                          case=f"snakemake job wall - stage time ({r['exp']} random-pruning jobs)", jobs=n))
+        log(f"job_overhead_s (snakemake job - stage): {t:.2f} s over {n} jobs")
+    return out

@@ -1,0 +1,181 @@
+"""What pruning buys and what it costs.
+
+latency_speedup: measured CPU latency of each pruned model against the dense one (dense and
+pruned timed alternately, so load drift on a shared machine hits both), next to the MACs ratio.
+pruning_time_s: wall time of each method to reach each target on the CIFAR ResNet-56.
+
+Data-driven methods (Taylor, AutoBot) get small random data: the point is the architecture they
+produce and the time they take, not its accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+from . import log, result
+
+# model -> (num_classes, input size, pruning batch, random samples, method options)
+# ResNet-56: the default experiment's Taylor schedule (8 rounds of 2 batches) and 40 AutoBot
+# iterations (the figures report them; time grows about linearly with batches/iterations);
+# ResNet-18 at 224 px gets a few cheap data-driven steps, enough to produce an architecture.
+CASES = {
+    "resnet56": dict(num_classes=10, size=32, batch=32, samples=256,
+                     options={"taylor": {"steps": 8, "batches_per_step": 2}, "autobot": {"iterations": 40}}),
+    "resnet18": dict(num_classes=1000, size=224, batch=8, samples=16,
+                     options={"taylor": {"steps": 3, "batches_per_step": 1}, "autobot": {"iterations": 4}}),
+}
+LATENCY_REPEATS = {("resnet18", 32): 3}  # else DEFAULT_REPEATS
+DEFAULT_REPEATS = 10
+GOAL_TARGET, GOAL_FRACTION = 0.75, 0.7
+
+_dense, _pruned = {}, {}  # caches shared by the two benchmarks within one run
+
+
+class RandomData:
+    """(x, y, g, idx) samples of seeded random images: the pipeline's batch format."""
+
+    def __init__(self, n, size, num_classes, seed=0):
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, size, size, generator=gen)
+        self.y = torch.randint(0, num_classes, (n,), generator=gen)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        import torch
+
+        return self.x[i], self.y[i], torch.tensor(0), torch.tensor(i)
+
+
+def dense(model_name):
+    """(model, arch, example input) with a fixed init."""
+    import torch
+
+    from pwprune.models import arch_dict, build_from_arch, example_input
+
+    if model_name not in _dense:
+        if model_name not in CASES:
+            raise ValueError(f"unknown benchmark model {model_name!r}; valid: {', '.join(CASES)}")
+        c = CASES[model_name]
+        arch = arch_dict(model_name, c["num_classes"], 3, c["size"])
+        torch.manual_seed(0)
+        _dense[model_name] = (build_from_arch(arch).eval(), arch, example_input(arch))
+    return _dense[model_name]
+
+
+def _out_channels(model):
+    import torch.nn as nn
+
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def pruned(model_name, method, target):
+    """Prune a copy of the dense model (cached): -> dict(model, seconds, macs_ratio, ...)."""
+    key = (model_name, method, float(target))
+    if key in _pruned:
+        return _pruned[key]
+    from pwprune.loss import make_loss
+    from pwprune.pruning import prune_to_target
+    from pwprune.train import make_loader
+
+    c = CASES[model_name]
+    model0, _, ex = dense(model_name)
+    model = copy.deepcopy(model0)
+    kwargs = dict(c["options"].get(method, {}))
+    if method in ("taylor", "autobot"):
+        ds = RandomData(c["samples"], c["size"], c["num_classes"])
+        kwargs.update(loader=make_loader(ds, c["batch"], shuffle=True, seed=0), loss_fn=make_loss("ce"))
+    t0 = time.perf_counter()
+    res = prune_to_target(model, method, target, ex, seed=0, log=lambda *a: None, **kwargs)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    removed = _out_channels(model0) - _out_channels(model)
+    _pruned[key] = dict(model=model, seconds=seconds, macs_ratio=res.macs_before / res.macs_after,
+                        achieved=res.achieved_reduction, channels_removed=removed, options=kwargs)
+    log(f"  {model_name} {method} {target}: {seconds:.1f} s, achieved {res.achieved_reduction:.3f}, "
+        f"{removed} channels removed")
+    return _pruned[key]
+
+
+def paired_latency(a, b, x, repeats, warmup=1):
+    """Median seconds per forward of a and b on x, timed alternately (a, b, a, b, ...)."""
+    import torch
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            a(x), b(x)
+        ta, tb = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a(x)
+            t1 = time.perf_counter()
+            b(x)
+            t2 = time.perf_counter()
+            ta.append(t1 - t0)
+            tb.append(t2 - t1)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def latency(models, batches, methods, targets, repeats=None, quick=False):
+    import torch
+
+    out = []
+    for name in models:
+        model0, _, ex = dense(name)
+        for method in methods:
+            # --quick: ResNet-18 at 224 px only at the goal's target (its pruning is the slow part)
+            for target in [t for t in targets if not (quick and name == "resnet18" and abs(t - GOAL_TARGET) > 1e-9)]:
+                p = pruned(name, method, target)
+                for batch in batches:
+                    reps = repeats or LATENCY_REPEATS.get((name, batch), DEFAULT_REPEATS)
+                    x = ex.repeat(batch, 1, 1, 1)
+                    td, tp_ = paired_latency(model0, p["model"], x, reps)
+                    speedup = td / tp_
+                    goal, met = None, None
+                    if abs(target - GOAL_TARGET) < 1e-9:
+                        goal = f">= {GOAL_FRACTION} x macs_ratio ({GOAL_FRACTION * p['macs_ratio']:.2f})"
+                        met = speedup >= GOAL_FRACTION * p["macs_ratio"]
+                    out.append(result("latency_speedup", speedup, "x dense", goal, met, model=name, batch=batch,
+                                      method=method, target_reduction=target, macs_ratio=p["macs_ratio"],
+                                      speedup_per_macs_ratio=speedup / p["macs_ratio"],
+                                      dense_ms=1000 * td / batch, pruned_ms=1000 * tp_ / batch,
+                                      input_size=CASES[name]["size"], threads=torch.get_num_threads(),
+                                      repeats=reps))
+                    log(f"latency {name} b{batch} {method} {target}: {speedup:.2f}x (MACs {p['macs_ratio']:.2f}x)")
+    return out
+
+
+def pruning_time(methods, targets, model_name="resnet56"):
+    out = []
+    for method in methods:
+        for target in targets:
+            p = pruned(model_name, method, target)
+            extra = {}
+            if method == "taylor":
+                from pwprune.pruning.target import OPTIONS
+
+                steps = p["options"].get("steps", OPTIONS["taylor"]["steps"])
+                extra = dict(steps=steps, channels_per_step=p["channels_removed"] / steps,
+                             batches=steps * p["options"].get("batches_per_step", OPTIONS["taylor"]["batches_per_step"]))
+            elif method == "autobot":
+                from pwprune.pruning.target import OPTIONS
+
+                extra = dict(iterations=p["options"].get("iterations", OPTIONS["autobot"]["iterations"]))
+            out.append(result("pruning_time_s", p["seconds"], "s", None, None, model=model_name, method=method,
+                              target_reduction=target, achieved_reduction=p["achieved"],
+                              channels_removed=p["channels_removed"], batch=CASES[model_name]["batch"], **extra))
+    return out
+
+
+def run(names, opts):
+    out = []
+    if "pruning_time_s" in names:
+        out += pruning_time(opts.methods, opts.targets)
+    if "latency_speedup" in names:
+        out += latency(opts.models, opts.batches, opts.methods, opts.targets, opts.repeats, opts.quick)
+    return out
