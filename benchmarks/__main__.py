@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 
 from . import BENCHMARKS, log
 
@@ -84,18 +85,23 @@ def main(argv=None):
               f"({torch.get_num_threads()} threads), names: {', '.join(names)}"
               + (" (quick)" if args.quick else ""))
     log(header)
-    results, t0 = [], time.perf_counter()
+    results, failed, t0 = [], [], time.perf_counter()
     for m in modules:
-        mod = importlib.import_module(f"benchmarks.{m}")
-        for r in mod.run([n for n in names if BENCHMARKS[n] == m], args):
-            results.append(r)
-            if args.json:
-                print(json_line(r), flush=True)
-    log(f"done in {time.perf_counter() - t0:.0f} s")
+        # one area failing (e.g. a Snakemake run) must not lose the figures of the others
+        try:
+            mod = importlib.import_module(f"benchmarks.{m}")
+            for r in mod.run([n for n in names if BENCHMARKS[n] == m], args):
+                results.append(r)
+                if args.json:
+                    print(json_line(r), flush=True)
+        except Exception:
+            failed.append(m)
+            log(f"benchmarks.{m} failed:\n{traceback.format_exc()}")
+    log(f"done in {time.perf_counter() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     out = sys.stderr if args.json else sys.stdout
     print(header, file=out)
     print(table(results), file=out, flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
