@@ -135,6 +135,12 @@ rule all_figures:
         "results/figures/all",
     log:
         "logs/all_figures.log",
+    benchmark:
+        "benchmarks/out/all_figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
     localrule: True
     run:
         Path(output[0]).write_text("\n".join(sorted(input)) + "\n")
@@ -149,6 +155,12 @@ rule all_ablation:
         "results/ablation/all",
     log:
         "logs/all_ablation.log",
+    benchmark:
+        "benchmarks/out/all_ablation.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
     localrule: True
     run:
         Path(output[0]).write_text("\n".join(sorted(input)) + "\n")
