@@ -208,18 +208,16 @@ def prepare_stage(dataset_cfg, out_dir, log=print):
 def train_dense_stage(data_dir, model_name, loop, evaluate_cfg, seed, device, context, out, log=print):
     """out: dict with model, metrics, history, teacher paths."""
     from pwprune.checkpoint import save_checkpoint
-    from pwprune.loss import make_loss, teacher_outputs
+    from pwprune.loss import teacher_outputs
     from pwprune.models import arch_dict, build_from_arch
-    from pwprune.train import fit
 
     prepared = load_data(data_dir)
     meta = prepared.meta
     arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"])
     model = build_from_arch(arch).to(device)
     log(f"{context}: {model_name} on {meta['name']} ({len(prepared.splits['train'].y)} training samples)")
-    history = _fit(model, prepared, loop, make_loss("ce"), None, seed, device, context, log)
-    diverged = bool(history and history[-1].get("diverged"))
-    if diverged:
+    history = _fit(model, prepared, loop, _loss("ce", None), None, seed, device, context, log)
+    if history and history[-1].get("diverged"):  # on_divergence: degenerate; no dense, no trial
         raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
     rows = evaluate(model, prepared, arch, evaluate_cfg, device, "dense", 0.0, log)
     logits = teacher_outputs(model, train_loader(prepared, evaluate_cfg.get("batch_size", 256), seed,
