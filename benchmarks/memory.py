@@ -1,13 +1,11 @@
 """Peak resident memory: the largest fine-tuning job of a completed run (Snakemake's benchmark
-TSVs, max_rss) and, each in a fresh subprocess (os.wait4's rusage of that child alone), a
+TSVs, max_rss) and, each in a fresh subprocess (its own VmHWM), a
 fine-tuning job of the default experiment and a ResNet-18 training step at batch 64, 224 px."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from . import log, result
@@ -53,16 +51,15 @@ for _ in range(2):
 
 
 def child_peak_rss_mb(code):
-    """Peak RSS (MB) of a fresh interpreter running code, from os.wait4's rusage of that child
-    (RUSAGE_CHILDREN would report the largest child this process ever waited for)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"memory benchmark child failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
-    return usage.ru_maxrss / 1024  # Linux: KiB
+    """Peak RSS (MB) of a fresh interpreter running code: the child's own VmHWM, read by the
+    child at its end. (Its rusage would not do: on Linux exec carries the parent's RSS
+    high-water mark into the child's ru_maxrss, so every child would report this process's peak.)"""
+    probe = code + "\nprint('VmHWM', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    kib = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("VmHWM ")][-1]
+    return int(kib) / 1024
 
 
 def from_run(run):
