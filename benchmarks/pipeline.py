@@ -24,7 +24,7 @@ from tests.conftest import copy_repo, snakemake  # noqa: E402  (shared with the 
 DRY_RUN_GOAL, JOB_GOAL, RUN_GOAL = 3.0, 2.0, 600.0
 TARGET = "results/figures/all"
 # what a pipeline job imports on its way to a stage (the stages import these lazily)
-JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pandas, sklearn.metrics, pwprune.models, "
+JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pandas, pwprune.models, "
                "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
                "pwprune.data.dataset")
 

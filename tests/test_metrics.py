@@ -145,3 +145,16 @@ def test_predict_shapes_order_and_mode():
     assert torch.allclose(logits, model(x)[:, 0].detach())
     assert labels.tolist() == [0, 1, 0, 1, 1] and groups.tolist() == [1, 1, 0, 0, 1]
     assert model.training
+
+
+def test_binary_auroc_matches_sklearn_with_ties():
+    # the numpy rank statistic must equal sklearn's trapezoidal AUROC, ties included
+    from pwprune.metrics import _binary_auroc
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        y = rng.integers(0, 2, n)
+        y[0], y[1] = 0, 1
+        scores = rng.integers(0, 5, n).astype(float)  # few distinct values: many ties
+        assert _binary_auroc(y == 1, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
