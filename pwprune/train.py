@@ -13,6 +13,9 @@ SCHEDULERS = ("cosine", "none")
 ON_DIVERGENCE = ("raise", "degenerate")
 
 
+PROGRESS_SECONDS = 30.0  # within an epoch, a progress line at most this often
+
+
 class DivergenceError(RuntimeError):
     """Training produced a NaN/inf loss or non-finite weights."""
 
@@ -108,7 +111,11 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         current_lr = opt.param_groups[0]["lr"]
         losses, labels, groups = [], [], []
         correct, bad = 0, None
-        for x, y, g, idx in loader:
+        last_note = start
+        for batch, (x, y, g, idx) in enumerate(loader, 1):
+            if time.perf_counter() - last_note > PROGRESS_SECONDS:  # long epochs (CelebA) show life
+                last_note = time.perf_counter()
+                log(f"{prefix}epoch {epoch}/{epochs} batch {batch}/{len(loader)}")
             x, y = x.to(device), y.to(device)
             logits = model(x)
             binary = logits.ndim == 1 or logits.shape[1] == 1

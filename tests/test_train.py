@@ -173,3 +173,20 @@ def test_fit_bad_options_name_the_option():
                       ({"loss_fn": make_loss("pw", 0.5, 1.0)}, "teacher")]:
         with pytest.raises(ValueError, match=match):
             _fit(_model(), data, **kw)
+
+
+def test_long_epochs_log_batch_progress(monkeypatch):
+    # an epoch that outlasts PROGRESS_SECONDS reports which batch it is at
+    import pwprune.train as train_mod
+
+    monkeypatch.setattr(train_mod, "PROGRESS_SECONDS", 0.0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(12, 1, 2, 2)
+    y = torch.randint(0, 3, (12,))
+    data = [(x[i:i + 4], y[i:i + 4], torch.zeros(4, dtype=torch.long), torch.arange(i, i + 4))
+            for i in range(0, 12, 4)]
+    lines = []
+    train_mod.fit(model, data, epochs=1, lr=0.01, weight_decay=0.0, loss_fn=make_loss("ce"),
+                  log=lines.append, context="ctx")
+    assert "ctx: epoch 1/1 batch 2/3" in lines and "ctx: epoch 1/1 batch 3/3" in lines
