@@ -337,6 +337,16 @@ def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
     check_reasons(jobs, full, direct, reason)
 
 
+def test_new_raw_data_version_reruns_preparation_and_everything_after(run_copy):
+    """`dvc add` of new raw bytes rewrites data/raw/<name>.dvc; that alone must redo the data."""
+    raw = run_copy / "data" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "digits.dvc").write_text("outs:\n- md5: 0123456789abcdef.dir\n  path: digits\n")
+    jobs = dry_run(run_copy)
+    assert set(jobs) == grid(smoke_config(run_copy)), show(set(jobs) ^ grid(smoke_config(run_copy)))
+    assert "data/raw/digits.dvc" in jobs[next(k for k in jobs if k[0] == "prepare_data")]["reason"]
+
+
 def test_single_target_by_path_runs_only_its_upstream(tmp_path):
     root = copy_repo(tmp_path / "repo")
     target = "results/smoke/seed0/pruned/taylor-pw/0.5/metrics.csv"
