@@ -10,14 +10,14 @@ A pruned model's state dict does not fit a freshly built model, so loading rebui
 architecture from `arch`, replays the pruning history through Torch-Pruning's dependency graph,
 and only then loads the weights (strict).
 """
-import os
 import pickle
 import pickletools
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from pwprune.fileio import atomic_open
 
 FORMAT = "pwprune-checkpoint"
 VERSION = 1
@@ -65,26 +65,8 @@ def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None)
     _check_plain(ckpt["arch"], "arch")
     _check_plain(ckpt["meta"], "meta")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # make the rename itself durable
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path) as f:
+        torch.save(ckpt, f)
 
 
 def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from pathlib import Path
+
+from pwprune.fileio import atomic_open
 
 HEADLINE_COLUMNS = ("gap_ce", "gap_pw", "gap_diff", "acc_ce", "acc_pw")
 
@@ -46,11 +45,7 @@ def headline(summary_csv, split: str = "test") -> dict:
 
 def write_headline(summary_csv, out_json, split: str = "test") -> dict:
     data = headline(summary_csv, split)
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_json.parent, prefix=out_json.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(out_json, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, out_json)
     return data

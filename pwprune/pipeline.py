@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
+
+from pwprune.fileio import atomic_open
 
 METRIC_COLUMNS = ["stage", "split", "group", "n", "accuracy", "auroc", "degenerate", "params",
                   "macs", "latency_ms", "achieved_reduction"]
@@ -62,28 +62,14 @@ def setup(threads: int, device_name: str, seed: int):
     return resolve_device(device_name)
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then move the file into place (same directory, so os.replace is
-    atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path, obj):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def write_csv(path, df):
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    with atomic_open(path, "w") as f:
+        df.to_csv(f, index=False)
 
 
 def _jsonable(o):
@@ -146,13 +132,10 @@ def make_teacher(augment, dense_model, teacher_path, device):
 def save_tensor(path, tensor):
     import torch
 
-    def write(tmp):
-        # through a file object: given a path, torch.save names the zip's records after the
-        # (random) temporary file name, so two identical runs would write different bytes
-        with open(tmp, "wb") as f:
-            torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, f)
-
-    atomic_write(path, write)
+    # through a file object: given a path, torch.save names the zip's records after the
+    # (random) temporary file name, so two identical runs would write different bytes
+    with atomic_open(path) as f:
+        torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, f)
 
 
 def load_tensor(path):

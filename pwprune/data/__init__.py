@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from pwprune.fileio import atomic_open
+
 from .common import DatasetError
 
 DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k")
@@ -89,16 +91,8 @@ def _channel_stats(x: np.ndarray):
 
 
 def _atomic_write(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path) as f:
+        write(f)
 
 
 def prepare(dataset_cfg: dict, raw_root=None, out_dir=None, log=print) -> dict:

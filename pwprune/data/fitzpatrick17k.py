@@ -32,6 +32,8 @@ import urllib.request
 
 import numpy as np
 
+from pwprune.fileio import atomic_open
+
 from .common import DatasetError, check_fraction, square_resize, stratified_split
 
 CLASSES = ["non-neoplastic", "benign", "malignant"]
@@ -202,10 +204,8 @@ def download_fitzpatrick17k(csv_path, image_dir, log=print, timeout=30.0, limit=
             stats["failed"] += 1
             continue
         stats["md5_match"] += hashlib.md5(data).hexdigest() == h
-        tmp = path + ".part"
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             f.write(data)
-        os.replace(tmp, path)
         stats["downloaded"] += 1
         if k % 100 == 0 or k == len(rows):
             log(f"fitzpatrick17k download: {k}/{len(rows)} rows, {stats['downloaded']} fetched, "
