@@ -18,13 +18,9 @@ from pathlib import Path
 
 from pwprune.fileio import atomic_open
 
+# columns of a per-job metrics file; the tidy table's are pwprune.summary.METRICS_COLUMNS
 METRIC_COLUMNS = ["stage", "split", "group", "n", "accuracy", "auroc", "degenerate", "params",
                   "macs", "latency_ms", "achieved_reduction"]
-TABLE_COLUMNS = ["experiment", "dataset", "model", "method", "loss", "prune_loss", "finetune_loss",
-                 "target_reduction", "achieved_reduction", "seed", "stage", "group", "n",
-                 "accuracy", "auroc", "params", "macs", "latency_ms", "degenerate", "split"]
-SHARE_COLUMNS = ["experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
-                 "group", "share"]
 
 
 # ---------------------------------------------------------------- job plumbing
@@ -311,6 +307,8 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
     repeated under every comparison label that uses them."""
     import pandas as pd
 
+    from pwprune.summary import METRICS_COLUMNS, SHARES_COLUMNS  # the table's one definition
+
     cache = {}
 
     def rows(path):
@@ -333,9 +331,9 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
         for k in ("experiment", "method", "loss", "target_reduction", "seed"):
             sh[k] = ident[k]
         share_frames.append(sh)
-    metrics = pd.concat(frames, ignore_index=True)[TABLE_COLUMNS]
-    shares = (pd.concat(share_frames, ignore_index=True)[SHARE_COLUMNS] if share_frames
-              else pd.DataFrame(columns=SHARE_COLUMNS))
+    metrics = pd.concat(frames, ignore_index=True)[list(METRICS_COLUMNS)]
+    shares = (pd.concat(share_frames, ignore_index=True)[list(SHARES_COLUMNS)] if share_frames
+              else pd.DataFrame(columns=list(SHARES_COLUMNS)))
     write_csv(out_metrics, metrics)
     write_csv(out_shares, shares)
     log(f"{len(metrics)} metric rows from {len(table)} runs; {len(shares)} loss-share rows")
