@@ -143,6 +143,21 @@ def check_datasets(config: dict) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def check_raw_data(config: dict) -> None:
+    """The raw data of every *active* experiment is present (presence only, no decoding), so a
+    missing dataset stops Snakemake before any job, dry runs included."""
+    from pwprune.data import check_raw
+
+    problems = []
+    for name in config["active"]:
+        try:
+            check_raw(config["experiments"][name]["dataset"])
+        except ValueError as e:
+            problems.append(f"experiments.{name}.dataset: {e}")
+    if problems:
+        raise ConfigError("missing data:\n  " + "\n  ".join(problems))
+
+
 def target_str(t: float) -> str:
     """How a FLOP-reduction target appears in paths: the shortest repr that round-trips."""
     return repr(float(t))

@@ -398,3 +398,19 @@ def test_meta_json_is_plain_json(digits_dir):
                 "mean", "std", "splits", "eval_splits"):
         assert key in meta
     assert len(meta["mean"]) == len(meta["std"]) == 3 and all(0 < s <= 1 for s in meta["std"])
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("cifar10", "cifar-10-batches-py"),
+    ("celeba", "img_align_celeba"),
+    ("fitzpatrick17k", "fitzpatrick17k.csv"),
+])
+def test_check_raw_names_the_missing_path_without_decoding(tmp_path, kind, expected):
+    # the start-up check: presence only, the expected path and how to get the data
+    from pwprune.data import check_raw
+
+    with pytest.raises(DatasetError) as err:
+        check_raw({"kind": kind, "root": str(tmp_path / kind)})
+    assert str(tmp_path / kind) in str(err.value) and expected in str(err.value)
+    assert "dvc pull" in str(err.value)
+    check_raw({"kind": "digits"})  # ships with scikit-learn: nothing to check

@@ -227,20 +227,19 @@ def test_missing_raw_data_names_the_path_and_how_to_get_it(clean_copy):
     cfg["active"] = ["cif"]
     cfg["experiments"]["cif"] = {**copy.deepcopy(TINY), "dataset": {"kind": "cifar10", "variant": "standard"}}
     name = write_config(clean_copy, cfg, "cifar.yaml")
-    proc = snakemake(clean_copy, "results/cif/seed0/dense/model.pt", "--cores", "1", "--configfile", name,
-                     check=False, timeout=300)
-    out = out_of(proc)
-    assert proc.returncode != 0, out
-    # one clear message: the expected path, and how to get the data
-    assert "CIFAR-10 is missing or incomplete: expected data/raw/cifar10/cifar-10-batches-py/" in out, out
-    assert "dvc pull" in out and "torchvision.datasets.CIFAR10('data/raw/cifar10', download=True)" in out, out
-    # it stopped at preparation: no training job ran, nothing downstream exists
-    assert "rule train_dense" not in out, out
+    for dry in (["-n"], []):
+        proc = snakemake(clean_copy, "results/cif/seed0/dense/model.pt", "--cores", "1", *dry,
+                         "--configfile", name, check=False, timeout=300)
+        out = out_of(proc)
+        assert proc.returncode != 0, out
+        # one clear message: the expected path, and how to get the data
+        assert "CIFAR-10 is missing or incomplete: expected data/raw/cifar10/cifar-10-batches-py/" in out, out
+        assert "dvc pull" in out and "torchvision.datasets.CIFAR10('data/raw/cifar10', download=True)" in out, out
+        # checked at start-up, dry runs included: no job at all, so nothing downstream exists
+        assert "rule prepare_data" not in out and "rule train_dense" not in out, out
     assert not (clean_copy / "data/prepared/cif").exists()
     assert not (clean_copy / "results/cif").exists()
-    # clean up for the other tests sharing this copy
-    shutil.rmtree(clean_copy / "logs")
-    shutil.rmtree(clean_copy / "benchmarks/out", ignore_errors=True)
+    assert not (clean_copy / "logs").exists() and not (clean_copy / "benchmarks/out").exists()
 
 
 class _RunsCode:

@@ -42,6 +42,13 @@ def _kind_module(kind):
     return importlib.import_module(f"pwprune.data.{kind}")
 
 
+def check_raw(dataset_cfg: dict) -> None:
+    """Are the raw files there? A presence check without decoding, cheap enough for the
+    workflow's start-up; raises DatasetError naming the expected path and how to get the data."""
+    cfg = resolve_config(dict(dataset_cfg))
+    _kind_module(cfg["kind"]).check_files(cfg["root"], cfg)
+
+
 def resolve_config(dataset_cfg: dict) -> dict:
     """The dataset config with every default filled in, validated. Unknown keys, kinds or values
     raise DatasetError naming them and listing the valid ones."""

@@ -85,7 +85,7 @@ def how_to_get(root) -> str:
             f"(Align&Cropped images + annotation files) unpacked into {os.path.join(root, 'celeba')}/")
 
 
-def check_files(root):
+def check_files(root, cfg=None):
     folder = os.path.join(root, "celeba")
     need = [os.path.join(folder, f) for f in TEXT_FILES]
     missing = [p for p in need if not os.path.isfile(p)]

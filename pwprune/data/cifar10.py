@@ -69,7 +69,7 @@ def how_to_get(root) -> str:
             f"into {root})")
 
 
-def check_files(root):
+def check_files(root, cfg=None):
     folder = os.path.join(root, "cifar-10-batches-py")
     missing = [os.path.join(folder, f) for f in FILES if not os.path.isfile(os.path.join(folder, f))]
     if missing:

@@ -75,6 +75,10 @@ def validate(cfg: dict):
         raise DatasetError(f"digits: image_size {cfg['image_size']!r} is invalid; must be an int >= 8")
 
 
+def check_files(root, cfg=None):
+    """Nothing to check: the images ship inside scikit-learn."""
+
+
 def extra_splits(cfg: dict) -> list:
     return []
 

@@ -68,6 +68,18 @@ def how_to_get(csv_path, image_dir) -> str:
             f"(needs network; resumable)")
 
 
+def check_files(root, cfg):
+    """Presence only (the CSV and the image folder), cheap enough for start-up; `build` checks
+    every listed image."""
+    csv_path = os.path.join(root, cfg["csv"])
+    image_dir = os.path.join(root, cfg["images"])
+    if not os.path.isfile(csv_path):
+        raise DatasetError(f"Fitzpatrick17k CSV not found: expected {csv_path}. " + how_to_get(csv_path, image_dir))
+    if not os.path.isdir(image_dir):
+        raise DatasetError(f"Fitzpatrick17k images not found: expected the folder {image_dir}/ with <md5hash>.jpg "
+                           f"files. " + how_to_get(csv_path, image_dir))
+
+
 def read_csv(csv_path, image_dir=None):
     import pandas as pd
 

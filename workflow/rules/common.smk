@@ -11,6 +11,7 @@ try:
         pc.load_yaml_strict(_f)
     pc.validate(config, workflow.source_path("../schemas/params.schema.yaml"))
     pc.check_datasets(config)
+    pc.check_raw_data(config)
 except pc.ConfigError as e:
     raise WorkflowError(f"{e}\n(checked: {', '.join(map(str, workflow.configfiles))})")
 
