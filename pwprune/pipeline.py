@@ -276,25 +276,26 @@ def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_
     loop = finetune["loop"]
     teacher = None
     if finetune["loss"] != "ce":
-        dense, _ = load_checkpoint(dense_path, device=device)
-        teacher = make_teacher(loop.get("augment", False), dense, teacher_path, device)
+        augment = loop.get("augment", False)
+        # only the frozen (on-the-fly) teacher needs the dense weights; the cached one reads logits
+        dense = load_checkpoint(dense_path, device=device)[0] if augment else None
+        teacher = make_teacher(augment, dense, teacher_path, device)
     history = _fit(model, prepared, loop, _loss(finetune["loss"], finetune.get("pw")), teacher, seed,
                    device, context, log)
     shares = pd.DataFrame([{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])],
                           columns=["epoch", "label", "group", "share"])
-    if history and history[-1].get("diverged"):
+    diverged = bool(history and history[-1].get("diverged"))
+    if diverged:
         # Recorded as a degenerate trial; the non-finite weights are never saved: the checkpoint
         # keeps the pruned weights and says so in its metadata.
         log(f"{context}: fine-tuning diverged; recording the trial as degenerate")
         model, _ = load_checkpoint(pruned_path, device=device)
-        rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
+    rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
+    if diverged:
         rows["accuracy"] = math.nan
         rows["auroc"] = math.nan
         rows["degenerate"] = True
-        meta = {"stage": "finetuned", "diverged": True}
-    else:
-        rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
-        meta = {"stage": "finetuned", "diverged": False}
+    meta = {"stage": "finetuned", "diverged": diverged}
     write_json(out["history"], history)
     write_csv(out["shares"], shares)
     write_csv(out["metrics"], rows)
