@@ -99,7 +99,8 @@ def _dense_reference(df):
     average to themselves)."""
     dense = df[df["stage"] == "dense"]
     per_seed = dense.groupby(["experiment", "split", "seed", "group"])["accuracy"].mean()
-    pooled = dense.groupby(["experiment", "split", "group"])["accuracy"].mean()
+    # mean over seeds of each seed's dense model (not over rows: seeds may repeat it unequally)
+    pooled = per_seed.groupby(["experiment", "split", "group"]).mean()
     return per_seed, pooled
 
 

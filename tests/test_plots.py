@@ -1,11 +1,15 @@
 import math
 
+from pathlib import Path
+
 import matplotlib.image as mpimg
+from matplotlib.colors import to_hex
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from pwprune import plots
 from pwprune.plots import (ABLATION_LOSSES, FIGURES, PALETTE, loss_share_table, make_all,
                            make_figure)
 from pwprune.summary import (METRICS_COLUMNS, read_metrics, summarize, trial_table,
@@ -26,7 +30,8 @@ DEGENERATE = {("taylor", 0.75, "ce", 2)}
 DENSE = (0.90, 0.80)  # every seed's dense model: gap 0.10
 
 
-def metric_rows(extra=None):
+def metric_rows(extra=None, dense=None):
+    """dense: {seed: (female, male)} dense accuracies per seed (default DENSE for every seed)."""
     rows = []
     fin = {**FIN, **(extra or {})}
 
@@ -45,7 +50,7 @@ def metric_rows(extra=None):
     for (method, target, loss), seeds in fin.items():
         for seed, accs in seeds.items():
             deg = (method, target, loss, seed) in DEGENERATE
-            add(method, target, loss, seed, "dense", DENSE)
+            add(method, target, loss, seed, "dense", (dense or {}).get(seed, DENSE))
             add(method, target, loss, seed, "pruned", (accs[0] - 0.1, accs[1] - 0.1), deg)
             add(method, target, loss, seed, "finetuned", accs, deg)
     return pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
@@ -164,13 +169,117 @@ def test_every_figure_written_as_png_and_pdf(figures):
         assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
 
-def test_ablation_with_rows_draws_panels(tmp_path):
+def test_ablation_with_rows_draws_panels(tmp_path, drawn):
     extra = {("magnitude", 0.5, "pw_weight"): {0: (.87, .75), 1: (.86, .74)},
              ("magnitude", 0.75, "pw_correct"): {0: (.83, .68), 1: (.82, .69)}}
     paths = make_figure("ablation", metric_rows(extra), share_rows(), "toy",
                         str(tmp_path / "ablation"))
     assert all((tmp_path / f"ablation.{e}").exists() for e in ("png", "pdf"))
     assert len(paths) == 2
+    # what it drew: one row of panels (only magnitude has ablation rows), four columns
+    fig = drawn["ablation"]
+    assert len(fig.axes) == 4 and not any("not run" in t.get_text() for a in fig.axes for t in a.texts)
+    gap_components = fig.axes[0]  # gap, weighting vs correction: ce, pw_weight, pw_correct, pw
+    assert gap_components.get_title() == "magnitude\nweighting vs correction"
+    lines = series(gap_components)
+    assert lines[PALETTE["ce"]] == pytest.approx([16.0, 19.0 + 2 / 3])
+    assert lines[PALETTE["pw_weight"]] == pytest.approx([12.0])  # .12 on both seeds, at 50 %
+    assert lines[PALETTE["pw_correct"]] == pytest.approx([14.0])  # .15, .13 at 75 %
+    assert lines[PALETTE["pw"]] == pytest.approx([10.0, 12.0 + 2 / 3])
+
+
+def test_ablation_without_rows_is_the_placeholder(tmp_path, drawn):
+    make_figure("ablation", metric_rows(), share_rows(), "toy", str(tmp_path / "ablation"))
+    (ax,) = drawn["ablation"].axes
+    assert any("Ablation not run" in t.get_text() for t in ax.texts) and not ax.containers
+
+
+# ---- figures checked from the data they draw
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure plots.py saves, by file stem, still open for inspection."""
+    figs = {}
+    real = plots._save
+
+    def save(fig, out_stem):
+        figs[Path(out_stem).name] = fig
+        return real(fig, out_stem)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return figs
+
+
+def series(ax, marker=None):
+    """{colour: y values} of the mean ± CI series drawn on ax (errorbar containers), optionally
+    only those with the given marker (a group in the per-group figure)."""
+    out = {}
+    for c in ax.containers:
+        line = c.lines[0]
+        if marker is None or line.get_marker() == marker:
+            key = to_hex(line.get_color())
+            assert key not in out, f"two series in colour {key}"
+            out[key] = list(map(float, line.get_ydata()))
+    return {k.upper(): v for k, v in out.items()} | {k.lower(): v for k, v in out.items()}
+
+
+def hlines(ax):
+    return sorted(float(l.get_ydata()[0]) for l in ax.lines
+                  if len(l.get_ydata()) == 2 and l.get_ydata()[0] == l.get_ydata()[1])
+
+
+def test_group_performance_draws_each_groups_mean_over_seeds(tmp_path, drawn):
+    make_figure("group_performance", metric_rows(), share_rows(), "toy", str(tmp_path / "g"))
+    acc = drawn["g"].axes[0]
+    assert acc.get_title() == "magnitude" and acc.get_ylabel() == "accuracy (%)"
+    female, male = series(acc, marker="o"), series(acc, marker="s")
+    # magnitude CE at 50 / 75 %: female (.88 .86 .90) -> 88, (.84 .82 .85) -> 83.67; male 72, 64
+    assert female[PALETTE["ce"]] == pytest.approx([88.0, 83.0 + 2 / 3])
+    assert male[PALETTE["ce"]] == pytest.approx([72.0, 64.0])
+    assert female[PALETTE["pw"]] == pytest.approx([86.6666667, 83.0])
+    assert male[PALETTE["pw"]] == pytest.approx([76.6666667, 70.3333333])
+    assert hlines(acc) == pytest.approx([80.0, 90.0])  # the dense model per group
+
+
+def test_fairness_gap_draws_drops_against_each_seeds_dense_model(tmp_path, drawn):
+    make_figure("fairness_gap", metric_rows(dense=SEED_DENSE), share_rows(), "toy",
+                str(tmp_path / "f"))
+    gap, drop = drawn["f"].axes[0], drawn["f"].axes[1]
+    assert gap.get_title() == drop.get_title() == "magnitude"
+    assert series(gap)[PALETTE["ce"]] == pytest.approx([16.0, 19.0 + 2 / 3])
+    assert series(gap)[PALETTE["pw"]] == pytest.approx([10.0, 12.0 + 2 / 3])
+    # worst drops of magnitude CE at 50 %, per seed: .10, .09, .11 -> 10 pp (see below)
+    assert series(drop)[PALETTE["ce"]][0] == pytest.approx(10.0)
+
+
+# dense accuracies (female, male) that differ between seeds, so a trial compared with another
+# seed's dense model (or with their average) gets other drops than with its own
+SEED_DENSE = {0: (.90, .80), 1: (.95, .70), 2: (.85, .85)}
+
+
+def test_each_trial_is_compared_with_its_own_seeds_dense_model():
+    t = trial_table(metric_rows(dense=SEED_DENSE), "finetuned")
+    m = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce")]
+    m = m.set_index("seed")
+    # finetuned (.88 .70), (.86 .72), (.90 .74) against their own seed's dense model:
+    # drops (.02, .10), (.09, -.02), (-.05, .11)
+    assert m["worst_drop"].to_list() == pytest.approx([.10, .09, .11])
+    assert m["drop_std"].to_list() == pytest.approx([.04, .055, .08])
+    # against the seed-averaged dense model (.90, .7833) seed 1 would have dropped .0633 at most
+    assert m.loc[1, "worst_drop"] != pytest.approx(.72 - (.80 + .70 + .85) / 3 + .06)
+
+
+def test_a_seed_without_dense_rows_falls_back_to_the_seed_averaged_dense_model():
+    df = metric_rows(dense=SEED_DENSE)
+    df = df[~((df["stage"] == "dense") & (df["seed"] == 2))]
+    t = trial_table(df, "finetuned")
+    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce")
+          & (t["seed"] == 2)].iloc[0]
+    # seeds 0 and 1 average to dense (.925, .75); seed 2 finetuned (.90, .74): drops .025, .01
+    assert r.worst_drop == pytest.approx(.025)
+    assert r.drop_std == pytest.approx(.0075)
+    assert r.gap == pytest.approx(.16)
 
 
 def test_palette_covers_every_comparison_label():
