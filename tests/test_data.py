@@ -287,6 +287,41 @@ def test_fitzpatrick_labels_follow_the_csv(tmp_path):
     assert all(set(np.unique(p.splits[n].y)) <= {0, 1, 2} for n in p.meta["splits"])
 
 
+def test_fitzpatrick_every_sample_has_its_csv_rows_label_and_group(tmp_path):
+    """Row by row: each prepared image is found in the source CSV (by its pixels), and its label
+    and group are that row's three_partition_label and skin-type pair; every labelled row is
+    prepared exactly once."""
+    import csv
+
+    from PIL import Image
+
+    from pwprune.data.common import square_resize
+
+    root = tmp_path / "raw"
+    write_fitzpatrick(root, per_cell=3)
+    prepare({"kind": "fitzpatrick17k", "image_size": 8}, root, tmp_path / "out", log=quiet)
+    with open(root / "fitzpatrick17k.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["fitzpatrick_scale"]) > 0]
+    by_pixels = {}
+    for r in rows:
+        with Image.open(root / "images" / f"{r['md5hash']}.jpg") as im:
+            by_pixels[square_resize(im, 8).tobytes()] = r
+    assert len(by_pixels) == len(rows)  # the fixture's images tell its rows apart
+    label_of = {"non-neoplastic": 0, "benign": 1, "malignant": 2}
+    group_of = {1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2}  # "1-2", "3-4", "5-6"
+    p = load_prepared(tmp_path / "out")
+    assert p.meta["class_names"] == list(label_of) and p.meta["group_names"] == ["1-2", "3-4", "5-6"]
+    seen = []
+    for name in ("train", "val", "test"):
+        sp = p.splits[name]
+        for x, y, g in zip(sp.x, sp.y, sp.g):
+            r = by_pixels[x.tobytes()]
+            assert (int(y), int(g)) == (label_of[r["three_partition_label"]],
+                                        group_of[int(r["fitzpatrick_scale"])]), (name, r)
+            seen.append(r["md5hash"])
+    assert sorted(seen) == sorted(r["md5hash"] for r in rows)
+
+
 # ---- missing / incomplete / broken data: one clear message, nothing written
 
 
