@@ -44,8 +44,14 @@ def run(name, method, target, num_classes=10, in_channels=3, size=32, seed=0, lo
     return arch, result, logs
 
 
-def check_pruned(arch, result, target):
-    """Everything a pruned model must satisfy, whatever the method."""
+# methods that only remove channels: the pruned model is the dense one minus them, bit for bit
+WEIGHT_PRESERVING = ("random", "magnitude", "autobot")
+
+
+def check_pruned(arch, result, target, method=None):
+    """Everything a pruned model must satisfy, whatever the method. With `method` given, a
+    method that leaves weights alone must have removed exactly the channels its history names
+    from the dense model `run` built, and changed nothing else."""
     model = result.model
     assert isinstance(result, PruneResult)
     assert result.target_reduction == target
@@ -79,6 +85,15 @@ def check_pruned(arch, result, target):
     fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh(x), out, atol=1e-5)
+    if method in WEIGHT_PRESERVING:
+        torch.manual_seed(0)  # the dense model of `run`, rebuilt
+        dense = build_from_arch(arch)
+        DG = tp.DependencyGraph().build_dependency(dense, example_inputs=example_input(arch))
+        DG.load_pruning_history(result.history)
+        pruned_state, replayed = model.state_dict(), dense.state_dict()
+        assert pruned_state.keys() == replayed.keys()
+        changed = [k for k in replayed if not torch.equal(replayed[k].cpu(), pruned_state[k].cpu())]
+        assert not changed, f"{method}: weights other than the removed channels changed: {changed[:5]}"
     return out
 
 
@@ -87,37 +102,38 @@ def check_pruned(arch, result, target):
 @pytest.mark.parametrize("target", [0.5, 0.875])
 def test_methods_hit_target_on_resnets(method, name, target):
     arch, result, logs = run(name, method, target)
-    check_pruned(arch, result, target)
+    check_pruned(arch, result, target, method)
     assert any("MACs" in line for line in logs)
 
 
 def test_resnet56_magnitude():
     arch, result, _ = run("resnet56", "magnitude", 0.875)
-    check_pruned(arch, result, 0.875)
+    check_pruned(arch, result, 0.875, "magnitude")
 
 
 @pytest.mark.parametrize("method", PRUNING_METHODS)
 def test_small_cnn_extreme_target(method):
     arch, result, _ = run("small_cnn", method, 0.9375, in_channels=1, size=16)
-    check_pruned(arch, result, 0.9375)
+    check_pruned(arch, result, 0.9375, method)
 
 
 @pytest.mark.parametrize("name,target", [("vgg16", 0.75), ("efficientnet_v2_s", 0.5)])
 def test_magnitude_keeps_concat_se_residual_consistent(name, target):
     arch, result, _ = run(name, "magnitude", target)
-    check_pruned(arch, result, target)
+    check_pruned(arch, result, target, "magnitude")
 
 
 def test_magnitude_l1_differs_from_l2_but_both_hit_target():
     _, r1, _ = run("resnet20", "magnitude", 0.5, norm=1)
     _, r2, _ = run("resnet20", "magnitude", 0.5, norm=2)
     assert abs(r1.achieved_reduction - 0.5) <= TOL and abs(r2.achieved_reduction - 0.5) <= TOL
+    assert r1.history != r2.history  # the two norms rank resnet20's channels differently
 
 
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
 def test_binary_single_logit_model(method):
     arch, result, _ = run("resnet20", method, 0.5, num_classes=2, in_channels=1)
-    check_pruned(arch, result, 0.5)
+    check_pruned(arch, result, 0.5, method)
 
 
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
@@ -141,7 +157,7 @@ def test_data_driven_methods_use_teacher(method):
         return (w * F.cross_entropy(logits, targets, reduction="none")).mean()
 
     arch, result, _ = run("resnet20", method, 0.5, loss_fn=pw_like, teacher=teacher)
-    check_pruned(arch, result, 0.5)
+    check_pruned(arch, result, 0.5, method)
     assert seen["teacher"] > 0 and seen["loss_with_teacher"] == seen["teacher"]
 
 
@@ -204,4 +220,4 @@ def test_data_driven_methods_on_efficientnet(method):
     # SE blocks and depthwise convs: the probes/gates sit on coupled BN outputs across them
     opts = {"taylor": {"steps": 2, "batches_per_step": 1}, "autobot": {"iterations": 5}}[method]
     arch, result, _ = run("efficientnet_v2_s", method, 0.75, **opts)
-    check_pruned(arch, result, 0.75)
+    check_pruned(arch, result, 0.75, method)
