@@ -53,8 +53,20 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.uti
     depend on how much of the global RNG other code consumed; each pass reshuffles."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    gen = torch.Generator().manual_seed(seed)
+    if getattr(dataset, "augment", True) is False:
+        # Without augmentation a SplitDataset gathers a whole batch in one indexing call (several
+        # times faster on small images than a call per sample). The sampler is the one DataLoader
+        # builds for shuffle=True/False, so the batches and their order are the same as before.
+        base = (torch.utils.data.RandomSampler(dataset, generator=gen) if shuffle
+                else torch.utils.data.SequentialSampler(dataset))
+        sampler = torch.utils.data.BatchSampler(base, batch_size=batch_size, drop_last=False)
+        # the generator also goes to the loader: each pass draws its base seed from it, which
+        # moves the shuffle order on exactly as before (and keeps the global RNG untouched)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0,
+                                           generator=gen)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       generator=torch.Generator().manual_seed(seed), num_workers=0)
+                                       generator=gen, num_workers=0)
 
 
 def _finite_weights(model: nn.Module) -> bool:

@@ -31,6 +31,8 @@ class SplitDataset(Dataset):
         return len(self.y)
 
     def __getitem__(self, i):
+        if not isinstance(i, int) and not self.augment:
+            return self._batch(i)
         x = self.x[i].float().div_(255.0)
         if self.augment:
             h, w = x.shape[-2:]
@@ -43,3 +45,11 @@ class SplitDataset(Dataset):
                 x = x.flip(-1)
         x = (x - self.mean) / self.std
         return x, self.y[i], self.g[i], torch.tensor(i, dtype=torch.long)
+
+    def _batch(self, idx):
+        """A whole batch at once (a list of indices, as a BatchSampler yields them): the same values
+        as collating the samples one by one, without a Python call per sample. Only without
+        augmentation, whose per-sample draws from the global RNG must keep their order."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        x = (self.x[idx].float().div_(255.0) - self.mean) / self.std
+        return x, self.y[idx], self.g[idx], idx

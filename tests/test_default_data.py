@@ -1,0 +1,134 @@
+"""The default experiment's data (distorted digits, several renderings per training scan) and the
+batched loader that feeds it."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pwprune.data import DatasetError, SplitDataset, load_prepared, prepare, resolve_config
+from pwprune.data.digits import distort
+from pwprune.train import make_loader
+from tests.conftest import REPO
+
+
+def _params_default():
+    return yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]["default"]
+
+
+def _per_sample_batches(ds, batch_size, shuffle, seed):
+    """What the loader gave before it gathered whole batches: DataLoader's own collation."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle,
+                                         generator=torch.Generator().manual_seed(seed), num_workers=0)
+    return list(loader)
+
+
+@pytest.fixture(scope="module")
+def small_prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits_copies")
+    prepare({"kind": "digits", "image_size": 8, "train_copies": 3, "rotation": 15, "shift": 0.1,
+             "occlusion": 0.4, "seed": 3}, out_dir=out, log=lambda *a: None)
+    return load_prepared(out)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batched_loader_gives_the_per_sample_batches(small_prepared, shuffle):
+    ds = SplitDataset(small_prepared.splits["train"], small_prepared.meta, augment=False)
+    torch.manual_seed(5)
+    fast = list(make_loader(ds, batch_size=50, shuffle=shuffle, seed=7))
+    after_fast = torch.rand(3)
+    torch.manual_seed(5)
+    slow = _per_sample_batches(ds, 50, shuffle, 7)
+    assert torch.equal(after_fast, torch.rand(3))  # the global RNG is consumed alike
+    assert len(fast) == len(slow) == -(-len(ds) // 50)
+    for a, b in zip(fast, slow):
+        for ta, tb in zip(a, b):
+            assert ta.dtype == tb.dtype and torch.equal(ta, tb)
+    # a second pass reshuffles (the generator moves on), as DataLoader's shuffle does
+    if shuffle:
+        again = list(make_loader(ds, batch_size=50, shuffle=True, seed=7))
+        assert torch.equal(again[0][3], fast[0][3])
+        loader = make_loader(ds, batch_size=50, shuffle=True, seed=7)
+        first, second = [b[3] for b in loader], [b[3] for b in loader]
+        assert not torch.equal(torch.cat(first), torch.cat(second))
+
+
+def test_augmented_loader_keeps_per_sample_draws(small_prepared):
+    ds = SplitDataset(small_prepared.splits["train"], small_prepared.meta, augment=True)
+    torch.manual_seed(0)
+    fast = next(iter(make_loader(ds, batch_size=32, shuffle=True, seed=1)))
+    torch.manual_seed(0)
+    slow = _per_sample_batches(ds, 32, True, 1)[0]
+    for ta, tb in zip(fast, slow):
+        assert torch.equal(ta, tb)
+
+
+def test_copies_are_distinct_renderings_that_keep_label_and_group(small_prepared):
+    tr, meta = small_prepared.splits["train"], small_prepared.meta
+    n_scans = len(tr) // 3
+    assert len(tr) == 3 * n_scans and meta["sizes"]["test"] == len(small_prepared.splits["test"])
+    y, g, x = tr.y.reshape(3, n_scans), tr.g.reshape(3, n_scans), tr.x.reshape(3, n_scans, -1)
+    assert (y == y[0]).all() and (g == g[0]).all()  # copy k of scan i is still scan i
+    # every copy is its own image: no two renderings of a scan are equal
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert (x[a] != x[b]).any(axis=1).all()
+    # evaluation splits get one distorted view per scan, not copies
+    assert len(small_prepared.splits["test"]) + len(small_prepared.splits["val"]) + n_scans == 1797
+
+
+def test_distort_identity_and_occlusion():
+    rng = np.random.default_rng(0)
+    v = rng.uniform(0.2, 1.0, (20, 12, 12)).astype(np.float32)
+    none = {"rotation": 0.0, "scale": 0.0, "shift": 0.0, "occlusion": 0.0, "occlusion_rate": 0.5}
+    assert np.allclose(distort(v, none, np.random.default_rng(1)), v, atol=1e-6)
+    occl = {**none, "occlusion": 0.5, "occlusion_rate": 1.0}
+    out = distort(v, occl, np.random.default_rng(1))
+    k = 6
+    for im in out:  # one blanked 6x6 square in each image (v > 0.2 everywhere else)
+        zero = im == 0
+        assert zero.sum() == k * k
+        rows, cols = np.flatnonzero(zero.any(1)), np.flatnonzero(zero.any(0))
+        assert np.ptp(rows) == np.ptp(cols) == k - 1
+    rate = distort(v.repeat(20, axis=0), {**occl, "occlusion_rate": 0.3}, np.random.default_rng(2))
+    share = ((rate == 0).reshape(len(rate), -1).any(1)).mean()
+    assert 0.2 < share < 0.4
+    rotated = distort(v, {**none, "rotation": 30.0}, np.random.default_rng(3))
+    assert not np.allclose(rotated, v) and rotated.min() >= 0 and rotated.max() <= 1
+
+
+@pytest.mark.parametrize("bad, key", [({"train_copies": 0}, "train_copies"),
+                                      ({"train_copies": 2.5, "rotation": 10}, "train_copies"),
+                                      ({"train_copies": 4}, "train_copies > 1 needs a distortion"),
+                                      ({"shift": 0.7}, "'shift'"), ({"occlusion": 1.5}, "'occlusion'"),
+                                      ({"rotation": -5}, "'rotation'")])
+def test_bad_distortion_settings_are_refused_by_name(bad, key):
+    with pytest.raises(DatasetError, match=key):
+        resolve_config({"kind": "digits", **bad})
+
+
+@pytest.mark.slow
+def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
+    """The default experiment's reason to exist (issue 11): the dense model must handle the
+    under-represented style on held-out data, yet stay unsure of it on its own training images,
+    so that the PW weights differ between the groups. Trains the default's real dense model."""
+    from pwprune.pipeline import train_dense_stage
+
+    exp = _params_default()
+    prepare(exp["dataset"], out_dir=tmp_path / "prep", log=lambda *a: None)
+    out = {k: tmp_path / f"{k}.out" for k in ("model", "metrics", "history", "teacher")}
+    torch.manual_seed(0)
+    train_dense_stage(tmp_path / "prep", exp["model"], exp["train"], {"batch_size": 512, "latency_repeats": 1},
+                      0, torch.device("cpu"), "default dense", out, log=lambda *a: None)
+    import pandas as pd
+
+    test = pd.read_csv(out["metrics"]).query("split == 'test'").set_index("group")["accuracy"]
+    assert test["minority"] >= 0.6, test
+    logits = torch.load(out["teacher"], weights_only=True)["logits"]
+    train = load_prepared(tmp_path / "prep").splits["train"]
+    y, g = torch.from_numpy(train.y), torch.from_numpy(train.g)
+    p_true = logits.softmax(1)[torch.arange(len(y)), y]
+    s_maj, s_min = p_true[g == 0].mean().item(), p_true[g == 1].mean().item()
+    assert s_maj > 0.9 and s_min < s_maj - 0.1, (s_maj, s_min)
+    m, gamma = exp["pw"]["min_weight"], exp["pw"]["gamma"]
+    w = m + (1 - m) * (1 - p_true) ** gamma  # the weights the PW loss gives (shared/mission.md)
+    assert w[g == 1].mean() > 1.25 * w[g == 0].mean()
