@@ -109,8 +109,11 @@ def measure(dataset_cfg, model_name="small_cnn", batch_size=64, pw=None, repeats
 
 
 def run(names, opts):
+    from pwprune.config import pw_settings
+
     exp = default_experiment()
     repeats = opts.repeats or 7
-    res = measure(exp["dataset"], exp["model"], exp["finetune"]["batch_size"], exp["pw"], repeats=repeats,
+    res = measure(exp["dataset"], exp["model"], exp["finetune"]["batch_size"],
+                  pw_settings(exp, "random"), repeats=repeats,
                   threads=exp.get("resources", {}).get("finetune", {}).get("threads", 1))
     return [r for r in res if r["name"] in names]

@@ -21,6 +21,7 @@ from pwprune.loss import CachedTeacher, make_loss, teacher_outputs
 from pwprune.models import arch_dict, build_from_arch, example_input
 from pwprune.pipeline import eval_loader, evaluate, train_loader
 from pwprune.pruning import prune_to_target
+from pwprune.config import pw_settings
 from pwprune.train import fit
 torch.set_num_threads(1)
 exp = yaml.safe_load(open('params.yaml'))['experiments']['default']
@@ -33,7 +34,7 @@ with tempfile.TemporaryDirectory() as tmp:
     teacher = CachedTeacher(teacher_outputs(dense, train_loader(p, 512, 0, False, shuffle=False)))
     model = prune_to_target(copy.deepcopy(dense), 'random', 0.5, example_input(arch), log=lambda *a: None).model
     fit(model, train_loader(p, ft['batch_size'], 0, False), epochs=1, lr=ft['lr'], weight_decay=0.0,
-        loss_fn=make_loss('pw', **exp['pw']), teacher=teacher, log=lambda *a: None)
+        loss_fn=make_loss('pw', **pw_settings(exp, 'random')), teacher=teacher, log=lambda *a: None)
     evaluate(model, p, arch, exp['evaluate'], 'cpu', 'finetuned', 0.5, log=lambda *a: None)
 """
 

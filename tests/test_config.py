@@ -133,7 +133,7 @@ def test_shipped_configs_are_valid(params):
     (lambda c: c["experiments"]["default"].update(losses=["ce", "focal"]), "experiments.default.losses.1",
      r"'focal' is not valid; valid values: ce, pw"),
     (lambda c: c.update(active=["default", "nope"]), "active",
-     r"experiment 'nope' is not defined; defined: default, celeba_resnet18"),
+     r"experiment 'nope' is not defined; defined: default, digits_memorised, celeba_resnet18"),
     (lambda c: c.update(device="tpu"), "device", r"'tpu' does not match"),
 ])
 def test_validate_names_key_and_valid_values(cfg, mutate, key, what):
