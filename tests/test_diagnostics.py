@@ -1,5 +1,5 @@
 """The teacher diagnostic (pwprune.diagnostics): numbers against hand computation, the
-PW-acts-like-CE warning, its figure and summary section."""
+PW-acts-like-CE warning, its figure and summary section, and its rule in a real Snakemake run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import snakemake
 from pwprune import diagnostics as dg
 from pwprune.loss import make_loss
 
@@ -234,3 +235,59 @@ def test_foreign_csv_is_refused(tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(p, index=False)
     with pytest.raises(ValueError, match="lacks column"):
         dg.read_diagnostics([p])
+
+
+# ---------------------------------------------------------------- the rule in a real run
+
+def _job_counts(out: str) -> dict:
+    """{rule: count} from a Snakemake dry run's "Job stats" table."""
+    lines = out.splitlines()
+    start = lines.index("Job stats:") + 3
+    counts = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if not parts or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_rule_per_seed_and_gamma_reruns_only_the_diagnostic(repo_copy):
+    two_seeds = repo_copy / "two_seeds.yaml"
+    two_seeds.write_text("experiments:\n  smoke:\n    seeds: [0, 1]\n    train: {epochs: 1}\n")
+    conf = ["--configfile", "tests/smoke.yaml", str(two_seeds)]
+    targets = [f"results/smoke/seed{s}/dense/teacher_diagnostic.csv" for s in (0, 1)]
+    snakemake(repo_copy, *targets, "results/figures/smoke/teacher_weights.png", "--cores", "2", *conf)
+    for s in (0, 1):
+        t = dg.read_diagnostics([repo_copy / targets[s]])
+        assert set(t["seed"]) == {s} and set(t["experiment"]) == {"smoke"}
+        assert set(zip(t["min_weight"], t["gamma"])) == {(0.5, 1.0)}
+        assert t.loc[t["level"] == "all", "n"].iloc[0] == t.loc[t["level"] == "cell", "n"].sum()
+        log = (repo_copy / f"logs/smoke/seed{s}/teacher_diagnostic.log").read_text()
+        assert "teacher diagnostic, experiment smoke" in log and "weight_mean" in log
+    assert (repo_copy / "results/figures/smoke/teacher_weights.pdf").stat().st_size > 0
+    # nothing to do when nothing changed
+    assert "Nothing to be done" in snakemake(repo_copy, *targets, "-n", *conf).stdout
+    # a new gamma reruns the diagnostic of every seed, never dense training
+    gamma = repo_copy / "gamma.yaml"
+    gamma.write_text("experiments:\n  smoke:\n    pw: {min_weight: 0.5, gamma: 2.0}\n")
+    counts = _job_counts(snakemake(repo_copy, *targets, "-n", *conf, str(gamma)).stdout)
+    assert counts == {"teacher_diagnostic": 2}
+    # and the whole grid would redraw the teacher figure from them
+    counts = _job_counts(snakemake(repo_copy, "results/figures/smoke/teacher_weights.png", "-n",
+                                   *conf, str(gamma)).stdout)
+    assert counts == {"teacher_diagnostic": 2, "teacher_figure": 1}
+
+
+def test_smoke_run_shows_the_diagnostic(smoke_run):
+    listed = (smoke_run / "results/figures/all").read_text().split()
+    assert "results/figures/smoke/teacher_weights.png" in listed
+    csv = smoke_run / "results/smoke/seed0/dense/teacher_diagnostic.csv"
+    t = dg.read_diagnostics([csv])
+    summary = (smoke_run / "results/summary.md").read_text()
+    assert "# CE vs PW fairness after fine-tuning" in summary  # the existing table stays
+    section = summary[summary.index("## Teacher diagnostic: smoke"):]
+    for r in t[t["level"] == "cell"].itertuples():
+        assert f"| {r.label} | {r.group} | {r.n} | {100 * r.teacher_accuracy:.1f} | {r.weight_mean:.3f} |" in section
+    fires = dg.uniform_weight_warning(t) is not None
+    assert ("**WARNING**" in section) == fires

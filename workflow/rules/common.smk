@@ -59,6 +59,8 @@ CODE = {
     "train": code_version(*COMMON_CODE, "workflow/scripts/train_dense.py"),
     "prune": code_version(*COMMON_CODE, "pwprune/pruning", "workflow/scripts/prune.py"),
     "finetune": code_version(*COMMON_CODE, "workflow/scripts/finetune.py"),
+    "diagnose": code_version("pwprune/diagnostics.py", "pwprune/loss.py", "pwprune/pipeline.py",
+                             "workflow/scripts/teacher_diagnostic.py"),
 }
 
 

@@ -98,13 +98,40 @@ use rule figure as figure_ablation with:
         "benchmarks/out/{exp}/figure_{figure}.tsv"
 
 
+def teacher_diagnostics(exps):
+    return [(DENSE + "/teacher_diagnostic.csv").format(exp=e, seed=s) for e in exps
+            for s in EXPS[e]["seeds"]]
+
+
+rule teacher_figure:
+    input:
+        lambda w: teacher_diagnostics([w.exp]),
+    output:
+        png="results/figures/{exp}/teacher_weights.png",
+        pdf="results/figures/{exp}/teacher_weights.pdf",
+    log:
+        "logs/{exp}/figure_teacher_weights.log",
+    benchmark:
+        "benchmarks/out/{exp}/figure_teacher_weights.tsv"
+    threads: 1
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/teacher_figure.py"
+
+
 rule summary:
     input:
         metrics="results/metrics.csv",
+        diagnostics=teacher_diagnostics(ACTIVE),
     output:
         md=report("results/summary.md", caption="../report/summary.rst", category="summary"),
         csv="results/summary.csv",
         headline="results/headline.json",
+    params:
+        experiments=ACTIVE,
     log:
         "logs/summary.log",
     benchmark:
@@ -124,7 +151,7 @@ def report_figures():
     return [report(f"results/figures/{exp}/{fig}.png", caption=f"../report/{fig}.rst",
                    category=exp, subcategory="figures") if ext == "png"
             else f"results/figures/{exp}/{fig}.{ext}"
-            for exp in ACTIVE for fig in MAIN_FIGURES for ext in ("png", "pdf")]
+            for exp in ACTIVE for fig in MAIN_FIGURES + ["teacher_weights"] for ext in ("png", "pdf")]
 
 
 rule all_figures:

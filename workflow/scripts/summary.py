@@ -1,7 +1,10 @@
+from pwprune.diagnostics import append_summary
 from pwprune.dvc_view import write_headline
 from pwprune.pipeline import job_log, summary_stage
 
 with job_log(snakemake.log[0]) as log:
     summary_stage(snakemake.input.metrics, snakemake.output.md, snakemake.output.csv, log=log)
+    append_summary(snakemake.output.md, snakemake.input.diagnostics, snakemake.params.experiments)
+    log(f"teacher diagnostics of {', '.join(snakemake.params.experiments)} -> {snakemake.output.md}")
     write_headline(snakemake.output.csv, snakemake.output.headline)
     log(f"headline metrics for DVC -> {snakemake.output.headline}")

@@ -1,0 +1,7 @@
+from pwprune.diagnostics import read_diagnostics, teacher_figure
+from pwprune.pipeline import job_log
+
+with job_log(snakemake.log[0]) as log:
+    out_stem = snakemake.output.png[: -len(".png")]
+    paths = teacher_figure(read_diagnostics(snakemake.input), snakemake.wildcards.exp, out_stem)
+    log(f"teacher_weights -> {', '.join(paths)}")
