@@ -48,11 +48,13 @@ def job_log(path):
 
 
 def setup(threads: int, device_name: str, seed: int):
-    """Thread count from Snakemake's `threads`, seeds, device."""
+    """Thread count from Snakemake's `threads`, seeds, device. A job never compiles, so it also
+    defers torch._dynamo's import (pwprune.train.defer_dynamo; ~1.5 s of every job)."""
     import torch
 
-    from pwprune.train import resolve_device, seed_everything
+    from pwprune.train import defer_dynamo, resolve_device, seed_everything
 
+    defer_dynamo()
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(seed)
     return resolve_device(device_name)
@@ -242,6 +244,7 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, d
         kwargs = dict(loader=train_loader(prepared, prune["batch_size"], seed, augment),
                       loss_fn=_loss(prune["loss"], prune.get("pw")),
                       teacher=make_teacher(augment, model, teacher_path, device))
+        log(f"{context}: pruning loss {kwargs['loss_fn']!r}, teacher {type(kwargs['teacher']).__name__}")
     t0 = time.perf_counter()
     result = prune_to_target(model, prune["method"], prune["target"], example_input(arch).to(device),
                              device=device, seed=seed, tolerance=prune.get("tolerance", 0.02), log=log,
@@ -280,8 +283,9 @@ def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_
         # only the frozen (on-the-fly) teacher needs the dense weights; the cached one reads logits
         dense = load_checkpoint(dense_path, device=device)[0] if augment else None
         teacher = make_teacher(augment, dense, teacher_path, device)
-    history = _fit(model, prepared, loop, _loss(finetune["loss"], finetune.get("pw")), teacher, seed,
-                   device, context, log)
+    loss_fn = _loss(finetune["loss"], finetune.get("pw"))
+    log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
+    history = _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log)
     shares = pd.DataFrame([{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])],
                           columns=["epoch", "label", "group", "share"])
     diverged = bool(history and history[-1].get("diverged"))

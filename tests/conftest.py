@@ -41,9 +41,27 @@ def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
 
 
+def completed_run(tmp_path_factory, name: str, *args: str) -> Path:
+    """A fresh copy of the repository in which `snakemake --cores 2 *args` has run."""
+    root = copy_repo(tmp_path_factory.mktemp(name) / "repo")
+    snakemake(root, *args, "--cores", "2")
+    return root
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One completed smoke run shared by the tests that only read its results."""
-    root = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
-    snakemake(root, "results/figures/all", "--cores", "2", "--configfile", "tests/smoke.yaml")
-    return root
+    return completed_run(tmp_path_factory, "smoke", "results/figures/all", "--configfile", "tests/smoke.yaml")
+
+
+def checkpoint_state(path):
+    """The state dict of a pwprune checkpoint, loaded the way the pipeline loads it."""
+    from pwprune.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)[0].state_dict()
+
+
+def largest_change(a, b) -> float:
+    """Two state dicts with the same tensors (names and shapes): their largest absolute difference."""
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())

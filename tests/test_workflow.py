@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import pwprune.config as pc
-from conftest import copy_repo, snakemake
+from conftest import checkpoint_state, copy_repo, largest_change, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -205,14 +205,31 @@ def test_metrics_table_has_exactly_the_grid(smoke_run):
     assert (pruned["macs"] == tuned["macs"]).all() and (pruned["params"] == tuned["params"]).all()
 
 
+def test_every_finetuned_checkpoint_has_new_weights_in_its_pruned_architecture(smoke_run):
+    tuned = {wc: r for r, wc in grid(smoke_config(smoke_run)) if r == "finetune"}
+    assert tuned
+    for wc in tuned:
+        w = dict(wc)
+        base = smoke_run / "results" / w["exp"] / f"seed{w['seed']}"
+        pruned = checkpoint_state(base / "pruned" / f"{w['method']}-{w['ploss']}" / w["target"] / "model.pt")
+        after = checkpoint_state(base / "finetuned" / f"{w['method']}-{w['ploss']}-{w['floss']}" / w["target"]
+                                 / "model.pt")
+        assert largest_change(pruned, after) > 1e-4, w  # shapes equal, values moved
+
+
 def test_achieved_reduction_within_two_points_of_target(smoke_run):
     df = pd.read_csv(smoke_run / "results" / "metrics.csv")
     pruned = df[df["stage"].isin(["pruned", "finetuned"])]
     off = pruned[(pruned["achieved_reduction"] - pruned["target_reduction"]).abs() > 0.02]
     assert off.empty, off[["method", "loss", "target_reduction", "achieved_reduction", "stage"]] \
         .drop_duplicates().to_string()
-    # prune.json says the same as the table
-    for info in (smoke_run / "results").glob("smoke/seed*/pruned/*/*/prune.json"):
+    # prune.json says the same as the table, for every pruning job of the grid
+    infos = sorted((smoke_run / "results").glob("smoke/seed*/pruned/*/*/prune.json"))
+    expected = sorted(smoke_run / "results" / "smoke" / f"seed{w['seed']}" / "pruned" /
+                      f"{w['method']}-{w['ploss']}" / w["target"] / "prune.json"
+                      for w in (dict(wc) for r, wc in grid(smoke_config(smoke_run)) if r == "prune"))
+    assert infos == expected and infos
+    for info in infos:
         data = json.loads(info.read_text())
         assert data["within_tolerance"] is True, info
         assert abs(data["achieved_reduction"] - float(info.parent.name)) <= 0.02, info
@@ -367,6 +384,28 @@ def test_single_finetuned_target_in_a_completed_run(run_copy):
     jobs = parse_dry_run(proc.stdout + proc.stderr)
     w = {("exp", "smoke"), ("seed", "0"), ("method", "autobot"), ("ploss", "pw"), ("target", "0.875")}
     assert set(jobs) == {("prune", frozenset(w)), ("finetune", frozenset(w | {("floss", "pw")}))}, show(jobs)
+
+
+# ---------------------------------------------------------------- the ablation grid
+
+def test_ablation_all_builds_every_label_and_a_real_figure(run_copy):
+    from PIL import Image
+
+    from pwprune.plots import ABLATION_LOSSES
+
+    snakemake(run_copy, "results/ablation/all", "--cores", "2", *SMOKE)
+    cfg = smoke_config(run_copy)["experiments"]["smoke"]
+    df = pd.read_csv(run_copy / "results" / "ablation" / "metrics.csv")
+    fin = df[(df["stage"] == "finetuned") & (df["group"] == "all") & (df["split"] == "test")]
+    expected = {(m, float(t), label) for m in cfg["ablation"]["methods"] for t in cfg["ablation"]["targets"]
+                for label in ("ce", "pw", *ABLATION_LOSSES)}
+    assert set(zip(fin["method"], fin["target_reduction"], fin["loss"])) == expected
+    assert fin["accuracy"].between(0, 1).all()
+    listed = (run_copy / "results" / "ablation" / "all").read_text()
+    assert "results/figures/smoke/ablation.png" in listed
+    # not the 7 x 3 in placeholder page (1400 x 600 px at 200 dpi): panels were drawn
+    with Image.open(run_copy / "results" / "figures" / "smoke" / "ablation.png") as im:
+        assert im.size != (1400, 600), im.size
 
 
 # ---------------------------------------------------------------- the HTML report
