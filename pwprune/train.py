@@ -69,6 +69,45 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.uti
                                        generator=gen, num_workers=0)
 
 
+def defer_dynamo() -> bool:
+    """Let eager training run without importing torch._dynamo, which costs ~1.5 s: after
+    `import torch` itself the largest fixed cost of a short pipeline job.
+
+    torch.optim imports torch._dynamo on the first optimizer call only to mark its functions "do
+    not compile" (torch._disable_dynamo) and to call torch._dynamo.graph_break() in every step;
+    both do nothing outside torch.compile. This puts a stand-in module in its place that answers
+    those two calls and, on any other use (torch.compile, a config lookup), imports the real
+    torch._dynamo and hands over to it. For processes that never compile: pipeline jobs call it
+    from pwprune.pipeline.setup. Returns False when torch._dynamo is already loaded."""
+    import importlib
+    import sys
+    import types
+
+    if "torch._dynamo" in sys.modules:
+        return False
+
+    class _Deferred(types.ModuleType):
+        @staticmethod
+        def graph_break():
+            pass
+
+        @staticmethod
+        def disable(fn=None, recursive=True, wrapping=True, **kwargs):
+            return fn if fn is not None else (lambda f: f)
+
+        def __getattr__(self, name):
+            if sys.modules.get("torch._dynamo") is self:
+                del sys.modules["torch._dynamo"]
+                if getattr(torch, "_dynamo", None) is self:
+                    del torch._dynamo
+            return getattr(importlib.import_module("torch._dynamo"), name)
+
+    stand_in = _Deferred("torch._dynamo", "deferred by pwprune.train.defer_dynamo")
+    sys.modules["torch._dynamo"] = stand_in
+    torch._dynamo = stand_in
+    return True
+
+
 def _finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 

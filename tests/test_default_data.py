@@ -132,3 +132,52 @@ def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
     m, gamma = exp["pw"]["min_weight"], exp["pw"]["gamma"]
     w = m + (1 - m) * (1 - p_true) ** gamma  # the weights the PW loss gives (shared/mission.md)
     assert w[g == 1].mean() > 1.25 * w[g == 0].mean()
+
+
+DEFER_SCRIPT = r"""
+import sys, torch
+from pwprune.train import defer_dynamo, fit
+from pwprune.loss import make_loss
+if sys.argv[1] == "defer":
+    assert defer_dynamo() is True
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 3, (40,))
+loader = [(x[i:i + 10], y[i:i + 10], torch.zeros(10, dtype=torch.long), torch.arange(i, i + 10)) for i in range(0, 40, 10)]
+for opt in ("adamw", "sgd"):
+    fit(model, loader, epochs=2, lr=0.01, weight_decay=0.01, loss_fn=make_loss("ce"), optimizer=opt, log=lambda *a: None)
+real = type(sys.modules.get("torch._dynamo")).__name__
+torch.save({k: v for k, v in model.state_dict().items()}, sys.argv[2])
+print(real)
+"""
+
+
+def test_deferred_dynamo_trains_identically_without_importing_it(tmp_path):
+    import subprocess
+    import sys
+
+    outs = {}
+    for m in ("defer", "plain"):
+        proc = subprocess.run([sys.executable, "-c", DEFER_SCRIPT, m, str(tmp_path / f"{m}.pt")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[m] = proc.stdout.strip()
+    # with the stand-in, AdamW and SGD steps never load the real torch._dynamo; without it they do
+    assert outs == {"defer": "_Deferred", "plain": "module"}
+    a, b = (torch.load(tmp_path / f"{m}.pt", weights_only=True) for m in ("defer", "plain"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deferred_dynamo_hands_over_on_real_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom pwprune.train import defer_dynamo\ndefer_dynamo()\n"
+            "assert defer_dynamo() is False or type(sys.modules['torch._dynamo']).__name__ == '_Deferred'\n"
+            "f = torch.compile(lambda t: t * 2 + 1, backend='eager')\n"
+            "assert torch.equal(f(torch.ones(3)), torch.full((3,), 3.0))\n"
+            "assert type(sys.modules['torch._dynamo']).__name__ == 'module'\n"
+            "assert defer_dynamo() is False\nprint('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
