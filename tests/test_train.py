@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -104,6 +105,25 @@ def test_fit_with_pw_loss_and_frozen_teacher_matches_cached():
         states.append(model.state_dict())
     for k in states[0]:
         torch.testing.assert_close(states[0][k], states[1][k])
+
+
+def test_fit_trains_against_the_teachers_outputs():
+    """One SGD step of fit with the PW loss equals the step taken by hand with the teacher's
+    logits for exactly those samples (here arbitrary logits, far from the student's own)."""
+    data = TinySplit(n=8)
+    teacher_logits = 3 * torch.randn(8, 3, generator=torch.Generator().manual_seed(7))
+    loss_fn = make_loss("pw", 0.3, 2.0)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    by_hand = copy.deepcopy(model)
+    fit(model, make_loader(data, 8, shuffle=False, seed=0), epochs=1, lr=0.1, weight_decay=0.0,
+        loss_fn=loss_fn, teacher=CachedTeacher(teacher_logits), optimizer="sgd", scheduler="none",
+        log=lambda *a: None)
+    opt = torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9)
+    loss_fn(by_hand(data.x), teacher_logits, data.y).backward()
+    opt.step()
+    for k, v in by_hand.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
 
 
 def test_fit_binary_single_logit():
