@@ -1,0 +1,265 @@
+"""Proof that the suite notices when the science is wrong.
+
+Each fault below is a one-line change of behaviour in pwprune/ ("keep the weakest filters"),
+given as the exact text it replaces (its anchor, which must occur exactly once in the file) and
+the text that replaces it, plus the tests that should catch it. For every fault this script
+copies the repository's source to a temporary directory, applies the fault there, runs the named
+tests against the copy (PYTHONPATH points at it, so the tests, the Snakemake jobs they start and
+every import see the faulty package) and requires that at least one of them fails.
+
+    .venv/bin/python tests/faults.py               every fault
+    .venv/bin/python tests/faults.py --list        the list, with the tests that catch each
+    .venv/bin/python tests/faults.py --only NAME[,NAME]
+
+It first runs the union of the named tests on the unchanged copy, which must pass (else every
+fault would look caught). It exits non-zero when a fault survives, when a fault's anchor is not
+found exactly once (the code moved: update the fault, never drop it silently), or when a fault
+breaks the tests' collection instead of their assertions (that proves nothing about behaviour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from conftest import copy_repo  # noqa: E402  (the same source copy the end-to-end tests use)
+
+T = "tests/"
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    behaviour: str
+    path: str  # relative to the repository root
+    anchor: str  # exact text, must occur exactly once
+    replacement: str
+    tests: tuple  # pytest node ids that should catch it
+
+
+FAULTS = [
+    # ---- pruning: which channels go
+    Fault("magnitude-keeps-weakest", "magnitude keeps the weakest filters (scores inverted)",
+          "pwprune/pruning/importance.py",
+          "return scores.pow(1.0 / norm).float()", "return scores.pow(-1.0 / norm).float()",
+          (T + "test_method_choices.py::test_magnitude_removes_the_smallest_norms",)),
+    Fault("magnitude-l1-is-l2", "magnitude ignores its norm option and always uses L2",
+          "pwprune/pruning/importance.py",
+          "w = m.weight.detach().double().abs().pow(norm)", "w = m.weight.detach().double().abs().pow(2)",
+          (T + "test_method_choices.py::test_l1_and_l2_choose_differently_where_they_should",)),
+    Fault("taylor-random", "Taylor scores replaced by random numbers", "pwprune/pruning/target.py",
+          "scores = normalise_in_groups(layout, acc / max(seen, 1))", "scores = torch.rand(layout.total)",
+          (T + "test_method_choices.py::test_taylor_removes_the_lowest_scored_channels",)),
+    Fault("taylor-abs-after-sum", "Taylor sums activation x gradient over samples before the absolute value",
+          "pwprune/pruning/importance.py",
+          "return per_sample.abs().sum(0), n", "return per_sample.sum(0).abs(), n",
+          (T + "test_method_choices.py::test_taylor_probe_equals_activation_times_gradient",)),
+    Fault("autobot-random-gates", "AutoBot's trained gates replaced by random numbers",
+          "pwprune/pruning/autobot.py",
+          "return torch.sigmoid(logits).detach().float().cpu()", "return torch.rand(layout.total)",
+          (T + "test_method_choices.py::test_autobot_removes_the_channels_whose_gates_are_lowest",)),
+    Fault("autobot-ignores-task-loss", "AutoBot's gates do not learn from the task loss",
+          "pwprune/pruning/autobot.py",
+          "loss = task + beta * flop + binarization * polar", "loss = task.detach() + beta * flop + binarization * polar",
+          (T + "test_method_choices.py::test_autobot_gates_move_with_the_task_loss_only_where_it_reaches",
+           T + "test_method_choices.py::test_autobot_gates_of_useless_channels_fall_below_useful_ones")),
+    Fault("prune-highest-first", "the pruning loop removes the highest-ranked candidates",
+          "pwprune/pruning/target.py",
+          "return cand[torch.argsort(scores[cand], stable=True)]",
+          "return cand[torch.argsort(scores[cand], stable=True, descending=True)]",
+          (T + "test_method_choices.py::test_magnitude_removes_the_smallest_norms",)),
+    # ---- the PW loss and its teacher
+    Fault("pw-weights-easy-samples", "PW weights the samples the dense model finds easy",
+          "pwprune/loss.py",
+          "return m + (1 - m) * (1 - s) ** self.gamma", "return m + (1 - m) * s ** self.gamma",
+          (T + "test_loss.py",)),
+    Fault("pw-correction-inverted", "PW's soft target where the teacher is wrong, hard where right",
+          "pwprune/loss.py",
+          "target = torch.where(teacher_right[:, None], probs, onehot)",
+          "target = torch.where(teacher_right[:, None], onehot, probs)",
+          (T + "test_loss.py",)),
+    Fault("pw-is-ce", "the `pw` loss kind is plain cross-entropy", "pwprune/loss.py",
+          '"pw": (True, True)', '"pw": (False, False)',
+          (T + "test_loss.py",)),
+    Fault("teacher-rows-unordered", "teacher outputs stored in loader order, not sample-index order",
+          "pwprune/loss.py", "out[idx] = rows", "out = rows",
+          (T + "test_loss.py",)),
+    Fault("teacher-on-augmented-views", "the cached teacher is computed on augmented training images",
+          "pwprune/pipeline.py", "augment=False, shuffle=False), device)", "augment=True, shuffle=False), device)",
+          (T + "test_pipeline_facts.py::test_teacher_file_is_the_dense_models_training_logits_in_index_order",)),
+    Fault("frozen-teacher-follows-student", "the on-the-fly teacher is the model being pruned, not a frozen copy",
+          "pwprune/loss.py",
+          "self.model = copy.deepcopy(model).eval().requires_grad_(False)", "self.model = model",
+          (T + "test_loss.py",)),
+    Fault("fit-teacher-ignored", "training computes the PW loss against the student's own logits, not the teacher's",
+          "pwprune/train.py",
+          "teacher_logits = teacher(x, idx) if teacher is not None else None",
+          "teacher_logits = logits.detach() if teacher is not None else None",
+          (T + "test_train.py",)),
+    Fault("fit-does-not-learn", "training backpropagates nothing: the weights never move", "pwprune/train.py",
+          "loss = per_sample.mean()", "loss = per_sample.detach().mean().requires_grad_()",
+          (T + "test_train.py",)),
+    # ---- pipeline: what each job trains with
+    Fault("finetune-always-ce", "every fine-tuning job trains with cross-entropy, whatever its loss",
+          "pwprune/pipeline.py",
+          '_loss(finetune["loss"], finetune.get("pw"))', '_loss("ce", finetune.get("pw"))',
+          (T + "test_pipeline_facts.py::test_pw_and_ce_finetuning_of_one_pruned_model_end_in_different_weights",)),
+    Fault("finetune-saves-pruned-weights", "fine-tuning saves the pruned weights unchanged",
+          "pwprune/pipeline.py",
+          'save_checkpoint(out["model"], model, info["arch"]',
+          'save_checkpoint(out["model"], load_checkpoint(pruned_path)[0], info["arch"]',
+          (T + "test_pipeline_facts.py::test_finetuning_changes_the_weights_not_the_architecture",)),
+    Fault("pw-settings-ignore-method", "per-method min_weight/gamma are ignored", "pwprune/config.py",
+          'override = pw.get("methods", {}).get(method, {})', "override = {}",
+          (T + "test_config.py::test_pw_settings_override_per_method",
+           T + "test_pipeline_facts.py::test_each_job_logs_the_loss_settings_it_used")),
+    # ---- metrics
+    Fault("auroc-inverted", "AUROC reports 1 - AUROC (the negatives' ranks)", "pwprune/metrics.py",
+          "return float((ranks[positive].sum() - n_pos", "return 1 - float((ranks[positive].sum() - n_pos",
+          (T + "test_metrics.py",)),
+    Fault("auroc-ties-win", "AUROC ranks tied scores at the top of their tie instead of the middle",
+          "pwprune/metrics.py",
+          "ranks[order] = ((end - counts + 1 + end) / 2)[inverse]", "ranks[order] = end[inverse]",
+          (T + "test_metrics.py",)),
+    Fault("group-rows-shifted", "per-group metrics computed on the next group's samples", "pwprune/metrics.py",
+          "masks = [(str(name), g == i) for i, name in enumerate(group_names)]",
+          "masks = [(str(name), g == (i + 1) % len(group_names)) for i, name in enumerate(group_names)]",
+          (T + "test_metrics.py",)),
+    Fault("worst-drop-is-best", "the worst group's drop is the smallest drop", "pwprune/metrics.py",
+          '"worst_drop": float(d.max())', '"worst_drop": float(d.min())',
+          (T + "test_metrics.py", T + "test_plots.py::test_trial_fairness_against_same_seed_dense")),
+    # ---- fairness comparison, summary and figures
+    Fault("dense-seed-averaged", "each seed compared with the seed-averaged dense model, not its own",
+          "pwprune/summary.py",
+          "for table, k in ((per_seed, (exp, split, seed)), (pooled, (exp, split))):",
+          "for table, k in ((pooled, (exp, split)),):",
+          (T + "test_plots.py::test_each_trial_is_compared_with_its_own_seeds_dense_model",)),
+    Fault("dense-no-fallback", "a seed without a dense model gets no drops instead of the seed average",
+          "pwprune/summary.py",
+          "for table, k in ((per_seed, (exp, split, seed)), (pooled, (exp, split))):",
+          "for table, k in ((per_seed, (exp, split, seed)),):",
+          (T + "test_plots.py::test_a_seed_without_dense_rows_falls_back_to_the_seed_averaged_dense_model",)),
+    Fault("gap-diff-reversed", "the paired difference is CE - PW instead of PW - CE", "pwprune/summary.py",
+          "d = (pw.loc[common] - ce.loc[common])", "d = (ce.loc[common] - pw.loc[common])",
+          (T + "test_plots.py::test_summary_numbers_by_hand",)),
+    Fault("ablation-placeholder-only", "the ablation figure drops every row and draws its placeholder",
+          "pwprune/plots.py",
+          'present = [l for l in ABLATION_LOSSES if (d["loss"] == l).any()]', "present = []",
+          (T + "test_plots.py::test_ablation_with_rows_draws_panels",)),
+    Fault("series-ignore-loss", "every curve of a figure is the mean over all losses together",
+          "pwprune/plots.py", 't = trials[trials["loss"] == loss]', "t = trials",
+          (T + "test_plots.py::test_group_performance_draws_each_groups_mean_over_seeds",
+           T + "test_plots.py::test_fairness_gap_draws_drops_against_each_seeds_dense_model")),
+    # ---- data: labels, groups, splits
+    Fault("fitzpatrick-labels-rotated", "Fitzpatrick17k's label-to-class mapping rotated",
+          "pwprune/data/fitzpatrick17k.py",
+          'y = df["three_partition_label"].map(CLASSES.index)',
+          'y = df["three_partition_label"].map(lambda s: (CLASSES.index(s) + 1) % 3)',
+          (T + "test_data.py::test_fitzpatrick_every_sample_has_its_csv_rows_label_and_group",)),
+    Fault("fitzpatrick-groups-shifted", "Fitzpatrick17k's skin types paired 2-3, 4-5 instead of 1-2, 3-4",
+          "pwprune/data/fitzpatrick17k.py",
+          'g = ((df["fitzpatrick_scale"].to_numpy(np.int64) - 1) // 2)',
+          'g = np.minimum(df["fitzpatrick_scale"].to_numpy(np.int64) // 2, 2)',
+          (T + "test_data.py::test_fitzpatrick_every_sample_has_its_csv_rows_label_and_group",)),
+    Fault("splits-overlap", "stratified splits overlap: evaluation samples leak into training",
+          "pwprune/data/common.py", "            start += k", "            start += 0",
+          (T + "test_data.py",)),
+    # ---- checkpoints
+    Fault("checkpoint-drops-weights", "loading a checkpoint keeps freshly initialised weights",
+          "pwprune/checkpoint.py",
+          'model.load_state_dict(ckpt["state_dict"], strict=True)', "pass",
+          (T + "test_checkpoint.py",)),
+]
+
+
+def apply(root: Path, fault: Fault) -> str:
+    """Apply `fault` in the copy at root; returns the original text. Raises if the anchor is not
+    found exactly once."""
+    path = root / fault.path
+    text = path.read_text()
+    n = text.count(fault.anchor)
+    if n != 1:
+        raise SystemExit(f"FAULT {fault.name}: anchor found {n} times in {fault.path} (must be exactly once): "
+                         f"{fault.anchor!r}\nThe code moved or changed: update this fault in tests/faults.py.")
+    path.write_text(text.replace(fault.anchor, fault.replacement))
+    return text
+
+
+def pytest_run(root: Path, tests, env):
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", *tests]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    return proc, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python tests/faults.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true", help="print the faults and the tests named for each")
+    ap.add_argument("--only", help="comma-separated fault names")
+    args = ap.parse_args(argv)
+    faults = FAULTS
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {f.name for f in FAULTS})
+        if unknown:
+            raise SystemExit(f"unknown fault(s) {unknown}; see --list")
+        faults = [f for f in FAULTS if f.name in wanted]
+    if args.list:
+        for f in faults:
+            print(f"{f.name}: {f.behaviour}\n  {f.path}: {f.anchor!r} -> {f.replacement!r}\n  caught by: "
+                  + ", ".join(f.tests))
+        return 0
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pwprune-faults-") as tmp:
+        root = copy_repo(Path(tmp) / "repo")
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        where = subprocess.run([sys.executable, "-c", "import pwprune; print(pwprune.__file__)"], cwd=root,
+                               env=env, capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(root)):
+            raise SystemExit(f"the copy's pwprune is not the one imported (got {where!r}); faults would not apply")
+        for f in faults:  # every anchor first: a stale list fails before any test runs
+            (root / f.path).write_text(apply(root, f))
+        selection = sorted({t for f in faults for t in f.tests})
+        proc, secs = pytest_run(root, selection, env)
+        print(f"baseline: {len(selection)} test selections on the unchanged code: "
+              f"{'pass' if proc.returncode == 0 else 'FAIL'} ({secs:.0f} s)", flush=True)
+        if proc.returncode != 0:
+            print(proc.stdout[-6000:] + proc.stderr[-3000:])
+            print("the named tests must pass without any fault, or every fault would look caught")
+            return 1
+        survived, broken = [], []
+        for f in faults:
+            original = apply(root, f)
+            try:
+                proc, secs = pytest_run(root, f.tests, env)
+            finally:
+                (root / f.path).write_text(original)
+            failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.M)
+            if proc.returncode == 1 and failed:
+                print(f"caught    {f.name} ({secs:.0f} s): {f.behaviour}\n          by {failed[0]}", flush=True)
+            elif proc.returncode == 0:
+                survived.append(f.name)
+                print(f"SURVIVED  {f.name} ({secs:.0f} s): {f.behaviour}\n          {', '.join(f.tests)} all pass",
+                      flush=True)
+            else:
+                broken.append(f.name)
+                print(f"BROKEN    {f.name} (pytest exit {proc.returncode}): not a behavioural fault\n"
+                      + proc.stdout[-2000:] + proc.stderr[-2000:], flush=True)
+    print(f"\n{len(faults) - len(survived) - len(broken)} of {len(faults)} faults caught in "
+          f"{time.perf_counter() - start:.0f} s" + (f"; survived: {', '.join(survived)}" if survived else "")
+          + (f"; broken: {', '.join(broken)}" if broken else ""))
+    return 1 if survived or broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
