@@ -60,8 +60,10 @@ def grid(config: dict) -> set[tuple]:
         add("prepare_data", exp=exp)
         for fig in main_figures():
             add("figure", exp=exp, figure=fig)
+        add("teacher_figure", exp=exp)
         for seed in cfg["seeds"]:
             add("train_dense", exp=exp, seed=seed)
+            add("teacher_diagnostic", exp=exp, seed=seed)
             for method, target, label in itertools.product(cfg["prune"]["methods"], cfg["prune"]["targets"],
                                                            cfg["losses"]):
                 ploss, floss = pc.phase_losses(label, method)
@@ -277,7 +279,7 @@ CONFIG_CHANGES = {
     # PW gamma: data-driven pruning with a PW loss, every PW fine-tuning, and what gathers them.
     "pw_gamma": (("pw", "gamma", lambda v: v + 1.0), "Params have changed",
                  lambda r, w: (r == "prune" and not _data_free(w["method"]) and w["ploss"].startswith("pw"))
-                 or (r == "finetune" and w["floss"].startswith("pw")),
+                 or (r == "finetune" and w["floss"].startswith("pw")) or r == "teacher_diagnostic",
                  ),
     "finetune_lr": (("finetune", "lr", lambda v: v * 2), "Params have changed",
                     lambda r, w: r == "finetune"),
@@ -327,6 +329,8 @@ def _downstream(full, changed):
         if r == "finetune" and (w["seed"], w["method"], w["ploss"], w["target"]) in pruned:
             out.add((r, wc))
         if rules & {"prepare_data", "train_dense"} and r != "prepare_data":
+            out.add((r, wc))
+        if r == "teacher_figure" and "teacher_diagnostic" in rules:
             out.add((r, wc))
     return out
 
