@@ -181,3 +181,24 @@ def test_deferred_dynamo_hands_over_on_real_use():
             "assert defer_dynamo() is False\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_job_csv_writer_matches_pandas(tmp_path):
+    """Jobs write their metrics without pandas; the bytes must be what pandas wrote before."""
+    import pandas as pd
+
+    from pwprune.pipeline import write_rows
+
+    rows = [{"stage": "finetuned", "split": "test", "group": "types 3-4, light", "n": np.int64(270),
+             "accuracy": np.float64(0.7185185185185186), "auroc": float("nan"), "degenerate": np.bool_(False),
+             "params": 12345, "macs": 2.5e6, "latency_ms": 0.1 + 0.2, "achieved_reduction": 0.0},
+            {"stage": "finetuned", "split": "test", "group": "all", "n": 539, "accuracy": 1.0, "auroc": None,
+             "degenerate": True, "params": 12345, "macs": 2500000.0, "latency_ms": 1e-7,
+             "achieved_reduction": 0.7519}]
+    cols = list(rows[0])
+    write_rows(tmp_path / "mine.csv", rows, cols)
+    pd.DataFrame(rows)[cols].to_csv(tmp_path / "pandas.csv", index=False)
+    assert (tmp_path / "mine.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+    write_rows(tmp_path / "empty.csv", [], ["epoch", "share"])
+    pd.DataFrame(columns=["epoch", "share"]).to_csv(tmp_path / "empty_pd.csv", index=False)
+    assert (tmp_path / "empty.csv").read_text() == (tmp_path / "empty_pd.csv").read_text()
