@@ -26,8 +26,10 @@ def _per_sample_batches(ds, batch_size, shuffle, seed):
 @pytest.fixture(scope="module")
 def small_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits_copies")
+    # noise 0: a majority image is then its stroke map times a random brightness, so two renderings
+    # of one distortion are proportional and only a new distortion makes them differ in shape
     prepare({"kind": "digits", "image_size": 8, "train_copies": 3, "rotation": 15, "shift": 0.1,
-             "occlusion": 0.4, "seed": 3}, out_dir=out, log=lambda *a: None)
+             "occlusion": 0.4, "noise": 0.0, "seed": 3}, out_dir=out, log=lambda *a: None)
     return load_prepared(out)
 
 
@@ -69,9 +71,15 @@ def test_copies_are_distinct_renderings_that_keep_label_and_group(small_prepared
     assert len(tr) == 3 * n_scans and meta["sizes"]["test"] == len(small_prepared.splits["test"])
     y, g, x = tr.y.reshape(3, n_scans), tr.g.reshape(3, n_scans), tr.x.reshape(3, n_scans, -1)
     assert (y == y[0]).all() and (g == g[0]).all()  # copy k of scan i is still scan i
-    # every copy is its own image: no two renderings of a scan are equal
+    # every copy is its own distortion of the scan, not one distortion rendered again: the
+    # renderings of a majority scan are far from proportional to each other
+    maj = g[0] == 0
     for a, b in ((0, 1), (0, 2), (1, 2)):
         assert (x[a] != x[b]).any(axis=1).all()
+        xa, xb = x[a][maj].astype(float), x[b][maj].astype(float)
+        xa, xb = xa - xa.mean(1, keepdims=True), xb - xb.mean(1, keepdims=True)
+        corr = (xa * xb).sum(1) / np.sqrt((xa ** 2).sum(1) * (xb ** 2).sum(1))
+        assert np.median(corr) < 0.95, np.median(corr)
     # evaluation splits get one distorted view per scan, not copies
     assert len(small_prepared.splits["test"]) + len(small_prepared.splits["val"]) + n_scans == 1797
 
