@@ -23,8 +23,9 @@ from tests.conftest import copy_repo, snakemake  # noqa: E402  (shared with the 
 
 DRY_RUN_GOAL, JOB_GOAL, RUN_GOAL = 3.0, 2.0, 600.0
 TARGET = "results/figures/all"
-# what a pipeline job imports on its way to a stage (the stages import these lazily)
-JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pandas, pwprune.models, "
+# what a pipeline job imports on its way to a stage (the stages import these lazily); prune and
+# fine-tune jobs no longer import pandas, and defer torch._dynamo (pwprune.train.defer_dynamo)
+JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pwprune.models, "
                "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
                "pwprune.data.dataset")
 
@@ -90,6 +91,34 @@ def time_imports(repeats=3):
     return statistics.median(times)
 
 
+# a training job's first optimizer steps: torch.optim imports torch._dynamo on its first call
+# unless pwprune.pipeline.setup has deferred it (pwprune.train.defer_dynamo)
+FIRST_STEPS = """
+import sys, torch
+from pwprune.train import defer_dynamo
+if sys.argv[1] == "deferred":
+    defer_dynamo()
+m = torch.nn.Linear(4, 2)
+opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+for _ in range(3):
+    opt.zero_grad(); m(torch.randn(8, 4)).sum().backward(); opt.step()
+"""
+
+
+def time_first_steps(repeats=3):
+    """Median wall seconds of a fresh interpreter that imports torch and takes its first AdamW
+    steps, with torch._dynamo deferred and without, interleaved so both see the same machine."""
+    times = {"deferred": [], "imported": []}
+    for mode in times:  # warm-up
+        subprocess.run([sys.executable, "-c", FIRST_STEPS, mode], cwd=REPO, check=True)
+    for _ in range(repeats):
+        for mode in times:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", FIRST_STEPS, mode], cwd=REPO, check=True)
+            times[mode].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _read_tsv(path):
     lines = Path(path).read_text().splitlines()
     return dict(zip(lines[0].split("\t"), lines[1].split("\t")))
@@ -148,6 +177,12 @@ def run(names, opts):
         out.append(result("job_overhead_s", t, "s", f"<= {JOB_GOAL}", t <= JOB_GOAL,
                           case="interpreter start + job imports", modules=JOB_IMPORTS))
         log(f"job_overhead_s (imports): {t:.2f} s")
+        first = time_first_steps(opts.repeats or 3)
+        for mode, t in first.items():
+            out.append(result("job_overhead_s", t, "s", None, None,
+                              case=f"interpreter + torch + first AdamW steps, torch._dynamo {mode}"))
+        log(f"job_overhead_s (first AdamW steps): deferred {first['deferred']:.2f} s, "
+            f"imported {first['imported']:.2f} s")
     needs_run = "dry_run_s" in names or "default_run_s" in names or "job_overhead_s" in names
     if not needs_run:
         return out
