@@ -21,10 +21,11 @@ The criterion (`uniform_weight_warning`) fires when BOTH parts of PW are inert:
      to (1 - m): that one reads "uses half the range" at m = 0.95 although the weights then
      differ by at most 5%.
   2. correction: in every cell, the mean target mass off the true label (1 - s where the soft
-     output is kept, 0 where the hard label is) < SOFTNESS_LIMIT (0.02): the corrected targets
-     are one-hot to within 2%, far less smoothing than the usual label smoothing of 0.1. With
-     weighting inert but soft targets (a high min_weight on an uncertain teacher) PW still acts
-     as self-distillation, so that case does not warn.
+     output is kept, 0 where the hard label is) < SOFTNESS_LIMIT (0.05): the corrected targets
+     are one-hot to within 5%, half the usual label smoothing of 0.1. With weighting inert but
+     soft targets (a high min_weight on an uncertain teacher) PW still acts as
+     self-distillation, so that case does not warn. (A 2% limit let the memorising teacher of
+     `digits_memorised` pass: weight ratio 1.04, but one 6-image minority cell at 4.2%.)
 Cells, not samples, because the fairness question is about groups: PW can only protect an
 under-represented cell if it weights that cell differently from the others.
 """
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 WEIGHT_RATIO_LIMIT = 1.1
-SOFTNESS_LIMIT = 0.02
+SOFTNESS_LIMIT = 0.05
 QUANTILES = (10, 50, 90)
 COLUMNS = ["min_weight", "gamma", "level", "label", "group", "n", "teacher_accuracy", "s_mean",
            "weight_mean", "weight_min", *[f"weight_p{q}" for q in QUANTILES], "weight_max",

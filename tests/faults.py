@@ -192,6 +192,12 @@ FAULTS = [
           "pwprune/train.py", "            return fn if fn is not None else (lambda f: f)",
           "            return (lambda *a, **k: None) if fn is not None else (lambda f: f)",
           (T + "test_default_data.py::test_deferred_dynamo_trains_identically_without_importing_it",)),
+    Fault("diagnostic-never-warns", "the teacher diagnostic never warns that PW will act like CE",
+          "pwprune/diagnostics.py", "if not (ratio < WEIGHT_RATIO_LIMIT and softness < SOFTNESS_LIMIT):", "if True:",
+          (T + "test_diagnostics.py::test_warning_fires_on_a_memorising_teacher_with_one_slightly_soft_cell",)),
+    Fault("diagnostic-weights-of-wrong-samples", "the diagnostic's weights use the probability of the predicted, not the true, label",
+          "pwprune/diagnostics.py", "s = probs.gather(1, y[:, None]).squeeze(1)", "s = probs.max(1).values",
+          (T + "test_diagnostics.py::test_multiclass_numbers_by_hand",)),
     # ---- checkpoints
     Fault("checkpoint-drops-weights", "loading a checkpoint keeps freshly initialised weights",
           "pwprune/checkpoint.py",

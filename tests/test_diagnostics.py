@@ -141,6 +141,30 @@ def test_warning_silent_where_pw_can_act():
     assert dg.uniform_weight_warning(dg.diagnose(logits, y, g, 0.5, 1.0)) is None
 
 
+def test_warning_fires_on_a_memorising_teacher_with_one_slightly_soft_cell():
+    """The first default (digits_memorised) as measured: every training image right, weights
+    within 4% across cells, but a few minority images at p(true) ~0.85, so one small cell's
+    targets carry ~4% off the true label. PW is CE up to a constant there: it must warn."""
+    y = np.array([0, 1] * 50 + [0, 1] * 3)
+    g = np.array([0] * 100 + [1] * 6)
+    p_true = np.full(len(y), 0.995)
+    p_true[101::2] = 0.96  # minority, label 1: 3 images at 0.96 -> softness 0.04
+    logits = torch.zeros(len(y), 2)
+    margin = torch.as_tensor(np.log(p_true / (1 - p_true)), dtype=torch.float32)
+    logits[torch.arange(len(y)), torch.as_tensor(y)] = margin
+    t = dg.diagnose(logits, y, g, 0.5, 1.0)
+    c = t[t["level"] == "cell"]
+    assert c["weight_mean"].max() / c["weight_mean"].min() < 1.05
+    assert c["target_softness"].max() == pytest.approx(0.04, abs=1e-4)
+    assert dg.uniform_weight_warning(t) is not None
+    # softer targets in that cell (p(true) 0.8: half of label smoothing 0.1 and more) act: silent
+    p_true[101::2] = 0.8
+    logits[torch.arange(len(y)), torch.as_tensor(y)] = torch.as_tensor(np.log(p_true / (1 - p_true)),
+                                                                         dtype=torch.float32)
+    t = dg.diagnose(logits, y, g, 0.95, 1.0)
+    assert dg.uniform_weight_warning(t) is None
+
+
 def test_warning_needs_both_parts_inert():
     """min_weight .95 makes the cell weights nearly equal by construction, but an uncertain
     teacher's soft targets still differ from CE's: no warning."""
