@@ -79,7 +79,7 @@ def pw_weights(s, min_weight, gamma):
     from pwprune.loss import PerformanceWeightedLoss
 
     loss = PerformanceWeightedLoss(min_weight=min_weight, gamma=gamma)  # validates m and gamma
-    return loss._weight(torch.as_tensor(np.asarray(s, dtype=np.float64))).numpy()
+    return loss.sample_weights(torch.as_tensor(np.asarray(s, dtype=np.float64))).numpy()
 
 
 def _row(level, label, group, s, correct, w):

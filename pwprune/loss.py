@@ -101,7 +101,7 @@ class PerformanceWeightedLoss(nn.Module):
         loss = F.binary_cross_entropy_with_logits(x, target, reduction="none")
         if self.reweight:
             s = p * y + (1 - p) * (1 - y)
-            loss = loss * self._weight(s)
+            loss = loss * self.sample_weights(s)
         return loss
 
     def _multiclass(self, logits, teacher, y):
@@ -117,10 +117,11 @@ class PerformanceWeightedLoss(nn.Module):
             loss = F.cross_entropy(logits, y, reduction="none")
         if self.reweight:
             s = probs.gather(1, y[:, None]).squeeze(1)
-            loss = loss * self._weight(s)
+            loss = loss * self.sample_weights(s)
         return loss
 
-    def _weight(self, s):
+    def sample_weights(self, s: torch.Tensor) -> torch.Tensor:
+        """The PW weight of samples whose true label the teacher gives probability s."""
         m = self.min_weight
         return m + (1 - m) * (1 - s) ** self.gamma
 
