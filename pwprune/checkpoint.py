@@ -51,9 +51,11 @@ def _plain_history(history) -> list:
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in (history or [])]
 
 
-def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None) -> None:
+def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None, trajectory=None) -> None:
     """Write a checkpoint atomically: a crash mid-write leaves any older file at `path` intact
-    and never a partial file under that name. Non-finite weights are refused (ValueError)."""
+    and never a partial file under that name. Non-finite weights are refused (ValueError).
+    `trajectory`: the plain-data state of a Taylor trajectory (pwprune.pruning.trajectory) that
+    a larger target's pruning continues from; stored beside the model, ignored when loading it."""
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -62,6 +64,9 @@ def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None)
                          f"{' ...' if len(bad) > 5 else ''} (the training run diverged)")
     ckpt = {"format": FORMAT, "version": VERSION, "arch": dict(arch), "history": _plain_history(history),
             "state_dict": state, "meta": dict(meta or {})}
+    if trajectory is not None:
+        ckpt["trajectory"] = trajectory
+        _check_plain(trajectory, "trajectory")
     _check_plain(ckpt["arch"], "arch")
     _check_plain(ckpt["meta"], "meta")
 

@@ -117,15 +117,68 @@ def validate(config: dict, schema_path) -> dict:
     for name in config.get("active") or []:
         if isinstance(experiments, dict) and name not in experiments:
             problems.append(f"active: experiment {name!r} is not defined; defined: {', '.join(experiments)}")
+    if isinstance(experiments, dict):
+        for name, exp in experiments.items():
+            if isinstance(exp, dict):
+                problems += _cross_key_problems(name, exp)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     # Fill the schema's defaults so every consumer sees the same values.
     for exp in experiments.values():
+        exp.setdefault("pretrained", schema["$defs"]["experiment"]["properties"]["pretrained"]["default"])
         for loop in ("train", "finetune"):
             for key, spec in schema["$defs"]["loop"]["properties"].items():
                 if "default" in spec:
                     exp[loop].setdefault(key, spec["default"])
     return config
+
+
+def _cross_key_problems(name: str, exp: dict) -> list[str]:
+    """What the schema cannot say about one experiment: ImageNet weights exist only for the
+    torchvision models; a multistep schedule needs strictly increasing milestones."""
+    from pwprune.weights import IMAGENET_FILES
+
+    problems = []
+    if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES:
+        problems.append(f"experiments.{name}.pretrained: 'imagenet' is not available for model "
+                        f"{exp.get('model')!r}; valid models: {', '.join(IMAGENET_FILES)} "
+                        "(or pretrained: none)")
+    for loop in ("train", "finetune"):
+        cfg = exp.get(loop)
+        if not isinstance(cfg, dict):
+            continue
+        milestones = cfg.get("milestones")
+        if cfg.get("scheduler") == "multistep":
+            if milestones is None:
+                problems.append(f"experiments.{name}.{loop}.milestones: required with scheduler: "
+                                "multistep (epoch counts after which the lr decays, e.g. [100, 150, 175])")
+            elif isinstance(milestones, list) and any(
+                    not isinstance(a, int) or not isinstance(b, int) or a >= b
+                    for a, b in zip(milestones, milestones[1:])):
+                problems.append(f"experiments.{name}.{loop}.milestones: {milestones!r} must be "
+                                "strictly increasing")
+        elif milestones is not None:
+            problems.append(f"experiments.{name}.{loop}.milestones: only used with scheduler: "
+                            f"multistep (scheduler is {cfg.get('scheduler', 'cosine')!r}); remove it")
+    return problems
+
+
+def check_pretrained(config: dict) -> None:
+    """The ImageNet weights file of every *active* experiment with pretrained: imagenet is in the
+    torch hub cache (presence only; the hash is checked when the dense job loads it), so a missing
+    file stops Snakemake before any job, dry runs included."""
+    from pwprune.weights import check_pretrained_file
+
+    problems = []
+    for name in config["active"]:
+        exp = config["experiments"][name]
+        if exp.get("pretrained", "none") == "imagenet":
+            try:
+                check_pretrained_file(exp["model"])
+            except ValueError as e:
+                problems.append(f"experiments.{name}.pretrained: {e}")
+    if problems:
+        raise ConfigError("missing pretrained weights:\n  " + "\n  ".join(problems))
 
 
 def check_datasets(config: dict) -> None:

@@ -5,6 +5,8 @@ torchvision is imported lazily inside its builders: a small_cnn job on the defau
 must not pay the ~1.5 s it costs to import.
 """
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -97,7 +99,9 @@ class CifarResNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# torchvision models (weights=None: no network, and the paper trains its own baselines)
+# torchvision models: random init (weights=None), or torchvision's DEFAULT ImageNet weights read
+# from the local torch hub cache (never downloaded) with a new head, as the paper's authors start
+# their CelebA, CIFAR-10 (EfficientNet) and Fitzpatrick17k models
 
 
 def _replace_conv_in(conv, in_channels):
@@ -123,14 +127,81 @@ def _torchvision(name, in_channels, n_out, input_size):
     return model
 
 
-def build_model(name, num_classes, in_channels=3, input_size=32):
+def _sha256_prefix_ok(path, url):
+    """torch.hub checks a file's sha256 against the prefix in its name only while downloading;
+    check the cached file here too, so a truncated or substituted file is never trained from."""
+    import hashlib
+
+    found = torch.hub.HASH_REGEX.search(Path(url).name)
+    expected = found.group(1) if found else ""
+    if not expected:
+        raise ValueError(f"{url}: no sha256 prefix in the file name, cannot verify {path}")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    actual = h.hexdigest()
+    if not actual.startswith(expected):
+        raise ValueError(f"{path}: sha256 {actual[:len(expected)]}... does not match the expected prefix "
+                         f"{expected} in its name (truncated or not torchvision's file); delete it and "
+                         f"fetch it again")
+
+
+def load_imagenet_state(name):
+    """The state dict of torchvision's DEFAULT weights of `name`, from $TORCH_HOME/hub/checkpoints
+    (torch.hub.get_dir()), hash-checked, loaded with weights_only=True; never downloads."""
+    import torchvision.models as tvm  # lazy: see module docstring
+
+    from pwprune.weights import IMAGENET_FILES, fetch_hint
+
+    if name not in IMAGENET_FILES:
+        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; "
+                         f"got model {name!r}")
+    url = tvm.get_model_weights(name).DEFAULT.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not path.is_file():
+        raise FileNotFoundError(f"the ImageNet weights of {name} are missing: expected {path}. pwprune "
+                                f"never downloads; {fetch_hint(name, path, url)}")
+    _sha256_prefix_ok(path, url)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _imagenet(name, in_channels, n_out, input_size):
+    """torchvision model with its ImageNet weights and a fresh final Linear with n_out outputs: the
+    same modules and state-dict keys as tvm.<name>(weights=None, num_classes=n_out), so the
+    checkpoints rebuild from the arch dict with random init and then load their own weights."""
+    from pwprune.weights import IMAGENET_FILES
+
+    if name not in IMAGENET_FILES:
+        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; "
+                         f"got model {name!r}")
+    if in_channels != 3:
+        raise ValueError(f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels}"
+                         f" for {name}; use pretrained: none for this dataset")
+    model = _torchvision(name, 3, 1000, input_size)
+    model.load_state_dict(load_imagenet_state(name), strict=True)
+    head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = head_name.rpartition(".")
+    setattr(model.get_submodule(parent_name), attr, nn.Linear(head.in_features, n_out))
+    return model
+
+
+def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="none"):
+    """pretrained: "none" (random init) or "imagenet" (torchvision's DEFAULT weights from the local
+    hub cache, new head; torchvision models only)."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     if int(in_channels) < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels!r}")
     if int(input_size) < 8:
         raise ValueError(f"input_size must be >= 8 pixels, got {input_size!r}")
+    from pwprune.weights import PRETRAINED_CHOICES
+
+    if pretrained not in PRETRAINED_CHOICES:
+        raise ValueError(f"pretrained must be one of {PRETRAINED_CHOICES}, got {pretrained!r}")
     n_out, in_channels, input_size = num_outputs(num_classes), int(in_channels), int(input_size)
+    if pretrained == "imagenet":
+        return _imagenet(name, in_channels, n_out, input_size)
     if name == "small_cnn":
         return SmallCNN(in_channels, n_out)
     if name == "resnet20":
@@ -140,12 +211,38 @@ def build_model(name, num_classes, in_channels=3, input_size=32):
     return _torchvision(name, in_channels, n_out, input_size)
 
 
-def arch_dict(name, num_classes, in_channels=3, input_size=32):
-    """Everything needed to rebuild the unpruned model; stored in checkpoints (JSON-able)."""
+def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"):
+    """Everything needed to rebuild the unpruned model; stored in checkpoints (JSON-able).
+
+    A model started from ImageNet weights also carries the input normalisation those weights
+    expect (input_mean, input_std), which the pipeline's loaders then use instead of the data's
+    own train mean/std. The arch always rebuilds with random init (build_from_arch): the weights
+    come from the checkpoint."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    return {"name": str(name), "num_classes": int(num_classes), "in_channels": int(in_channels),
+    arch = {"name": str(name), "num_classes": int(num_classes), "in_channels": int(in_channels),
             "input_size": int(input_size)}
+    if pretrained == "imagenet":
+        from pwprune.weights import IMAGENET_MEAN, IMAGENET_STD
+
+        arch.update(input_mean=list(IMAGENET_MEAN), input_std=list(IMAGENET_STD))
+    elif pretrained != "none":
+        raise ValueError(f"pretrained must be 'none' or 'imagenet', got {pretrained!r}")
+    return arch
+
+
+def input_normalisation(arch):
+    """(mean, std) lists the model's inputs must be normalised with, or None: normalise with the
+    data's train statistics (every arch without input_mean/input_std, e.g. older checkpoints)."""
+    if "input_mean" not in arch and "input_std" not in arch:
+        return None
+    mean, std = arch.get("input_mean"), arch.get("input_std")
+    c = int(arch["in_channels"])
+    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == c
+            and all(float(s) > 0 for s in std)):
+        raise ValueError(f"arch input_mean/input_std must be two lists of {c} values (std > 0); "
+                         f"got {mean!r}, {std!r}")
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 def build_from_arch(arch):

@@ -120,19 +120,32 @@ def load_data(data_dir):
     return load_prepared(data_dir)
 
 
-def train_loader(prepared, batch_size, seed, augment, shuffle=True):
+def _input_meta(prepared, arch):
+    """The data's meta, with the model's own input normalisation when its arch carries one (a
+    model started from ImageNet weights expects ImageNet's mean/std, not the data's)."""
+    from pwprune.models import input_normalisation
+
+    norm = input_normalisation(arch) if arch is not None else None
+    if norm is None:
+        return prepared.meta
+    return {**prepared.meta, "mean": norm[0], "std": norm[1]}
+
+
+def train_loader(prepared, batch_size, seed, augment, shuffle=True, arch=None):
+    """arch: the model's arch dict (models.arch_dict); its input_mean/input_std, when present,
+    replace the data's train mean/std. The same for eval_loader."""
     from pwprune.data import SplitDataset
     from pwprune.train import make_loader
 
-    ds = SplitDataset(prepared.splits["train"], prepared.meta, augment=augment)
+    ds = SplitDataset(prepared.splits["train"], _input_meta(prepared, arch), augment=augment)
     return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
-def eval_loader(prepared, split, batch_size):
+def eval_loader(prepared, split, batch_size, arch=None):
     from pwprune.data import SplitDataset
     from pwprune.train import make_loader
 
-    ds = SplitDataset(prepared.splits[split], prepared.meta, augment=False)
+    ds = SplitDataset(prepared.splits[split], _input_meta(prepared, arch), augment=False)
     return make_loader(ds, batch_size=batch_size, shuffle=False, seed=0)
 
 
@@ -185,7 +198,7 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
     rows = []
     # eval_splits already lists "test" first (pwprune.data meta); adding it again doubled the rows
     for split in list(prepared.meta.get("eval_splits") or ["test"]):
-        logits, labels, groups = predict(model, eval_loader(prepared, split, bs), device)
+        logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch), device)
         for r in group_metrics(logits, labels, groups, prepared.meta["group_names"]):
             rows.append({"stage": stage, "split": split, **r, "params": params, "macs": macs,
                          "latency_ms": lat, "achieved_reduction": achieved_reduction})
@@ -203,39 +216,48 @@ def prepare_stage(dataset_cfg, out_dir, log=print):
     return prepare(dict(dataset_cfg), raw_root=None, out_dir=out_dir, log=log)
 
 
-def train_dense_stage(data_dir, model_name, loop, evaluate_cfg, seed, device, context, out, log=print):
-    """out: dict with model, metrics, history, teacher paths."""
+def train_dense_stage(data_dir, model_name, loop, evaluate_cfg, seed, device, context, out, log=print,
+                      pretrained="none"):
+    """out: dict with model, metrics, history, teacher paths. pretrained: "none" | "imagenet"
+    (torchvision's ImageNet weights from the local hub cache, new head; models.build_model)."""
     from pwprune.checkpoint import save_checkpoint
     from pwprune.loss import teacher_outputs
-    from pwprune.models import arch_dict, build_from_arch
+    from pwprune.models import arch_dict, build_model
 
     prepared = load_data(data_dir)
     meta = prepared.meta
-    arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"])
-    model = build_from_arch(arch).to(device)
-    log(f"{context}: {model_name} on {meta['name']} ({len(prepared.splits['train'].y)} training samples)")
-    history = _fit(model, prepared, loop, _loss("ce", None), None, seed, device, context, log)
+    arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained)
+    model = build_model(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"],
+                        pretrained=pretrained).to(device)
+    log(f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "
+        f"on {meta['name']} ({len(prepared.splits['train'].y)} training samples)")
+    history = _fit(model, prepared, loop, _loss("ce", None), None, seed, device, context, log, arch=arch)
     if history and history[-1].get("diverged"):  # on_divergence: degenerate; no dense, no trial
         raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
     rows = evaluate(model, prepared, arch, evaluate_cfg, device, "dense", 0.0, log)
     logits = teacher_outputs(model, train_loader(prepared, evaluate_cfg.get("batch_size", 256), seed,
-                                                 augment=False, shuffle=False), device)
+                                                 augment=False, shuffle=False, arch=arch), device)
     save_tensor(out["teacher"], logits)
     write_json(out["history"], history)
     write_rows(out["metrics"], rows, METRIC_COLUMNS)
     save_checkpoint(out["model"], model, arch, history=[], meta={"stage": "dense", "seed": seed,
-                                                               "context": context})
+                                                               "context": context,
+                                                               "pretrained": pretrained})
 
 
-def _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log):
+def _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=None):
     from pwprune.train import fit
 
-    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False))
+    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False),
+                          arch=arch)
     return fit(model, loader, epochs=loop["epochs"], lr=loop["lr"],
                weight_decay=loop.get("weight_decay", 0.0), loss_fn=loss_fn, teacher=teacher,
                device=device, optimizer=loop.get("optimizer", "adamw"),
                scheduler=loop.get("scheduler", "cosine"), log=log, context=context,
-               on_divergence=loop.get("on_divergence", "raise"))
+               on_divergence=loop.get("on_divergence", "raise"),
+               milestones=loop.get("milestones"), lr_decay=loop.get("lr_decay", 0.1),
+               backbone_lr_scale=loop.get("backbone_lr_scale", 1.0),
+               backbone_lr_growth=loop.get("backbone_lr_growth", 1.0))
 
 
 def _loss(kind, pw):
@@ -245,9 +267,11 @@ def _loss(kind, pw):
 
 
 def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, device, context, out,
-                log=print):
+                log=print, trajectory_path=None):
     """out: dict with model, metrics, info paths. `prune` holds method, target, tolerance,
-    options, loss (and batch_size/augment/pw for data-driven methods)."""
+    options, loss (and batch_size/augment/pw for data-driven methods). trajectory_path: the
+    pruned checkpoint of the next smaller target, whose Taylor trajectory this job continues
+    (taylor, schedule "authors"); the checkpoint written here then holds the trajectory too."""
     from pwprune.checkpoint import load_checkpoint, save_checkpoint
     from pwprune.models import example_input
     from pwprune.pruning import prune_to_target
@@ -258,10 +282,14 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, d
     kwargs = {}
     if prune["loss"] != "none":
         augment = prune.get("augment", False)
-        kwargs = dict(loader=train_loader(prepared, prune["batch_size"], seed, augment),
+        kwargs = dict(loader=train_loader(prepared, prune["batch_size"], seed, augment, arch=arch),
                       loss_fn=_loss(prune["loss"], prune.get("pw")),
                       teacher=make_teacher(augment, model, teacher_path, device))
         log(f"{context}: pruning loss {kwargs['loss_fn']!r}, teacher {type(kwargs['teacher']).__name__}")
+    if trajectory_path is not None:
+        from pwprune.pruning.trajectory import load_state
+
+        kwargs["trajectory"] = load_state(trajectory_path)
     t0 = time.perf_counter()
     result = prune_to_target(model, prune["method"], prune["target"], example_input(arch).to(device),
                              device=device, seed=seed, tolerance=prune.get("tolerance", 0.02), log=log,
@@ -276,11 +304,13 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, d
                              "within_tolerance": bool(result.within_tolerance), "note": result.note,
                              "macs_before": result.macs_before, "macs_after": result.macs_after,
                              "params_before": result.params_before, "params_after": result.params_after,
-                             "seconds": seconds})
+                             "seconds": seconds,
+                             "continued_from": str(trajectory_path) if trajectory_path else None})
     write_rows(out["metrics"], rows, METRIC_COLUMNS)
     save_checkpoint(out["model"], result.model, arch, history=result.history,
                     meta={"stage": "pruned", "seed": seed, "context": context,
-                          "achieved_reduction": result.achieved_reduction})
+                          "achieved_reduction": result.achieved_reduction},
+                    trajectory=result.trajectory)
 
 
 def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_path, finetune,
@@ -300,7 +330,7 @@ def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_
         teacher = make_teacher(augment, dense, teacher_path, device)
     loss_fn = _loss(finetune["loss"], finetune.get("pw"))
     log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
-    history = _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log)
+    history = _fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=info["arch"])
     shares = [{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])]
     diverged = bool(history and history[-1].get("diverged"))
     if diverged:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("cosine", "none")
+SCHEDULERS = ("cosine", "multistep", "none")
 ON_DIVERGENCE = ("raise", "degenerate")
 
 
@@ -114,7 +114,9 @@ def _finite_weights(model: nn.Module) -> bool:
 
 def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, loss_fn,
         teacher=None, device="cpu", optimizer: str = "adamw", scheduler: str = "cosine",
-        log=print, context: str = "", on_divergence: str = "raise") -> list[dict]:
+        log=print, context: str = "", on_divergence: str = "raise", milestones=None,
+        lr_decay: float = 0.1, backbone_lr_scale: float = 1.0,
+        backbone_lr_growth: float = 1.0) -> list[dict]:
     """Train `model` in place on (x, y, g, idx) batches; returns one dict per epoch.
 
     `loss_fn` is called as loss_fn(logits, teacher_logits, targets) and must have a `reduction`
@@ -124,8 +126,22 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     FrozenTeacher) is required when the loss reweights or corrects targets. Single-logit models
     get float 0/1 targets.
 
+    Schedules, stepped once per epoch: "cosine" (CosineAnnealingLR over `epochs`), "multistep"
+    (torch's MultiStepLR: the lr is multiplied by `lr_decay` once each of the epoch counts in
+    `milestones` has been completed, so with milestones [100] epochs 1..100 train with lr and
+    epoch 101 on with lr * lr_decay), "none".
+
+    backbone_lr_scale < 1 trains the head (models.classifier_layers) and the rest of the network
+    (the backbone) in two parameter groups, as Lightning's BackboneFinetuning(0,
+    backbone_initial_ratio_lr=scale, lambda_func=lambda e: growth, should_align=True) does: the
+    head follows the schedule; the backbone starts at lr * scale, is multiplied by
+    `backbone_lr_growth` at each new epoch and is capped by the head's lr of that epoch (and
+    stays aligned to it once it gets there): backbone_lr(e) = min(lr * scale * growth**(e-1),
+    head_lr(e)) for epoch e = 1, 2, ... . scale == 1 keeps one group (the head's lr for all).
+
     Each history entry: epoch, loss (mean per-sample loss), accuracy (on the fly, training mode),
-    lr, seconds, loss_shares [{label, group, share}], diverged. A NaN/inf loss or non-finite
+    lr (the head's), backbone_lr (the rest's; = lr with one group), seconds,
+    loss_shares [{label, group, share}], diverged. A NaN/inf loss or non-finite
     weights raise DivergenceError, or with on_divergence="degenerate" stop training and return
     the history with diverged=True on its last entry (the model is then unusable).
     """
@@ -137,6 +153,18 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if scheduler == "multistep":
+        if (not isinstance(milestones, (list, tuple)) or not milestones
+                or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)
+                or any(a >= b for a, b in zip(milestones, milestones[1:]))):
+            raise ValueError(f"scheduler 'multistep' needs milestones: a non-empty, strictly increasing "
+                             f"list of positive epoch counts, got milestones={milestones!r}")
+        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
+    if not (isinstance(backbone_lr_scale, (int, float)) and 0 < backbone_lr_scale <= 1):
+        raise ValueError(f"backbone_lr_scale must be in (0, 1], got {backbone_lr_scale!r}")
+    if not (isinstance(backbone_lr_growth, (int, float)) and backbone_lr_growth >= 1):
+        raise ValueError(f"backbone_lr_growth must be >= 1, got {backbone_lr_growth!r}")
     if not hasattr(loss_fn, "reduction"):
         raise ValueError("loss_fn must be a PerformanceWeightedLoss-like object with a `reduction` "
                          "attribute, called as loss_fn(logits, teacher_logits, targets)")
@@ -149,17 +177,38 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     prefix = f"{context}: " if context else ""
 
     model.to(device).train()
+    params = model.parameters()
+    if backbone_lr_scale != 1:
+        from pwprune.models import classifier_layers
+
+        head = {id(p) for m in classifier_layers(model) for p in m.parameters()}
+        params = [{"params": [p for p in model.parameters() if id(p) in head]},
+                  {"params": [p for p in model.parameters() if id(p) not in head],
+                   "lr": lr * backbone_lr_scale}]
     if optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     # stepped once per epoch, so the lr logged for an epoch is the one it trained with
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if scheduler == "cosine" and epochs else None
+    sched = None
+    if scheduler == "cosine" and epochs:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    elif scheduler == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=lr_decay)
+    backbone_lr = lr * backbone_lr_scale
 
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         current_lr = opt.param_groups[0]["lr"]
+        if len(opt.param_groups) == 2:
+            # the schedule is the head's; whatever it did to the backbone's group is overwritten
+            # here (the recursion of Lightning's BackboneFinetuning; never above the head's lr)
+            if epoch > 1:
+                backbone_lr *= backbone_lr_growth
+            backbone_lr = min(backbone_lr, current_lr)
+            opt.param_groups[1]["lr"] = backbone_lr
+        backbone_current = opt.param_groups[-1]["lr"]
         losses, labels, groups = [], [], []
         correct, bad = 0, None
         last_note = start
@@ -197,19 +246,22 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
                 raise DivergenceError(message)
             log(message + "; stopping and marking the run degenerate")
             history.append({"epoch": epoch, "loss": float("nan"), "accuracy": float("nan"),
-                            "lr": current_lr, "seconds": time.perf_counter() - start,
+                            "lr": current_lr, "backbone_lr": backbone_current,
+                            "seconds": time.perf_counter() - start,
                             "loss_shares": [], "diverged": True})
             return history
 
         losses, labels, groups = torch.cat(losses), torch.cat(labels), torch.cat(groups)
         history.append({"epoch": epoch, "loss": losses.mean().item(), "accuracy": correct / len(labels),
-                        "lr": current_lr, "seconds": time.perf_counter() - start,
+                        "lr": current_lr, "backbone_lr": backbone_current,
+                        "seconds": time.perf_counter() - start,
                         "loss_shares": loss_shares(losses, labels, groups), "diverged": False})
         if sched is not None:
             sched.step()
         h = history[-1]
+        backbone_note = f" backbone lr {backbone_current:.3g}" if len(opt.param_groups) == 2 else ""
         log(f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-            f"lr {current_lr:.3g} {h['seconds']:.1f}s")
+            f"lr {current_lr:.3g}{backbone_note} {h['seconds']:.1f}s")
     return history
 
 

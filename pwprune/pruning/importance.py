@@ -52,10 +52,12 @@ class ChannelHooks:
                   exactly the first-order Taylor term of removing it (Molchanov et al. 2017).
                   Multiplying rather than hooking the activation's grad keeps it correct when
                   an in-place ReLU later overwrites the activation.
+    In gate mode, setting .probing = True adds the probe on top of the gates (Taylor's
+    trajectory: channels already removed are masked by 0/1 gates while the rest are scored).
     """
 
     def __init__(self, model, layout, mode):
-        self.layout, self.mode, self.gates = layout, mode, None
+        self.layout, self.mode, self.gates, self.probing = layout, mode, None, False
         self.probes = []
         modules = dict(model.named_modules())
         self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layout.sites]
@@ -68,7 +70,9 @@ class ChannelHooks:
             if self.mode == "gate":
                 factor = torch.ones(c, device=out.device, dtype=out.dtype)
                 factor = factor.index_put((local.to(out.device),), self.gates[flat.to(out.device)].to(out.dtype))
-                return out * factor.view(1, c, *([1] * (out.dim() - 2)))
+                out = out * factor.view(1, c, *([1] * (out.dim() - 2)))
+                if not self.probing:
+                    return out
             probe = torch.ones(out.shape[0], c, device=out.device, dtype=out.dtype, requires_grad=True)
             self.probes.append((probe, local, flat))
             return out * probe.view(out.shape[0], c, *([1] * (out.dim() - 2)))

@@ -9,9 +9,14 @@ activations and pools the estimate leaves out. Removing the k lowest is nested i
 fall monotonically and bisection is sound. The final choice is applied to the model through
 one dependency graph, whose pruning_history() then replays the surgery on a fresh model.
 
-Taylor prunes iteratively: `steps` rounds of (score over `batches_per_step` batches while
-taking that many SGD steps on the same loss, then prune to the round's target), the targets
-shrinking the kept MACs geometrically towards the final one.
+Taylor prunes iteratively, on one of two schedules:
+  geometric  `steps` rounds of (score over `batches_per_step` batches while taking that many SGD
+             steps on the same loss, then prune to the round's target), the targets shrinking the
+             kept MACs geometrically towards the final one; scores normalised per group;
+  authors    the authors' trajectory (trajectory.py): `prunes_per_step` channels removed after
+             every `batches_per_step` plain SGD batches until the target is reached; it can
+             continue from the saved state of a smaller target (`trajectory=`), so one
+             trajectory serves every target.
 """
 
 import copy
@@ -31,10 +36,14 @@ PRUNING_METHODS = ("random", "magnitude", "taylor", "autobot")
 OPTIONS = {
     "random": {},
     "magnitude": {"norm": 2},
-    "taylor": {"steps": 10, "batches_per_step": 8, "lr": 1e-3},
+    "taylor": {"schedule": "geometric", "steps": 10, "batches_per_step": 8, "prunes_per_step": 1, "lr": 1e-3,
+               "momentum": 0.9},
     "autobot": {"iterations": 200, "epochs": None, "lr": 0.05, "beta": 2.0, "binarization": 0.1},
 }
 COMMON_OPTIONS = {"min_channels": 1}
+TAYLOR_SCHEDULES = ("geometric", "authors")
+# options that only one Taylor schedule reads; setting one for the other schedule is refused
+SCHEDULE_ONLY = {"steps": "geometric", "prunes_per_step": "authors"}
 
 
 @dataclass
@@ -49,6 +58,7 @@ class PruneResult:
     target_reduction: float
     within_tolerance: bool
     note: str
+    trajectory: dict | None = None  # Taylor "authors" schedule: the state to continue from
 
 
 def _resolve_options(method, options):
@@ -58,6 +68,14 @@ def _resolve_options(method, options):
         raise ValueError(f"unknown option(s) {unknown} for pruning method {method!r}; "
                          f"valid options: {sorted(valid) or 'none'}")
     opts = {**valid, **options}
+    if method == "taylor":
+        if opts["schedule"] not in TAYLOR_SCHEDULES:
+            raise ValueError(f"taylor option schedule must be one of {', '.join(TAYLOR_SCHEDULES)}, "
+                             f"got {opts['schedule']!r}")
+        wrong = sorted(k for k, s in SCHEDULE_ONLY.items() if k in options and s != opts["schedule"])
+        if wrong:
+            raise ValueError(f"taylor option(s) {wrong} apply only to schedule "
+                             f"{SCHEDULE_ONLY[wrong[0]]!r}, not to {opts['schedule']!r}")
     if int(opts["min_channels"]) < 1:
         raise ValueError(f"min_channels must be >= 1 (a layer is never pruned to zero), got {opts['min_channels']!r}")
     return opts
@@ -175,7 +193,7 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
         round_target = 1.0 - (1.0 - target) ** (step / steps)
         layout = Layout(model, DG, ex)
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=0.9)
+        opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=float(opts["momentum"]))
         hooks = ChannelHooks(model, layout, "probe")
         acc, seen, total_loss = torch.zeros(layout.total), 0, 0.0
         try:
@@ -200,9 +218,39 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
     return DG, note
 
 
+def _loader_parts(loader):
+    """(dataset, batch size) of a DataLoader as pwprune.train.make_loader builds it."""
+    dataset = getattr(loader, "dataset", None)
+    size = getattr(loader, "batch_size", None)
+    if size is None:
+        size = getattr(getattr(loader, "sampler", None), "batch_size", None)
+    if dataset is None or size is None:
+        raise ValueError("the taylor schedule 'authors' draws its own seeded batches: pass a "
+                         "torch DataLoader over the training split (pwprune.train.make_loader)")
+    return dataset, int(size)
+
+
+def _taylor_authors(model, target, ex, loader, loss_fn, teacher, device, seed, opts, trajectory, log):
+    from .trajectory import materialize, taylor_trajectory
+
+    dataset, batch_size = _loader_parts(loader)
+    if trajectory is not None:
+        log(f"continuing the Taylor trajectory saved at target {trajectory['target']:.4f} "
+            f"(batch {trajectory['batches']}, {int(trajectory['removed'].sum())} channels removed)")
+    snap = taylor_trajectory(model, [target], ex, dataset=dataset, batch_size=batch_size, loss_fn=loss_fn,
+                             teacher=teacher, device=device, seed=seed, opts=opts, resume=trajectory, log=log)[-1]
+    pruned, history = materialize(model, snap["plan"], ex)
+    return pruned, history, snap["note"], snap["state"]
+
+
 def prune_to_target(model, method, target_reduction, example_inputs, *, loader=None, loss_fn=None, teacher=None,
-                    device="cpu", seed=0, tolerance=0.02, log=print, **options):
-    """Remove whole channels from `model` (in place) until `target_reduction` of its MACs are gone."""
+                    device="cpu", seed=0, tolerance=0.02, log=print, trajectory=None, **options):
+    """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
+
+    The pruned model is `result.model`: `model` itself, pruned in place, except for the Taylor
+    "authors" schedule, whose trajectory trains the dense-shaped `model` and returns a pruned
+    copy. `trajectory` (that schedule only) is the saved state of a smaller target to continue
+    from (pwprune.pruning.trajectory.load_state); result.trajectory is the state to save."""
     if method not in PRUNING_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNING_METHODS)}")
     try:
@@ -224,9 +272,17 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     fork_devices = []
     if device.type == "cuda":
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    authors = method == "taylor" and opts["schedule"] == "authors"
+    if trajectory is not None and not authors:
+        raise ValueError("trajectory= continues a Taylor trajectory; it applies only to method 'taylor' "
+                         "with schedule 'authors'")
+    state, history = None, None
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        if method == "taylor":
+        if authors:
+            model, history, note, state = _taylor_authors(model, target, ex, loader, loss_fn, teacher, device,
+                                                          seed, opts, trajectory, log)
+        elif method == "taylor":
             DG, note = _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log)
         else:
             DG = build_graph(model, ex)
@@ -253,6 +309,8 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
         note = f"achieved reduction {achieved:.4f} is outside {target:.4f} +- {tolerance}"
     log(f"pruned ({method}): MACs {macs_before:,} -> {macs_after:,} (removed {achieved:.4f}, target {target:.4f}), "
         f"params {params_before:,} -> {params_after:,}" + (f"; {note}" if note else ""))
-    return PruneResult(model=model, history=copy.deepcopy(DG.pruning_history()), macs_before=macs_before,
+    history = history if history is not None else DG.pruning_history()
+    return PruneResult(model=model, history=copy.deepcopy(history), macs_before=macs_before,
                        macs_after=macs_after, params_before=params_before, params_after=params_after,
-                       achieved_reduction=achieved, target_reduction=target, within_tolerance=within, note=note)
+                       achieved_reduction=achieved, target_reduction=target, within_tolerance=within, note=note,
+                       trajectory=state)

@@ -12,6 +12,7 @@ try:
     pc.validate(config, workflow.source_path("../schemas/params.schema.yaml"))
     pc.check_datasets(config)
     pc.check_raw_data(config)
+    pc.check_pretrained(config)
 except pc.ConfigError as e:
     raise WorkflowError(f"{e}\n(checked: {', '.join(map(str, workflow.configfiles))})")
 
@@ -53,7 +54,7 @@ def code_version(*paths):
 
 # Code each stage depends on (shared helpers first).
 COMMON_CODE = ["pwprune/pipeline.py", "pwprune/models.py", "pwprune/metrics.py", "pwprune/train.py",
-               "pwprune/loss.py", "pwprune/checkpoint.py"]
+               "pwprune/loss.py", "pwprune/checkpoint.py", "pwprune/weights.py"]
 CODE = {
     "prepare": code_version("pwprune/data", "workflow/scripts/prepare_data.py"),
     "train": code_version(*COMMON_CODE, "workflow/scripts/train_dense.py"),

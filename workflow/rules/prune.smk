@@ -22,12 +22,32 @@ def prune_params(w):
     return p
 
 
+def taylor_previous_target(w):
+    """The next smaller target whose Taylor trajectory this job continues (schedule "authors"),
+    or None. Targets of the main grid and of the ablation count: a trajectory's result at a
+    target does not depend on where it stopped before (pwprune.pruning.trajectory), so the
+    chain only saves time and never changes a number."""
+    cfg = exp_cfg(w)
+    if w.method != "taylor" or cfg["prune"].get("taylor", {}).get("schedule", "geometric") != "authors":
+        return None
+    targets = set(cfg["prune"]["targets"]) | set((cfg.get("ablation") or {}).get("targets") or [])
+    smaller = [t for t in targets if t < float(w.target)]
+    return pc.target_str(max(smaller)) if smaller else None
+
+
+def prune_inputs(w):
+    wc = dict(w.items())
+    inputs = {"data": PREP.format(exp=w.exp), "dense": dense_file(wc, "model.pt"),
+              "dense_metrics": dense_file(wc, "metrics.csv"), "teacher": dense_file(wc, "teacher.pt")}
+    previous = taylor_previous_target(w)
+    if previous is not None:
+        inputs["trajectory"] = pruned_file({**wc, "target": previous}, "model.pt")
+    return inputs
+
+
 rule prune:
     input:
-        data=PREP,
-        dense=DENSE + "/model.pt",
-        dense_metrics=DENSE + "/metrics.csv",
-        teacher=DENSE + "/teacher.pt",
+        unpack(prune_inputs),
     output:
         model=PRUNED + "/model.pt",
         metrics=PRUNED + "/metrics.csv",

@@ -12,6 +12,7 @@ rule train_dense:
         teacher=DENSE + "/teacher.pt",
     params:
         model=lambda w: exp_cfg(w)["model"],
+        pretrained=lambda w: exp_cfg(w)["pretrained"],
         train=lambda w: exp_cfg(w)["train"],
         evaluate=lambda w: exp_cfg(w).get("evaluate", {}),
         seed=lambda w: int(w.seed),
