@@ -239,22 +239,27 @@ def test_celeba_labels_groups_splits(celeba_root, tmp_path):
 
 
 def test_celeba_rebalance(celeba_root, tmp_path):
-    m = prepare({"kind": "celeba", "image_size": 8, "rebalance": {"alpha": 5, "beta": 1}}, celeba_root,
-                tmp_path / "a", log=quiet)
-    tr = load_prepared(tmp_path / "a").splits["train"]
-    cell = lambda a, b: int(((tr.y == a) & (tr.g == b)).sum())  # noqa: E731
-    # minority (blond, male) kept whole = 2; alpha scales the other class, beta the other group
-    assert (cell(1, 1), cell(1, 0), cell(0, 1), cell(0, 0)) == (2, 2, 10, 10)
+    """alpha and beta mean what they mean in the authors' get_celebA_data (datasets/helpers.py):
+    with the minority cell (min_label, min_group) at n, the cell (same label, other group) gets
+    alpha * n, (other label, same group) beta * n, and (other label, other group) alpha * beta * n.
+    Fixture training cells by (label, group) = (Blond_Hair, Male): (1, 1) 2 (the minority, blond
+    males), (1, 0) 8, (0, 1) 12, (0, 0) 18."""
+
+    def cells(name, alpha, beta):
+        m = prepare({"kind": "celeba", "image_size": 8, "rebalance": {"alpha": alpha, "beta": beta}},
+                    celeba_root, tmp_path / name, log=quiet)
+        tr = load_prepared(tmp_path / name).splits["train"]
+        return m, {(a, b): int(((tr.y == a) & (tr.g == b)).sum()) for a in (0, 1) for b in (0, 1)}
+
+    # alpha != beta, every target available (n stays 2): a swap of alpha and beta gives (1, 0): 6, (0, 1): 4
+    m, got = cells("ab", 2, 3)
+    assert got == {(1, 1): 2, (1, 0): 2 * 2, (0, 1): 3 * 2, (0, 0): 2 * 3 * 2}
     assert m["sizes"]["val"] == 6 and m["sizes"]["test"] == 6  # official val/test untouched
-    prepare({"kind": "celeba", "image_size": 8, "rebalance": {"alpha": 1, "beta": 1}}, celeba_root,
-            tmp_path / "b", log=quiet)
-    tr = load_prepared(tmp_path / "b").splits["train"]
-    assert (cell(1, 1), cell(1, 0), cell(0, 1), cell(0, 0)) == (2, 2, 2, 2)
-    # (1, 5) would need 10 blond females but only 8 exist: the minority shrinks so ratios hold
-    prepare({"kind": "celeba", "image_size": 8, "rebalance": {"alpha": 1, "beta": 5}}, celeba_root,
-            tmp_path / "c", log=quiet)
-    tr = load_prepared(tmp_path / "c").splits["train"]
-    assert (cell(1, 1), cell(1, 0), cell(0, 1), cell(0, 0)) == (1, 5, 1, 5)
+    assert cells("b", 1, 1)[1] == {(1, 1): 2, (1, 0): 2, (0, 1): 2, (0, 0): 2}
+    # (1, 5): five non-blond images per blond one, groups balanced inside each class
+    assert cells("c", 1, 5)[1] == {(1, 1): 2, (1, 0): 2, (0, 1): 10, (0, 0): 10}
+    # (5, 1) would need 10 blond females but only 8 exist: the minority shrinks so the ratios hold
+    assert cells("a", 5, 1)[1] == {(1, 1): 1, (1, 0): 5, (0, 1): 1, (0, 0): 5}
 
 
 # ---- Fitzpatrick17k (public CSV + images/<md5hash>.jpg)

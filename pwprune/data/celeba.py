@@ -10,16 +10,18 @@ the real annotation files load; we keep that check and report a failure as corru
 Images (178x218 aligned crops) are centre-cropped to a square and resized to `image_size`.
 `val_fraction` does not apply: the official partition fixes val and test.
 
-Re-balanced training subsets (`rebalance: {alpha: a, beta: b}`; the paper's (1,1), (5,1), (1,5)):
-the smallest (label, group) cell of the training split (blond males by default) is kept whole,
-at n images; every other cell is subsampled (seeded, without replacement) to
-    n * (alpha if its label differs from the minority cell's label else 1)
-      * (beta  if its group differs from the minority cell's group else 1),
-i.e. alpha scales the class imbalance and beta the group imbalance relative to the minority cell:
-(1,1) makes all four cells equal, (5,1) gives five non-blond per blond image with groups balanced
-inside each class, (1,5) gives balanced classes with five females per male. If a cell has fewer
-images than its target, n shrinks so that the ratios still hold exactly (logged). val and test
-keep the official partition unchanged, so results stay comparable across subsets.
+Re-balanced training subsets (`rebalance: {alpha: a, beta: b}`; the paper's (1,1), (5,1), (1,5)),
+with the authors' meaning of alpha and beta (robbiemeyer/pw_loss_pruning, datasets/helpers.py,
+get_celebA_data): the smallest (label, group) cell of the training split (blond males by default)
+is kept whole, at n images; every other cell is subsampled (seeded, without replacement) to
+    n * (alpha if its group differs from the minority cell's group else 1)
+      * (beta  if its label differs from the minority cell's label else 1),
+i.e. alpha scales the group imbalance and beta the class imbalance relative to the minority cell:
+(1,1) makes all four cells equal, (5,1) gives five females per male with balanced classes,
+(1,5) gives five non-blond per blond image with groups balanced inside each class. If a cell has
+fewer images than its target, n shrinks so that the ratios still hold exactly (logged; the
+authors' code instead takes whatever the cell holds). val and test keep the official partition
+unchanged, so results stay comparable across subsets.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def rebalance(y: np.ndarray, g: np.ndarray, alpha: float, beta: float, rng, log=
     cells = sorted({(int(a), int(b)) for a, b in zip(y, g)})
     members = {c: np.flatnonzero((y == c[0]) & (g == c[1])) for c in cells}
     lo = min(cells, key=lambda c: len(members[c]))
-    factor = {c: (alpha if c[0] != lo[0] else 1.0) * (beta if c[1] != lo[1] else 1.0) for c in cells}
+    # cells are (label, group): alpha scales the other group, beta the other label (the authors' meaning)
+    factor = {c: (alpha if c[1] != lo[1] else 1.0) * (beta if c[0] != lo[0] else 1.0) for c in cells}
     n = min([len(members[lo])] + [int(len(members[c]) // factor[c]) for c in cells])
     if n < len(members[lo]):
         log(f"celeba rebalance: not enough images to keep the minority cell {lo} whole "
