@@ -6,7 +6,7 @@
 
 Each area is one module of plain functions returning lists of result dicts (see `result`):
     loss_overhead.py  pw_overhead_cached, pw_overhead_on_the_fly
-    pruning.py        latency_speedup, pruning_time_s
+    pruning.py        latency_speedup, pruning_time_s, taylor_trajectory_saving
     pipeline.py       dry_run_s, job_overhead_s, default_run_s
     memory.py         peak_rss_mb
 Figures are printed, never asserted: tests only check the format.
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "pw_overhead_on_the_fly": "loss_overhead",
     "latency_speedup": "pruning",
     "pruning_time_s": "pruning",
+    "taylor_trajectory_saving": "pruning",
     "dry_run_s": "pipeline",
     "job_overhead_s": "pipeline",
     "default_run_s": "pipeline",
