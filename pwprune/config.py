@@ -110,6 +110,7 @@ def validate(config: dict, schema_path) -> dict:
     import jsonschema
 
     schema = load_yaml_strict(schema_path)
+    _inherit_from_bases(config.get("experiments"))
     validator = jsonschema.Draft202012Validator(schema)
     problems = [f"{_key_path(e)}: {_describe(e)}"
                 for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
@@ -130,6 +131,10 @@ def validate(config: dict, schema_path) -> dict:
             for key, spec in schema["$defs"]["loop"]["properties"].items():
                 if "default" in spec:
                     exp[loop].setdefault(key, spec["default"])
+    # a variant shares its base's dense models: compared once both have their defaults filled
+    problems = [p for name, exp in experiments.items() for p in _variant_problems(name, exp, experiments)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
 
 
@@ -160,6 +165,50 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
         elif milestones is not None:
             problems.append(f"experiments.{name}.{loop}.milestones: only used with scheduler: "
                             f"multistep (scheduler is {cfg.get('scheduler', 'cosine')!r}); remove it")
+    return problems
+
+
+# what a variant shares with its base: it prunes the base's dense models
+VARIANT_SHARED = ("dataset", "model", "pretrained", "train")
+
+
+def _inherit_from_bases(experiments) -> None:
+    """A variant (`variant_of: <base>`) states only what it changes: every top-level key it does
+    not set is the base's (a copy), so an edit of the base's data, model or training carries
+    over and the two keep sharing the base's dense models."""
+    import copy
+
+    if not isinstance(experiments, dict):
+        return
+    for exp in experiments.values():
+        base = exp.get("variant_of") if isinstance(exp, dict) else None
+        if isinstance(base, str) and isinstance(experiments.get(base), dict) and base is not exp:
+            for k, v in experiments[base].items():
+                if k not in exp and k != "variant_of":
+                    exp[k] = copy.deepcopy(v)
+
+
+def _variant_problems(name: str, exp: dict, experiments: dict) -> list[str]:
+    base = exp.get("variant_of")
+    if base is None:
+        return []
+    key = f"experiments.{name}.variant_of"
+    if base == name or base not in experiments:
+        others = ", ".join(e for e in experiments if e != name)
+        return [f"{key}: {base!r} is not another defined experiment; defined: {others}"]
+    b = experiments[base]
+    if not isinstance(b, dict):
+        return []
+    if b.get("variant_of") is not None:
+        return [f"{key}: {base!r} is itself a variant (of {b['variant_of']!r}); name the base experiment"]
+    problems = [f"experiments.{name}.{k}: must equal experiments.{base}.{k} (a variant prunes its base's "
+                f"dense models), got {exp.get(k)!r} vs {b.get(k)!r}"
+                for k in VARIANT_SHARED if exp.get(k, "none" if k == "pretrained" else None)
+                != b.get(k, "none" if k == "pretrained" else None)]
+    extra = sorted(set(exp.get("seeds") or []) - set(b.get("seeds") or []))
+    if extra:
+        problems.append(f"experiments.{name}.seeds: {extra} are not seeds of {base!r} "
+                        f"({b.get('seeds')}); a variant can only use its base's dense models")
     return problems
 
 

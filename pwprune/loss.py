@@ -42,10 +42,14 @@ class PerformanceWeightedLoss(nn.Module):
     reweight=False, correct_targets=False is exactly cross-entropy (the teacher is ignored and
     may be None); each switch alone is one of the paper's ablations. With reduction="none" the
     result has shape (N,) for binary and multi-class alike. No gradient reaches the teacher.
+
+    soft_targets=True (exclusive with correct_targets) makes every sample's target the teacher's
+    soft output, right or wrong: plain distillation, which the authors' AutoBot trains its gates
+    on when it does not correct targets (pwprune.pruning.autobot, option plain_targets).
     """
 
     def __init__(self, min_weight: float = 0.75, gamma: float = 5.0, reweight: bool = True,
-                 correct_targets: bool = True, reduction: str = "mean"):
+                 correct_targets: bool = True, reduction: str = "mean", soft_targets: bool = False):
         super().__init__()
         if not 0.0 <= float(min_weight) <= 1.0:
             raise ValueError(f"min_weight must be in [0, 1], got {min_weight}")
@@ -57,15 +61,20 @@ class PerformanceWeightedLoss(nn.Module):
         self.gamma = float(gamma)
         self.reweight = bool(reweight)
         self.correct_targets = bool(correct_targets)
+        self.soft_targets = bool(soft_targets)
+        if self.soft_targets and self.correct_targets:
+            raise ValueError("soft_targets and correct_targets are exclusive: the target is either the "
+                             "teacher's output everywhere or only where the teacher is right")
         self.reduction = reduction
 
     def extra_repr(self) -> str:
         return (f"min_weight={self.min_weight}, gamma={self.gamma}, reweight={self.reweight}, "
-                f"correct_targets={self.correct_targets}, reduction={self.reduction!r}")
+                f"correct_targets={self.correct_targets}, reduction={self.reduction!r}"
+                + (", soft_targets=True" if self.soft_targets else ""))
 
     @property
     def needs_teacher(self) -> bool:
-        return self.reweight or self.correct_targets
+        return self.reweight or self.correct_targets or self.soft_targets
 
     def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                 targets: torch.Tensor) -> torch.Tensor:
@@ -98,6 +107,8 @@ class PerformanceWeightedLoss(nn.Module):
             # (p > 0.5) is the same tie-break as argmax over [1 - p, p]
             teacher_right = (p > 0.5) == (y > 0.5)
             target = torch.where(teacher_right, p, y)
+        elif self.soft_targets:
+            target = p
         loss = F.binary_cross_entropy_with_logits(x, target, reduction="none")
         if self.reweight:
             s = p * y + (1 - p) * (1 - y)
@@ -113,6 +124,8 @@ class PerformanceWeightedLoss(nn.Module):
             onehot = F.one_hot(y, logits.shape[1]).to(probs.dtype)
             target = torch.where(teacher_right[:, None], probs, onehot)
             loss = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+        elif self.soft_targets:
+            loss = -(probs * F.log_softmax(logits, dim=1)).sum(dim=1)
         else:
             loss = F.cross_entropy(logits, y, reduction="none")
         if self.reweight:

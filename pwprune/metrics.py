@@ -92,9 +92,26 @@ def _auroc(scores, y):
     return float(np.mean(aucs)) if aucs else math.nan
 
 
-def group_metrics(logits, labels, groups, group_names):
+def _class_auroc(scores, y, c):
+    """One-vs-rest AUROC of class c over the whole split: its probability (or, for a single logit,
+    +-logit) ranks class c against every other sample; NaN when the class is absent or alone, or the
+    scores are not finite. = sklearn's roc_auc_score(y, p, multi_class="ovr", average=None)[c]."""
+    positive = y == c
+    if not 0 < positive.sum() < len(y) or not np.all(np.isfinite(scores)):
+        return math.nan
+    score = (scores if c == 1 else -scores) if scores.ndim == 1 else scores[:, c]
+    return _binary_auroc(positive, score)
+
+
+def group_metrics(logits, labels, groups, group_names, groups_are_classes=False):
     """Rows `{group, n, accuracy, auroc, degenerate}` for each group (in `group_names` order,
     group id = position) and then `all`.
+
+    A group's AUROC is computed over its own samples, except with `groups_are_classes` (the groups
+    are the classes, group id = label, as CIFAR-10's; the prepared data's meta says so): a group
+    holds one class only, so its AUROC is that class's one-vs-rest AUROC over the whole split, as
+    the authors report it (prune/evaluate.py:16-19, roc_auc_score(..., multi_class='ovr',
+    average=None)). Labels that differ from the groups are then refused (ValueError).
 
     `degenerate` is a property of the model, not of a group: True when it predicts one class for
     every sample of the whole evaluated split. It is repeated on every row. (Per group it would be
@@ -109,15 +126,19 @@ def group_metrics(logits, labels, groups, group_names):
     if len(g) and (g.min() < 0 or g.max() >= len(group_names)):
         raise ValueError(f"group_metrics: group ids span {g.min()}..{g.max()} but group_names "
                          f"has {len(group_names)} entries; pass one name per group id")
+    if groups_are_classes and not np.array_equal(y, g):
+        raise ValueError(f"group_metrics: groups_are_classes, but {int(np.sum(y != g))} of {len(y)} samples "
+                         "have a group id other than their label; pass groups_are_classes=False")
     degenerate = bool(len(pred) > 0 and len(np.unique(pred)) == 1)
     rows = []
     masks = [(str(name), g == i) for i, name in enumerate(group_names)]
     masks.append(("all", np.ones(len(y), dtype=bool)))
-    for name, m in masks:
+    for i, (name, m) in enumerate(masks):
         n = int(m.sum())
         acc = float(np.mean(pred[m] == y[m])) if n else math.nan
-        rows.append({"group": name, "n": n, "accuracy": acc, "auroc": _auroc(scores[m], y[m]),
-                     "degenerate": degenerate})
+        per_class = groups_are_classes and i < len(group_names)
+        auroc = _class_auroc(scores, y, i) if per_class else _auroc(scores[m], y[m])
+        rows.append({"group": name, "n": n, "accuracy": acc, "auroc": auroc, "degenerate": degenerate})
     return rows
 
 

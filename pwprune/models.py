@@ -15,6 +15,8 @@ MODEL_NAMES = (
     "small_cnn",
     "resnet20",
     "resnet56",
+    "resnet20_a",
+    "resnet56_a",
     "resnet18",
     "resnet34",
     "vgg16",
@@ -54,19 +56,22 @@ class SmallCNN(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # CIFAR-style ResNet (He et al. 2016, section 4.2): 3 stages of n basic blocks, 16/32/64 channels.
-# Shortcuts that change shape are 1x1 conv + BN projections (option B) rather than zero-padding,
-# because Torch-Pruning can follow a conv through the residual add but not a padded identity.
+# resnet20 / resnet56: shortcuts that change shape are 1x1 conv + BN projections (option B) rather
+# than zero-padding, because Torch-Pruning can follow a conv through the residual add but not a padded
+# identity; that keeps the residual stream prunable. Option A (the paper's authors'): CifarResNetA.
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, c_in, c_out, stride):
+    def __init__(self, c_in, c_out, stride, shortcut="B"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != c_out:
+        if (stride != 1 or c_in != c_out) and shortcut == "A":
+            self.shortcut = PadShortcut(c_in, c_out, stride)
+        elif stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x):
@@ -76,19 +81,21 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, n_blocks, in_channels, n_out, widths=(16, 32, 64)):
+    def __init__(self, n_blocks, in_channels, n_out, widths=(16, 32, 64), shortcut="B"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         blocks, c = [], widths[0]
         for s, w in enumerate(widths):
             for b in range(n_blocks):
-                blocks.append(BasicBlock(c, w, 2 if (s > 0 and b == 0) else 1))
+                blocks.append(BasicBlock(c, w, 2 if (s > 0 and b == 0) else 1, shortcut))
                 c = w
         self.layers = nn.Sequential(*blocks)
         self.fc = nn.Linear(c, n_out)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if shortcut == "A" and isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)  # He init (fan_in) of every weight, as the authors'
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
@@ -96,6 +103,46 @@ class CifarResNet(nn.Module):
         x = self.layers(x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# The same CIFAR ResNets with He et al.'s option-A shortcuts, as the paper's authors train their
+# ResNet-56 (robbiemeyer/pw_loss_pruning models/resnet.py:55-70, 104-111): where the shape changes,
+# the identity is subsampled (stride 2) and zero-padded with (c_out - c_in) / 2 channels on each side;
+# no parameters, 0.85 M for ResNet-56 in all. Names resnet20_a / resnet56_a.
+#
+# The padded identity adds the block input's channel i to output channel i + pad, and every block of
+# a stage adds into the same channels: the stem conv, every block's conv2 and the shortcuts form one
+# residual stream whose channels shift at each stage transition. Torch-Pruning traces F.pad as an
+# elementwise op and cannot map those shifted indices, so this stream is fixed (fixed_layers): only the
+# blocks' inner channels (conv1 -> bn1 -> conv2's input) are pruned. That is also what the authors'
+# true_prune removes in practice: it removes a channel only where the activation is zero for the
+# whole input, and a masked conv2 output channel is still fed by the identity (prune/utils.py:329-362).
+
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut: x[:, :, ::stride, ::stride] with zero channels on both sides."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        if c_out < c_in:
+            raise ValueError(f"an option-A shortcut only adds channels, got {c_in} -> {c_out}")
+        self.stride, self.front = int(stride), (c_out - c_in) // 2
+        self.back = c_out - c_in - self.front
+
+    def forward(self, x):
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.front, self.back))
+
+
+class CifarResNetA(CifarResNet):
+    def __init__(self, n_blocks, in_channels, n_out, widths=(16, 32, 64)):
+        super().__init__(n_blocks, in_channels, n_out, widths, shortcut="A")
+
+    def fixed_layers(self):
+        """The residual stream's writers: their output channels are never pruned (see above)."""
+        return [self.conv1] + [block.conv2 for block in self.layers]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,6 +255,10 @@ def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="non
         return CifarResNet(3, in_channels, n_out)
     if name == "resnet56":
         return CifarResNet(9, in_channels, n_out)
+    if name == "resnet20_a":
+        return CifarResNetA(3, in_channels, n_out)
+    if name == "resnet56_a":
+        return CifarResNetA(9, in_channels, n_out)
     return _torchvision(name, in_channels, n_out, input_size)
 
 
@@ -264,3 +315,11 @@ def classifier_layers(model):
     if not linears:
         raise ValueError(f"model {type(model).__name__} has no nn.Linear classifier")
     return [linears[-1]]
+
+
+def fixed_layers(model):
+    """Layers whose output channels pruning never removes: the classifier (classifier_layers) and
+    whatever the model itself declares through a `fixed_layers()` method (the option-A ResNets'
+    residual stream). Their input channels may still go with a pruned producer."""
+    own = model.fixed_layers() if callable(getattr(model, "fixed_layers", None)) else []
+    return classifier_layers(model) + [m for m in own if m not in classifier_layers(model)]

@@ -20,7 +20,7 @@ from pwprune.fileio import atomic_open
 
 # columns of a per-job metrics file; the tidy table's are pwprune.summary.METRICS_COLUMNS
 METRIC_COLUMNS = ["stage", "split", "group", "n", "accuracy", "auroc", "degenerate", "params",
-                  "macs", "latency_ms", "achieved_reduction"]
+                  "macs", "latency_ms", "achieved_reduction", "counted_layers"]
 
 
 # ---------------------------------------------------------------- job plumbing
@@ -184,9 +184,13 @@ def load_tensor(path):
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print):
+def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print,
+             counted_layers="all"):
     """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
-    size, MACs and measured CPU latency per sample. Returns the rows (dicts with METRIC_COLUMNS)."""
+    size, MACs (every layer's) and measured CPU latency per sample. Returns the rows (dicts with
+    METRIC_COLUMNS). `achieved_reduction` is in the pruning's count, which `counted_layers` names
+    ("all" or "conv", pwprune.pruning.graph.LAYER_SCOPES). Where the prepared data's groups are its
+    classes (meta `groups_are_classes`), a group's AUROC is its class's one-vs-rest AUROC."""
     from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
     from pwprune.models import example_input
 
@@ -199,9 +203,11 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
     # eval_splits already lists "test" first (pwprune.data meta); adding it again doubled the rows
     for split in list(prepared.meta.get("eval_splits") or ["test"]):
         logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch), device)
-        for r in group_metrics(logits, labels, groups, prepared.meta["group_names"]):
+        for r in group_metrics(logits, labels, groups, prepared.meta["group_names"],
+                               groups_are_classes=bool(prepared.meta.get("groups_are_classes", False))):
             rows.append({"stage": stage, "split": split, **r, "params": params, "macs": macs,
-                         "latency_ms": lat, "achieved_reduction": achieved_reduction})
+                         "latency_ms": lat, "achieved_reduction": achieved_reduction,
+                         "counted_layers": counted_layers})
         overall = next(r for r in rows if r["split"] == split and r["group"] == "all")
         log(f"[{stage}] {split}: accuracy {overall['accuracy']:.4f}, AUROC {overall['auroc']:.4f}, "
             f"{macs / 1e6:.3f} MMACs, {params} params, {lat:.3f} ms/sample")
@@ -293,17 +299,24 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, evaluate_cfg, seed, d
     t0 = time.perf_counter()
     result = prune_to_target(model, prune["method"], prune["target"], example_input(arch).to(device),
                              device=device, seed=seed, tolerance=prune.get("tolerance", 0.02), log=log,
+                             layers=prune.get("layers", "all"),
                              **kwargs, **prune.get("options", {}))
     seconds = time.perf_counter() - t0
     log(f"{context}: achieved {result.achieved_reduction:.4f} MAC reduction (target {prune['target']}) "
         f"in {seconds:.1f} s; {result.note or ''}")
     rows = evaluate(result.model, prepared, arch, evaluate_cfg, device, "pruned",
-                    result.achieved_reduction, log)
+                    result.achieved_reduction, log, counted_layers=result.counted_layers)
     write_json(out["info"], {"method": prune["method"], "target_reduction": prune["target"],
                              "achieved_reduction": result.achieved_reduction,
                              "within_tolerance": bool(result.within_tolerance), "note": result.note,
                              "macs_before": result.macs_before, "macs_after": result.macs_after,
                              "params_before": result.params_before, "params_after": result.params_after,
+                             # achieved_reduction and macs_* are in this count (all: every layer, conv:
+                             # full convolutions only); total_*: every layer's MACs, whatever the count
+                             "counted_layers": result.counted_layers,
+                             "total_macs_before": result.total_macs_before,
+                             "total_macs_after": result.total_macs_after,
+                             "total_reduction": 1.0 - result.total_macs_after / result.total_macs_before,
                              "seconds": seconds,
                              "continued_from": str(trajectory_path) if trajectory_path else None})
     write_rows(out["metrics"], rows, METRIC_COLUMNS)
@@ -320,7 +333,8 @@ def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_
 
     prepared = load_data(data_dir)
     model, info = load_checkpoint(pruned_path, device=device)
-    achieved = json.loads(Path(pruned_info_path).read_text())["achieved_reduction"]
+    pruned_info = json.loads(Path(pruned_info_path).read_text())
+    achieved, counted = pruned_info["achieved_reduction"], pruned_info.get("counted_layers", "all")
     loop = finetune["loop"]
     teacher = None
     if finetune["loss"] != "ce":
@@ -338,7 +352,8 @@ def finetune_stage(data_dir, pruned_path, pruned_info_path, dense_path, teacher_
         # keeps the pruned weights and says so in its metadata.
         log(f"{context}: fine-tuning diverged; recording the trial as degenerate")
         model, _ = load_checkpoint(pruned_path, device=device)
-    rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log)
+    rows = evaluate(model, prepared, info["arch"], evaluate_cfg, device, "finetuned", achieved, log,
+                    counted_layers=counted)
     if diverged:
         for r in rows:
             r.update(accuracy=math.nan, auroc=math.nan, degenerate=True)
@@ -370,10 +385,13 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
                  "method": run["method"], "loss": run["label"], "prune_loss": run["ploss"],
                  "finetune_loss": run["floss"], "target_reduction": float(run["target"]),
                  "seed": int(run["seed"])}
+        counted = rows(run["pruned"])["counted_layers"].iloc[0]
         for stage in ("dense", "pruned", "finetuned"):
             df = rows(run[stage]).copy()
             for k, v in ident.items():
                 df[k] = v
+            if stage == "dense":  # 0 in any count; labelled with the count its comparison uses
+                df["counted_layers"] = counted
             frames.append(df)
         sh = pd.read_csv(run["shares"])
         for k in ("experiment", "method", "loss", "target_reduction", "seed"):
@@ -405,3 +423,23 @@ def summary_stage(metrics_path, md, csv, log=print):
     table = summary.summarize(summary.read_metrics(metrics_path))
     summary.write_summary(table, md, csv)
     log(f"summary: {len(table)} rows -> {md}, {csv}")
+
+
+def variant_summary_stage(metrics_path, pairs, descriptions, md, csv, log=print):
+    """Variant experiments against their bases (pwprune.summary.compare_variants) -> md, csv."""
+    from pwprune import summary
+
+    metrics = summary.read_metrics(metrics_path)
+    table = summary.compare_variants(metrics, [tuple(p) for p in pairs])
+    effects = summary.summarize(metrics)
+    summary.write_variant_summary(table, effects, md, csv, descriptions)
+    log(f"variants: {len(table)} rows for {', '.join(v for v, _ in pairs)} -> {md}, {csv}")
+
+
+def variant_figure_stage(metrics_path, variant, base, png, pdf, log=print):
+    from pwprune import plots, summary
+
+    stem = str(png)[: -len(".png")]
+    assert str(pdf) == stem + ".pdf", (png, pdf)
+    paths = plots.variant_comparison(summary.read_metrics(metrics_path), variant, base, stem)
+    log(f"wrote {', '.join(map(str, paths))}")

@@ -472,3 +472,47 @@ def make_all(metrics_df, shares_df, experiment, out_dir, split="test"):
     return [p for name in FIGURES
             for p in make_figure(name, metrics_df, shares_df, experiment,
                                  os.path.join(out_dir, name), split)]
+
+
+# --- variants: one experiment's methods run another way, on the same trials (issue 19) ---
+
+def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
+    """Rows = the variant's methods; columns = fairness gap and worst-group drop; CE/PW in their
+    colours, the base solid with circles, the variant dashed with squares (mean ± 95% CI over
+    seeds). Writes out_stem.png/.pdf; returns both paths."""
+    validate_metrics(metrics_df, "metrics_df")
+    d = clean_metrics(metrics_df)
+    d = d[d["split"] == split]
+    trials = trial_table(d, "finetuned")
+    v = trials[trials["experiment"] == variant]
+    b = trials[trials["experiment"] == base]
+    methods = sort_methods(v["method"])
+    if not methods or not len(b):
+        missing = variant if not methods else base
+        return _placeholder(f"{variant} vs {base}", f"No fine-tuned trials of {missing} in the table.",
+                            out_stem)
+    targets = sorted(set(trials.loc[trials["experiment"].isin([variant, base]), "target_reduction"] * 100))
+    columns = FAIRNESS_PANELS[:2]
+    fig = Figure(figsize=(3.6 * len(columns) + 0.6, 2.9 * len(methods) + 1.2), layout="constrained")
+    axes = _panel_grid(fig, len(methods), len(columns), sharey="col")
+    styles = ((base, b, "o", "-"), (variant, v, "s", "--"))
+    for i, method in enumerate(methods):
+        for j, (value, ylabel) in enumerate(columns):
+            ax = axes[i, j]
+            ax.axhline(0, color=PALETTE["dense"], linewidth=0.6, linestyle=":")
+            k = 0
+            for _, t, marker, ls in styles:
+                for loss in ("ce", "pw"):
+                    _series(ax, t[t["method"] == method], value, loss, k, 4, _spacing(targets), marker=marker,
+                            linestyle=ls, bounds=(-100, 100) if value == "worst_drop" else (0, 100))
+                    k += 1
+            _reduction_axis(ax, targets)
+            ax.set_ylabel(ylabel)
+            ax.set_title(method, fontsize=10)
+            ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=_color(loss), marker=marker, linestyle=ls, label=f"{_label(loss)}, {name}")
+               for name, _, marker, ls in styles for loss in ("ce", "pw")]
+    handles += [_ci_handle(), _degenerate_handle()]
+    _legend(fig, handles, ncol=3)
+    fig.suptitle(f"{variant} vs {base}: fairness after fine-tuning ({split} split)")
+    return _save(fig, out_stem)

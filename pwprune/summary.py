@@ -16,8 +16,8 @@ from scipy import stats
 from pwprune.metrics import fairness
 
 METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "loss", "prune_loss",
-                   "finetune_loss", "target_reduction", "achieved_reduction", "seed", "stage",
-                   "group", "n", "accuracy", "auroc", "params", "macs", "latency_ms",
+                   "finetune_loss", "target_reduction", "achieved_reduction", "counted_layers", "seed",
+                   "stage", "group", "n", "accuracy", "auroc", "params", "macs", "latency_ms",
                    "degenerate", "split")
 SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
                   "group", "share")
@@ -247,6 +247,95 @@ def write_summary(df, md_path, csv_path):
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
         lines.append("\n(no CE/PW fine-tuned trials in the metrics table)")
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return [md_path, csv_path]
+
+
+# ---------------------------------------------------------------- variants (issue 19)
+
+VARIANT_VALUES = (("gap", "gap"), ("worst_drop", "worst-group drop"), ("accuracy", "accuracy"))
+
+
+def compare_variants(metrics_df, pairs):
+    """Each variant experiment against its base on the same trials: per (variant, split,
+    method, loss, target_reduction), the mean over seeds of variant − base for the fairness gap,
+    the worst-group accuracy drop from dense and the overall accuracy, paired by seed, with 95%
+    t-intervals and paired t-test p-values. `pairs`: [(variant, base), ...]. Fractions, like
+    summarize."""
+    validate_metrics(metrics_df, "metrics_df")
+    trials = trial_table(clean_metrics(metrics_df), "finetuned")
+    keys = ["split", "method", "loss", "target_reduction"]
+    out = []
+    for variant, base in pairs:
+        v_all = trials[trials["experiment"] == variant]
+        b_all = trials[trials["experiment"] == base]
+        for key, v in v_all.groupby(keys, sort=True):
+            sel = np.ones(len(b_all), dtype=bool)
+            for k, val in zip(keys, key):
+                sel &= (b_all[k] == val).to_numpy()
+            b = b_all[sel].set_index("seed")
+            v = v.set_index("seed")
+            row = dict(variant=variant, base=base, **dict(zip(keys, key)))
+            for col, _ in VARIANT_VALUES:
+                diff, half, p, n, note = _paired_test(b[col], v[col])
+                row.update({f"{col}_base": t_interval(b[col])[0], f"{col}_variant": t_interval(v[col])[0],
+                            f"{col}_diff": diff, f"{col}_diff_ci95": half, f"{col}_p": p})
+                row.setdefault("n_pairs", n)
+                row.setdefault("note", note if not len(b) == 0 else f"no trials of {base}")
+            row["degenerate_base"] = int(b["degenerate"].sum())
+            row["degenerate_variant"] = int(v["degenerate"].sum())
+            out.append(row)
+    cols = (["variant", "base"] + keys + ["n_pairs"]
+            + [f"{c}_{s}" for c, _ in VARIANT_VALUES for s in ("base", "variant", "diff", "diff_ci95", "p")]
+            + ["degenerate_base", "degenerate_variant", "note"])
+    res = pd.DataFrame(out, columns=cols)
+    rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
+    res["_rank"] = res["method"].map(rank)
+    res = res.sort_values(["variant", "split", "_rank", "loss", "target_reduction"])
+    return res.drop(columns="_rank").reset_index(drop=True)
+
+
+def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
+    """variants csv: the compare_variants frame (fractions). md: the same in pp, then the CE-vs-PW
+    table (summarize) of every experiment involved, so the PW effect can be read per variant."""
+    df.to_csv(csv_path, index=False)
+    lines = ["# Variants: the same trials with the methods run another way", "",
+             "Each variant experiment prunes and fine-tunes the same dense models (its base's: same "
+             "data, model, seeds) with other method options. Per method, loss and FLOP reduction: "
+             "the base's and the variant's mean over seeds, and variant − base paired by seed "
+             "(± 95% t-interval half-width; p from a paired t-test). Gap = best − worst group "
+             "accuracy after fine-tuning; worst drop = the largest group accuracy drop from the "
+             "seed's dense model; all in percentage points (pp).", ""]
+    for variant, text in (descriptions or {}).items():
+        lines.append(f"- **{variant}**: {text}")
+    if descriptions:
+        lines.append("")
+    header = ["variant", "base", "split", "method", "loss", "FLOP reduction (%)", "pairs"]
+    for _, label in VARIANT_VALUES:
+        header += [f"{label}: base (pp)", f"{label}: variant (pp)", f"{label}: variant − base (pp)", "p"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in df.to_dict("records"):
+        cells = [r["variant"], r["base"], r["split"], r["method"], r["loss"],
+                 f"{100 * r['target_reduction']:.4g}", r["n_pairs"]]
+        for col, _ in VARIANT_VALUES:
+            p = r[f"{col}_p"]
+            cells += [_pp(r[f"{col}_base"]), _pp(r[f"{col}_variant"]),
+                      _pp(r[f"{col}_diff"], r[f"{col}_diff_ci95"], signed=True),
+                      "–" if not np.isfinite(p) else f"{p:.3g}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if not len(df):
+        lines.append("\n(no fine-tuned trials of any variant in the metrics table)")
+    lines += ["", "## CE vs PW in each experiment", "",
+              "PW − CE of the gap, paired by seed (negative = PW is fairer), per experiment:", "",
+              "| experiment | split | method | FLOP reduction (%) | gap CE (pp) | gap PW (pp) | PW − CE (pp) | p |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in effects.itertuples(index=False):
+        p = "–" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"
+        lines.append(f"| {r.experiment} | {r.split} | {r.method} | {100 * r.target_reduction:.4g} | "
+                     f"{_pp(r.gap_ce, r.gap_ce_ci95)} | {_pp(r.gap_pw, r.gap_pw_ci95)} | "
+                     f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} |")
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return [md_path, csv_path]

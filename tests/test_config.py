@@ -133,7 +133,7 @@ def test_shipped_configs_are_valid(params):
     (lambda c: c["experiments"]["default"].update(losses=["ce", "focal"]), "experiments.default.losses.1",
      r"'focal' is not valid; valid values: ce, pw"),
     (lambda c: c.update(active=["default", "nope"]), "active",
-     r"experiment 'nope' is not defined; defined: default, digits_memorised, celeba_resnet18"),
+     r"experiment 'nope' is not defined; defined: default, digits_memorised, default_authors, celeba_resnet18"),
     (lambda c: c.update(device="tpu"), "device", r"'tpu' does not match"),
 ])
 def test_validate_names_key_and_valid_values(cfg, mutate, key, what):
@@ -151,6 +151,7 @@ def test_validate_lists_every_problem(cfg):
 
 def test_validate_fills_loop_defaults(cfg):
     del cfg["experiments"]["default"]["train"]["weight_decay"]
+    del cfg["experiments"]["default_authors"]  # its train loop must equal the default's
     out = pc.validate(cfg, SCHEMA)
     train = out["experiments"]["default"]["train"]
     assert train["weight_decay"] == 0.0

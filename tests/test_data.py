@@ -33,7 +33,7 @@ def test_digits_group_shares_and_sizes(digits_dir):
     m = p.meta
     assert m["kind"] == "digits" and m["num_classes"] == 10 and m["group_names"] == ["majority", "minority"]
     assert m["in_channels"] == 3 and m["input_size"] == 16 and m["splits"] == ["train", "val", "test"]
-    assert m["eval_splits"] == ["test"]
+    assert m["eval_splits"] == ["test"] and m["groups_are_classes"] is False
     sizes = {n: len(p.splits[n]) for n in m["splits"]}
     assert sum(sizes.values()) == 1797  # every scikit-learn digit used exactly once
     share = {n: p.splits[n].g.mean() for n in m["splits"]}
@@ -159,6 +159,7 @@ def test_cifar10_standard(cifar_root, tmp_path):
     p = load_prepared(tmp_path / "out")
     assert m["class_names"][3] == "cat" and m["group_names"] == m["class_names"] and m["num_classes"] == 10
     assert m["sizes"] == {"train": 900, "val": 100, "test": 100}
+    assert m["groups_are_classes"] is True and p.meta["groups_are_classes"] is True  # per-class AUROC (metrics)
     for n in ("train", "val", "test"):
         s = p.splits[n]
         assert np.array_equal(s.g, s.y)  # groups = classes

@@ -158,3 +158,41 @@ def test_binary_auroc_matches_sklearn_with_ties():
         y[0], y[1] = 0, 1
         scores = rng.integers(0, 5, n).astype(float)  # few distinct values: many ties
         assert _binary_auroc(y == 1, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+# ---- groups = classes (CIFAR-10): each group's AUROC is its class's one-vs-rest AUROC (issue 19, item 7)
+
+
+def test_groups_are_classes_auroc_is_sklearns_per_class_one_vs_rest():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=60)
+    logits = torch.tensor(rng.normal(size=(60, 4)) + 1.5 * np.eye(4)[labels], dtype=torch.float32)
+    logits[:5] = logits[5:10]  # ties across samples
+    names = ["a", "b", "c", "d"]
+    y = torch.tensor(labels)
+    rows = by_group(group_metrics(logits, y, y, names, groups_are_classes=True))
+    probs = torch.softmax(logits.double(), 1).numpy()
+    expected = roc_auc_score(labels, probs, multi_class="ovr", average=None)  # the authors' evaluate.py:16-17
+    assert [rows[n]["auroc"] for n in names] == pytest.approx(list(expected), abs=1e-9)
+    assert rows["all"]["auroc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    # per group (the default) a group holds one class: no AUROC, which is why the flag exists
+    plain = by_group(group_metrics(logits, y, y, names))
+    assert all(math.isnan(plain[n]["auroc"]) for n in names)
+    assert [plain[n]["accuracy"] for n in names] == [rows[n]["accuracy"] for n in names]
+
+
+def test_groups_are_classes_single_logit_and_absent_class():
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0, -0.5])
+    y = torch.tensor([1, 0, 0, 0, 1, 1])
+    rows = by_group(group_metrics(logits, y, y, ["neg", "pos"], groups_are_classes=True))
+    auc = roc_auc_score(y.numpy(), logits.numpy())
+    assert rows["pos"]["auroc"] == pytest.approx(auc) and rows["neg"]["auroc"] == pytest.approx(auc)
+    absent = by_group(group_metrics(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 0, 1]),
+                                    ["x", "y", "z"], groups_are_classes=True))
+    assert math.isnan(absent["z"]["auroc"]) and absent["z"]["n"] == 0
+
+
+def test_groups_are_classes_refuses_groups_that_are_not_the_labels():
+    with pytest.raises(ValueError, match="groups_are_classes"):
+        group_metrics(torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"],
+                      groups_are_classes=True)

@@ -9,8 +9,8 @@ from pwprune.models import (MODEL_NAMES, arch_dict, build_from_arch, build_model
                             example_input, num_outputs)
 
 # small inputs keep the torchvision models cheap on CPU
-SIZES = {"small_cnn": 16, "resnet20": 32, "resnet56": 32, "resnet18": 32, "resnet34": 32, "vgg16": 32,
-         "efficientnet_v2_s": 32, "efficientnet_v2_m": 32}
+SIZES = {"small_cnn": 16, "resnet20": 32, "resnet56": 32, "resnet20_a": 16, "resnet56_a": 16, "resnet18": 32,
+         "resnet34": 32, "vgg16": 32, "efficientnet_v2_s": 32, "efficientnet_v2_m": 32}
 
 
 def test_num_outputs_binary_is_one_logit():

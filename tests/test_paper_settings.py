@@ -18,7 +18,7 @@ from conftest import REPO, snakemake
 from data_fixtures import write_celeba, write_cifar10, write_fitzpatrick
 
 DOC = REPO / "docs" / "paper-settings.md"
-NOT_PAPER = ("default", "digits_memorised")  # the embedded experiments; every other one is a paper setting
+NOT_PAPER = ("default", "digits_memorised", "default_authors")  # the embedded experiments; every other one is a paper setting
 NOT_HYPERPARAMETERS = ("description", "evaluate", "resources")  # keys of an experiment the table skips
 # rows every section must have, whatever the setting
 CORE_KEYS = ["dataset.kind", "dataset.image_size", "model", "pretrained", "seeds", "losses",

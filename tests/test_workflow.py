@@ -287,6 +287,10 @@ CONFIG_CHANGES = {
                      lambda r, w: r != "prepare_data"),
     "minority_share": (("dataset", "minority_share", lambda v: round(v + 0.05, 3)), "Params have changed",
                        lambda r, w: True),
+    # Taylor's restore_weights "authors": the dense weights come back in the PW arm only
+    "taylor_restore_authors": (("prune", "taylor", lambda v: {**v, "restore_weights": "authors"}),
+                               "Params have changed",
+                               lambda r, w: r == "prune" and w["method"] == "taylor" and w["ploss"].startswith("pw")),
 }
 
 

@@ -131,6 +131,10 @@ def prepare(dataset_cfg: dict, raw_root=None, out_dir=None, log=print) -> dict:
         "num_classes": len(built["class_names"]),
         "class_names": built["class_names"],
         "group_names": built["group_names"],
+        # the groups are the classes (CIFAR-10): metrics then give each group its class's
+        # one-vs-rest AUROC over the whole split (pwprune.metrics.group_metrics)
+        "groups_are_classes": bool(built["group_names"] == built["class_names"] and all(
+            np.array_equal(y, g) for _, y, g in splits.values())),
         "in_channels": int(x_train.shape[1]),
         "input_size": int(x_train.shape[-1]),
         "mean": mean,

@@ -10,6 +10,13 @@ distribution; `test` is the official test set, untouched.
   standard   - as shipped.
   imbalanced - keep only `keep_fraction` (0.2) of the training images of `imbalanced_classes`
                (cat, dog), chosen without replacement, seeded.
+  imbalanced_authors - the authors' code as written (datasets/helpers.py:114-125), not as meant:
+               per class (in the order of their Python set), int((1 - keep_fraction) * n) indices
+               drawn *with* replacement; `sum` of the per-class arrays adds them elementwise, and
+               the images whose index equals one of those sums are dropped. With cat and dog that
+               drops ~3.9 % of every class, not 80 % of cats and dogs. Seeded by the dataset seed,
+               whose generator makes these draws first: `seed: 123456789` draws exactly the authors'
+               indices (helpers.py:119).
   shortcut   - a `square_size` px (4, at native 32 px) yellow square pasted at a random spot on
                `shortcut_rate` (98%) of the `shortcut_class` (dog) images of train and of val, and on
                `shortcut_other_rate` (2%) of every other class's images (exact per-class counts,
@@ -26,7 +33,7 @@ import numpy as np
 
 from .common import DatasetError, check_fraction, pick_per_label, resize_batch, stratified_split
 
-VARIANTS = ("standard", "imbalanced", "shortcut")
+VARIANTS = ("standard", "imbalanced", "imbalanced_authors", "shortcut")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 DEFAULTS = {
@@ -104,6 +111,33 @@ def _load(root, train: bool):
     return x, np.asarray(ds.targets, np.int64), list(ds.classes)
 
 
+def authors_imbalance(y, affected, keep_fraction, rng) -> np.ndarray:
+    """Boolean keep-mask of the authors' imbalanced CIFAR-10 as their code runs (helpers.py:114-125):
+
+        affected_idx = [[i for i ... if targets[i] == x] for x in {class indices}]   # a set
+        discarded_idx = sum([rng.choice(x, int(0.8 * len(x))) for x in affected_idx])
+        included_idx = [i for i in range(len(train_data)) if i not in set(discarded_idx)]
+
+    rng.choice samples with replacement; `sum` of numpy arrays adds them elementwise (starting
+    from 0), so with two classes each discarded "index" is the sum of a cat's and a dog's index;
+    sums past the end match no image. Classes of unequal size cannot be added elementwise: the
+    authors' code would fail there, and so does this (DatasetError)."""
+    draws = []
+    for c in {int(k) for k in affected}:  # a set, iterated as theirs (ints hash to themselves)
+        idx = np.flatnonzero(np.asarray(y) == c)  # rng.choice draws from it as from their list
+        draws.append(rng.choice(idx, int((1 - keep_fraction) * len(idx))))
+    try:
+        discarded = sum(draws) if draws else np.zeros(0, np.int64)
+    except ValueError as e:
+        raise DatasetError(f"cifar10 imbalanced_authors: the classes' draws have different lengths "
+                           f"({', '.join(str(len(d)) for d in draws)}), which the authors' elementwise sum "
+                           f"cannot add ({e}); use variant imbalanced") from None
+    keep = np.ones(len(y), bool)
+    discarded = np.unique(np.asarray(discarded, np.int64))
+    keep[discarded[(discarded >= 0) & (discarded < len(y))]] = False
+    return keep
+
+
 def build(cfg: dict, raw_root, log=print) -> dict:
     check_files(raw_root)
     x_pool, y_pool, classes = _load(raw_root, train=True)
@@ -122,6 +156,14 @@ def build(cfg: dict, raw_root, log=print) -> dict:
         x_pool, y_pool = x_pool[keep], y_pool[keep]
         log(f"cifar10 imbalanced: kept {cfg['keep_fraction']} of {', '.join(cfg['imbalanced_classes'])}; "
             f"training pool now {len(y_pool)} images")
+    elif variant == "imbalanced_authors":
+        keep = authors_imbalance(y_pool, [classes.index(c) for c in cfg["imbalanced_classes"]],
+                                 cfg["keep_fraction"], rng)
+        dropped = np.bincount(y_pool[~keep], minlength=len(classes))
+        x_pool, y_pool = x_pool[keep], y_pool[keep]
+        log("cifar10 imbalanced_authors (the authors' code as written): dropped "
+            + ", ".join(f"{c} {int(d)}" for c, d in zip(classes, dropped))
+            + f"; training pool now {len(y_pool)} images")
 
     parts = stratified_split(y_pool, {"val": cfg["val_fraction"], "train": 1.0}, rng)
     splits = {name: (x_pool[parts[name]], y_pool[parts[name]]) for name in ("train", "val")}

@@ -6,10 +6,14 @@ On disk (`root`): the public `fitzpatrick17k.csv` (github.com/mattgroh/fitzpatri
 md5hash, fitzpatrick_scale, fitzpatrick_centaur, label, nine_partition_label,
 three_partition_label, qc, url, url_alphanum) and `images/<md5hash>.jpg`.
 
-Splits (seeded, stratified by label, and by group for 3-6): skin types 1-2 -> `test_fraction` test, `val_fraction`
-val, the rest train; skin types 3-4 and 5-6 -> `val_fraction` val, the rest test. So train
-holds 1-2 only, while val and test hold every group. Images are centre-cropped to a square
-and resized to `image_size`.
+Splits, `split: pwprune` (the default; seeded, stratified by label, and by group for 3-6): skin
+types 1-2 -> `test_fraction` test, `val_fraction` val, the rest train; skin types 3-4 and 5-6 ->
+`val_fraction` val, the rest test. So train holds 1-2 only, while val and test hold every group.
+`split: authors` (datasets/helpers.py:155-192 of the authors' code, with their --validation off):
+every 1-2 image is in train; of the 3-4 and of the 5-6 images, n // 4 (a seeded random draw per
+group, not stratified, as their random_split) are val and the rest test, so val and test hold no
+1-2 image (its group row is empty); val_fraction and test_fraction are not used.
+Images are centre-cropped to a square and resized to `image_size`.
 
 Images are fetched from the atlases' URLs by
     python -m pwprune.data.fitzpatrick17k download --csv <csv> --images <dir>
@@ -46,10 +50,14 @@ DEFAULTS = {
     "test_fraction": 0.2,
     "csv": "fitzpatrick17k.csv",
     "images": "images",
+    "split": "pwprune",
 }
+SPLITS = ("pwprune", "authors")
 
 
 def validate(cfg: dict):
+    if cfg["split"] not in SPLITS:
+        raise DatasetError(f"fitzpatrick17k: split {cfg['split']!r} is invalid; valid: {', '.join(SPLITS)}")
     check_fraction(cfg, "test_fraction", 0.0, 1.0)
     if cfg["val_fraction"] + cfg["test_fraction"] >= 0.9:
         raise DatasetError("fitzpatrick17k: val_fraction + test_fraction must be < 0.9")
@@ -119,14 +127,19 @@ def build(cfg: dict, raw_root, log=print) -> dict:
     y = df["three_partition_label"].map(CLASSES.index).to_numpy(np.int64)
     g = ((df["fitzpatrick_scale"].to_numpy(np.int64) - 1) // 2).astype(np.int64)  # 1,2->0; 3,4->1; 5,6->2
     rng = np.random.default_rng(cfg["seed"])
-    light = np.flatnonzero(g == 0)
-    dark = np.flatnonzero(g > 0)
-    p1 = stratified_split(y[light], {"test": cfg["test_fraction"], "val": cfg["val_fraction"], "train": 1.0}, rng)
-    # stratified by label x group, so 3-4 and 5-6 each keep their share in val and test
-    p2 = stratified_split(y[dark] * len(GROUPS) + g[dark], {"val": cfg["val_fraction"], "test": 1.0}, rng)
-    parts = {"train": light[p1["train"]],
-             "val": np.sort(np.concatenate([light[p1["val"]], dark[p2["val"]]])),
-             "test": np.sort(np.concatenate([light[p1["test"]], dark[p2["test"]]]))}
+    if cfg["split"] == "authors":
+        parts = authors_split(g, rng)
+        log("fitzpatrick17k: the authors' split: every 1-2 image in train, 1/4 of the 3-4 and of the 5-6 "
+            "images val, 3/4 test (val_fraction and test_fraction unused)")
+    else:
+        light = np.flatnonzero(g == 0)
+        dark = np.flatnonzero(g > 0)
+        p1 = stratified_split(y[light], {"test": cfg["test_fraction"], "val": cfg["val_fraction"], "train": 1.0}, rng)
+        # stratified by label x group, so 3-4 and 5-6 each keep their share in val and test
+        p2 = stratified_split(y[dark] * len(GROUPS) + g[dark], {"val": cfg["val_fraction"], "test": 1.0}, rng)
+        parts = {"train": light[p1["train"]],
+                 "val": np.sort(np.concatenate([light[p1["val"]], dark[p2["val"]]])),
+                 "test": np.sort(np.concatenate([light[p1["test"]], dark[p2["test"]]]))}
     # decode everything before returning, so a broken image stops preparation before any write
     from PIL import Image
 
@@ -148,6 +161,19 @@ def build(cfg: dict, raw_root, log=print) -> dict:
         log(f"fitzpatrick17k {name}: {len(idx)} images, groups "
             + ", ".join(f"{GROUPS[k]}={int((g[idx] == k).sum())}" for k in range(3)))
     return {"splits": out, "class_names": list(CLASSES), "group_names": list(GROUPS)}
+
+
+def authors_split(g, rng) -> dict:
+    """The authors' split (helpers.py:155-157, 170-177, 189-192): train = every group-0 (1-2)
+    sample; for group 1 (3-4), then group 2 (5-6), a seeded random n // 4 of its samples are val
+    and the rest test. Returns name -> sorted index array."""
+    val, test = [], []
+    for k in (1, 2):
+        idx = np.flatnonzero(g == k)
+        idx = idx[rng.permutation(len(idx))]
+        val.append(idx[:len(idx) // 4])
+        test.append(idx[len(idx) // 4:])
+    return {"train": np.flatnonzero(g == 0), "val": np.sort(np.concatenate(val)), "test": np.sort(np.concatenate(test))}
 
 
 # ---------------------------------------------------------------------------------------------

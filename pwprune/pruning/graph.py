@@ -6,6 +6,16 @@ channels define it), so a choice of channels made on one model can be applied to
 to a freshly built model of the same architecture. All groups' channels are laid out in one
 flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the importance
 criteria score, what AutoBot gates and what the MAC estimate consumes.
+
+`layers` (LAYER_SCOPES) says what is pruned and which MACs a target counts:
+  all   every group but the classifier's outputs (and a model's fixed_layers) is prunable, and MACs
+        are every layer's (Torch-Pruning's count, activations and pools included);
+  conv  only groups rooted at convolutions: no Linear layer loses output units (VGG-16's fc6/fc7
+        stay whole; fc6 still loses the input columns of a pruned last conv's channels), and MACs
+        are those of the full convolutions only (groups == 1; in x out x kernel x output size, no
+        bias): the authors' count (prune/utils.py:148-156, 176-197, 227-253, 268-271, which wraps
+        only such convs; depthwise convs are neither masked nor counted there).
+Every user of a Layout (layout.macs, layout.estimate_macs) gets the chosen count.
 """
 
 import copy
@@ -14,7 +24,16 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..models import classifier_layers
+from ..models import fixed_layers
+
+LAYER_SCOPES = ("all", "conv")
+
+
+def check_layers(layers):
+    if layers not in LAYER_SCOPES:
+        raise ValueError(f"layers must be one of {', '.join(LAYER_SCOPES)} (what pruning acts on and "
+                         f"which MACs the target counts), got {layers!r}")
+    return layers
 
 
 def build_graph(model, example_inputs):
@@ -29,6 +48,41 @@ def build_graph(model, example_inputs):
 def count_macs_params(model, example_inputs):
     macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)
+
+
+def _is_counted_conv(m):
+    """A full convolution: what the authors wrap, mask and count (prune/utils.py:270)."""
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1
+
+
+def conv_macs(model, example_inputs):
+    """{module: MACs per sample} of every full convolution: in x out channels x kernel x output
+    positions (bias not counted), as the authors' get_flops (prune/utils.py:148-156, 190-192)."""
+    out = {}
+
+    def hook(m, inputs, output):
+        per_out = int(m.in_channels) * int(torch.tensor(m.kernel_size).prod())
+        out[m] = out.get(m, 0) + per_out * output[0].numel()  # output[0]: one sample's (C, H, W)
+
+    convs = [m for m in model.modules() if _is_counted_conv(m)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_inputs[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return out
+
+
+def counted_macs(model, example_inputs, layers="all"):
+    """MACs per sample as a target counts them (module docstring): every layer's or the convs'."""
+    if check_layers(layers) == "all":
+        return count_macs_params(model, example_inputs)[0]
+    return int(sum(conv_macs(model, example_inputs).values()))
 
 
 def _is_full_conv(m):
@@ -64,9 +118,12 @@ class Layout:
              them (AutoBot) or to probe their gradient (Taylor)
     """
 
-    def __init__(self, model, DG, example_inputs):
+    def __init__(self, model, DG, example_inputs, layers="all"):
+        self.layers = check_layers(layers)
         names = {m: n for n, m in model.named_modules()}
-        ignored = classifier_layers(model)
+        ignored = fixed_layers(model)
+        if layers == "conv":  # no Linear loses output units; its inputs may go with a conv's
+            ignored += [m for m in model.modules() if isinstance(m, nn.Linear) and m not in ignored]
         self.groups, self.offsets, self.total = [], [], 0
         axes = {}  # (module name, role) -> list of (local, flat)
         site_items = {}
@@ -101,7 +158,11 @@ class Layout:
         self.sites = {name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v]))
                       for name, v in site_items.items()}
 
-        macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+        if layers == "all":
+            macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+        else:  # the convs only: the estimate below is then exact for 0/1 keep
+            layer_macs = conv_macs(model, example_inputs)
+            macs, params = sum(layer_macs.values()), sum(p.numel() for p in model.parameters())
         self.macs, self.params = int(macs), int(params)
         modules = dict(model.named_modules())
         per_module = {}
@@ -161,8 +222,8 @@ def apply_plan(DG, model, plan):
         group.prune()
 
 
-def trial_macs(model, plan, example_inputs):
-    """MACs the model would have after `plan`, measured on a pruned deepcopy."""
+def trial_macs(model, plan, example_inputs, layers="all"):
+    """MACs (as `layers` counts them) the model would have after `plan`, measured on a pruned deepcopy."""
     trial = copy.deepcopy(model)
     apply_plan(build_graph(trial, example_inputs), trial, plan)
-    return count_macs_params(trial, example_inputs)[0]
+    return counted_macs(trial, example_inputs, layers)

@@ -43,6 +43,31 @@ def normalise_in_groups(layout, scores, eps=1e-12):
     return out
 
 
+TAYLOR_SITES = ("norm", "conv")
+
+
+def conv_sites(layout, model):
+    """Like layout.sites, one step earlier: for every group, the outputs of the conv/linear layers
+    that write its channels (role "out", or "ch" for a depthwise conv), i.e. before any norm layer.
+    The authors' Taylor hooks sit there (pruner.py:313-324, 398-399: the parent conv's output)."""
+    modules = dict(model.named_modules())
+    items = {}
+    for (name, role), parts in layout.axes.items():
+        if role in ("out", "ch") and isinstance(modules[name], (nn.modules.conv._ConvNd, nn.Linear)):
+            items.setdefault(name, []).extend(parts)
+    return {name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v])) for name, v in items.items()}
+
+
+def taylor_sites(layout, model, site):
+    """Where Taylor's probe measures activation x gradient: "norm" = layout.sites (the BN outputs,
+    or the conv/linear outputs of a group without BN), "conv" = conv_sites (before BN)."""
+    if site == "norm":
+        return layout.sites
+    if site == "conv":
+        return conv_sites(layout, model)
+    raise ValueError(f"taylor option site must be one of {', '.join(TAYLOR_SITES)}, got {site!r}")
+
+
 class ChannelHooks:
     """Multiplies every gated feature map (layout.sites) by a per-channel factor.
 
@@ -54,25 +79,33 @@ class ChannelHooks:
                   an in-place ReLU later overwrites the activation.
     In gate mode, setting .probing = True adds the probe on top of the gates (Taylor's
     trajectory: channels already removed are masked by 0/1 gates while the rest are scored).
+    probe_sites (default layout.sites): where the probe sits, e.g. conv_sites(layout, model) to
+    measure before BN; the gates always sit at layout.sites.
     """
 
-    def __init__(self, model, layout, mode):
+    def __init__(self, model, layout, mode, probe_sites=None):
         self.layout, self.mode, self.gates, self.probing = layout, mode, None, False
+        self.gate_sites = layout.sites if mode == "gate" else {}
+        self.probe_sites = layout.sites if probe_sites is None else probe_sites
         self.probes = []
         modules = dict(model.named_modules())
-        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layout.sites]
+        names = list(dict.fromkeys([*self.gate_sites, *self.probe_sites]))
+        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in names]
 
     def _hook(self, name):
-        local, flat = self.layout.sites[name]
+        gate = self.gate_sites.get(name)
+        probe_at = self.probe_sites.get(name)
 
         def hook(module, inputs, out):
             c = out.shape[1]
-            if self.mode == "gate":
+            if gate is not None:
+                local, flat = gate
                 factor = torch.ones(c, device=out.device, dtype=out.dtype)
                 factor = factor.index_put((local.to(out.device),), self.gates[flat.to(out.device)].to(out.dtype))
                 out = out * factor.view(1, c, *([1] * (out.dim() - 2)))
-                if not self.probing:
-                    return out
+            if probe_at is None or (self.mode == "gate" and not self.probing):
+                return out
+            local, flat = probe_at
             probe = torch.ones(out.shape[0], c, device=out.device, dtype=out.dtype, requires_grad=True)
             self.probes.append((probe, local, flat))
             return out * probe.view(out.shape[0], c, *([1] * (out.dim() - 2)))

@@ -9,14 +9,25 @@ activations and pools the estimate leaves out. Removing the k lowest is nested i
 fall monotonically and bisection is sound. The final choice is applied to the model through
 one dependency graph, whose pruning_history() then replays the surgery on a fresh model.
 
+`layers` (graph.LAYER_SCOPES) sets what is prunable and which MACs the target counts: "all" (every
+layer's MACs, every group but the classifier's) or "conv" (the authors': only conv-rooted groups, and
+the MACs of the full convolutions; the estimate is then exact). macs_before/after and
+achieved_reduction are in that count; total_macs_before/after always count every layer.
+
 Taylor prunes iteratively, on one of two schedules:
   geometric  `steps` rounds of (score over `batches_per_step` batches while taking that many SGD
              steps on the same loss, then prune to the round's target), the targets shrinking the
-             kept MACs geometrically towards the final one; scores normalised per group;
+             kept MACs geometrically towards the final one; scores normalised per group unless
+             `normalise` is false;
   authors    the authors' trajectory (trajectory.py): `prunes_per_step` channels removed after
              every `batches_per_step` plain SGD batches until the target is reached; it can
              continue from the saved state of a smaller target (`trajectory=`), so one
-             trajectory serves every target.
+             trajectory serves every target. Never normalised (`normalise: true` is refused).
+Both measure activation x gradient where `site` says: "norm" (the BN outputs, the default) or
+"conv" (the conv outputs before BN, as the authors' hooks); the masks of the trajectory stay at the
+BN outputs either way. `restore_weights` ("never", "always", "authors" = for a PW pruning loss
+only, as the authors' scripts/prune.py:226) gives the pruned model the dense model's weights of the
+kept channels instead of the weights the pruning phase's SGD steps left.
 """
 
 import copy
@@ -25,9 +36,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .autobot import train_gates
-from .graph import Layout, apply_plan, build_graph, count_macs_params, trial_macs
-from .importance import ChannelHooks, magnitude_scores, normalise_in_groups, random_scores
+from .autobot import check_options as check_autobot_options, gate_loss, threshold_search, train_gates
+from .graph import Layout, apply_plan, build_graph, check_layers, count_macs_params, counted_macs, trial_macs
+from .importance import (TAYLOR_SITES, ChannelHooks, magnitude_scores, normalise_in_groups, random_scores,
+                         taylor_sites)
 from .loop import batches, forward_loss
 
 PRUNING_METHODS = ("random", "magnitude", "taylor", "autobot")
@@ -37,11 +49,14 @@ OPTIONS = {
     "random": {},
     "magnitude": {"norm": 2},
     "taylor": {"schedule": "geometric", "steps": 10, "batches_per_step": 8, "prunes_per_step": 1, "lr": 1e-3,
-               "momentum": 0.9},
-    "autobot": {"iterations": 200, "epochs": None, "lr": 0.05, "beta": 2.0, "binarization": 0.1},
+               "momentum": 0.9, "site": "norm", "normalise": None, "restore_weights": "never"},
+    "autobot": {"iterations": 200, "epochs": None, "lr": 0.05, "beta": 2.0, "binarization": 0.1, "init": 3.0,
+                "flop_loss": "symmetric", "mode": "eval", "keep": "last", "best_after": 0.6,
+                "plain_targets": "labels", "search": "nearest", "tolerance_pw": None},
 }
 COMMON_OPTIONS = {"min_channels": 1}
 TAYLOR_SCHEDULES = ("geometric", "authors")
+RESTORE_WEIGHTS = ("never", "always", "authors")
 # options that only one Taylor schedule reads; setting one for the other schedule is refused
 SCHEDULE_ONLY = {"steps": "geometric", "prunes_per_step": "authors"}
 
@@ -59,6 +74,9 @@ class PruneResult:
     within_tolerance: bool
     note: str
     trajectory: dict | None = None  # Taylor "authors" schedule: the state to continue from
+    counted_layers: str = "all"  # the count of macs_*/achieved_reduction: "all" or "conv" (graph.LAYER_SCOPES)
+    total_macs_before: int | None = None  # every layer's MACs (Torch-Pruning's count), whatever `layers`
+    total_macs_after: int | None = None
 
 
 def _resolve_options(method, options):
@@ -76,6 +94,21 @@ def _resolve_options(method, options):
         if wrong:
             raise ValueError(f"taylor option(s) {wrong} apply only to schedule "
                              f"{SCHEDULE_ONLY[wrong[0]]!r}, not to {opts['schedule']!r}")
+        if opts["site"] not in TAYLOR_SITES:
+            raise ValueError(f"taylor option site must be one of {', '.join(TAYLOR_SITES)}, got {opts['site']!r}")
+        if opts["restore_weights"] not in RESTORE_WEIGHTS:
+            raise ValueError(f"taylor option restore_weights must be one of {', '.join(RESTORE_WEIGHTS)}, "
+                             f"got {opts['restore_weights']!r}")
+        if opts["normalise"] is None:  # each schedule's own: geometric normalises, the authors' never
+            opts["normalise"] = opts["schedule"] == "geometric"
+        if not isinstance(opts["normalise"], bool):
+            raise ValueError(f"taylor option normalise must be true or false, got {opts['normalise']!r}")
+        if opts["normalise"] and opts["schedule"] == "authors":
+            raise ValueError("taylor option normalise: true does not apply to schedule 'authors', which ranks "
+                             "the raw scores globally as the authors' code does (pruner.py:333-335); "
+                             "use schedule 'geometric' or normalise: false")
+    if method == "autobot":
+        check_autobot_options(opts)
     if int(opts["min_channels"]) < 1:
         raise ValueError(f"min_channels must be >= 1 (a layer is never pruned to zero), got {opts['min_channels']!r}")
     return opts
@@ -136,7 +169,7 @@ def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, t
     def measure(k):
         if k not in real:
             plan = layout.plan_from_pruned(_pruned_mask(layout, cand, k))
-            real[k] = 1.0 - trial_macs(model, plan, example_inputs) / macs_before
+            real[k] = 1.0 - trial_macs(model, plan, example_inputs, layout.layers) / macs_before
             log(f"  trial: remove {k}/{len(cand)} candidate channels -> {real[k]:.4f} of MACs removed "
                 f"(target {target:.4f})")
         return real[k]
@@ -191,10 +224,10 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
     note, red = "", 0.0
     for step in range(1, steps + 1):
         round_target = 1.0 - (1.0 - target) ** (step / steps)
-        layout = Layout(model, DG, ex)
+        layout = Layout(model, DG, ex, layers=opts["layers"])
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=float(opts["momentum"]))
-        hooks = ChannelHooks(model, layout, "probe")
+        hooks = ChannelHooks(model, layout, "probe", probe_sites=taylor_sites(layout, model, opts["site"]))
         acc, seen, total_loss = torch.zeros(layout.total), 0, 0.0
         try:
             for _ in range(per_step):
@@ -208,7 +241,9 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
         finally:
             hooks.remove()
         model.train(was_training)
-        scores = normalise_in_groups(layout, acc / max(seen, 1))
+        scores = acc / max(seen, 1)
+        if opts["normalise"]:
+            scores = normalise_in_groups(layout, scores)
         plan, red, note = choose_plan(model, layout, scores, round_target, macs_before, ex, tolerance=tolerance,
                                       min_channels=int(opts["min_channels"]), exact=(step == steps), log=log)
         apply_plan(DG, model, plan)
@@ -216,6 +251,23 @@ def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, op
             f"{sum(len(v) for v in plan.values())} channels, MACs now ~{1 - red:.4f} of dense "
             f"(round target {1 - round_target:.4f})")
     return DG, note
+
+
+def restores_weights(opts, loss_fn):
+    """Does the pruned model get the dense weights back? "authors": only when the pruning loss is a
+    PW variant (it reweights or corrects the targets), as the authors restore for every method but
+    plain taylor (scripts/prune.py:226, prune/strategy.py:11, prune/utils.py:355-357)."""
+    mode = opts["restore_weights"]
+    pw = bool(getattr(loss_fn, "reweight", False) or getattr(loss_fn, "correct_targets", False))
+    return mode == "always" or (mode == "authors" and pw)
+
+
+def _restore_dense(model, dense, history, ex):
+    """Load into the pruned `model` the weights (and BN statistics) of `dense` with the same channels
+    removed: the recorded surgery replayed on the dense copy."""
+    DG = build_graph(dense, ex)
+    DG.load_pruning_history(history)
+    model.load_state_dict(dense.state_dict())
 
 
 def _loader_parts(loader):
@@ -230,7 +282,7 @@ def _loader_parts(loader):
     return dataset, int(size)
 
 
-def _taylor_authors(model, target, ex, loader, loss_fn, teacher, device, seed, opts, trajectory, log):
+def _taylor_authors(model, target, ex, loader, loss_fn, teacher, device, seed, opts, trajectory, log, dense=None):
     from .trajectory import materialize, taylor_trajectory
 
     dataset, batch_size = _loader_parts(loader)
@@ -239,13 +291,18 @@ def _taylor_authors(model, target, ex, loader, loss_fn, teacher, device, seed, o
             f"(batch {trajectory['batches']}, {int(trajectory['removed'].sum())} channels removed)")
     snap = taylor_trajectory(model, [target], ex, dataset=dataset, batch_size=batch_size, loss_fn=loss_fn,
                              teacher=teacher, device=device, seed=seed, opts=opts, resume=trajectory, log=log)[-1]
-    pruned, history = materialize(model, snap["plan"], ex)
+    # dense (restore_weights): the kept channels get the weights the trajectory started from
+    pruned, history = materialize(model if dense is None else dense, snap["plan"], ex)
     return pruned, history, snap["note"], snap["state"]
 
 
 def prune_to_target(model, method, target_reduction, example_inputs, *, loader=None, loss_fn=None, teacher=None,
-                    device="cpu", seed=0, tolerance=0.02, log=print, trajectory=None, **options):
+                    device="cpu", seed=0, tolerance=0.02, log=print, trajectory=None, layers="all", **options):
     """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
+
+    layers: "all" (every layer's MACs count and every group but the classifier's is prunable) or
+    "conv" (only conv-rooted groups are pruned and only the full convolutions' MACs count, as the
+    authors' code); see graph.LAYER_SCOPES.
 
     The pruned model is `result.model`: `model` itself, pruned in place, except for the Taylor
     "authors" schedule, whose trajectory trains the dense-shaped `model` and returns a pruned
@@ -259,15 +316,19 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
         raise ValueError(f"target_reduction must be a number in (0, 1), got {target_reduction!r}") from None
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_reduction must be in (0, 1) (fraction of MACs removed), got {target_reduction!r}")
-    opts = _resolve_options(method, options)
+    opts = {**_resolve_options(method, options), "layers": check_layers(layers)}
     if method in ("taylor", "autobot") and (loader is None or loss_fn is None):
         raise ValueError(f"pruning method {method!r} is data-driven: pass loader and loss_fn (and teacher for PW losses)")
+    if method == "autobot" and opts["tolerance_pw"] is not None and getattr(loss_fn, "reweight", False):
+        tolerance = float(opts["tolerance_pw"])  # a reweighting loss: the authors' sw_autobot epsilon
 
     device = torch.device(device)
     model.to(device)
     ex = example_inputs.to(device)
-    macs_before, params_before = count_macs_params(model, ex)
-    log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs (tolerance {tolerance})")
+    total_before, params_before = count_macs_params(model, ex)
+    macs_before = total_before if layers == "all" else counted_macs(model, ex, layers)
+    log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs "
+        f"({'every layer' if layers == 'all' else 'full convolutions only'}; tolerance {tolerance})")
     # fork the RNG so seeding here (dropout in Taylor's steps) leaves the caller's stream alone
     fork_devices = []
     if device.type == "cuda":
@@ -277,16 +338,23 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
         raise ValueError("trajectory= continues a Taylor trajectory; it applies only to method 'taylor' "
                          "with schedule 'authors'")
     state, history = None, None
+    restore = method == "taylor" and restores_weights(opts, loss_fn)
+    dense = copy.deepcopy(model) if restore else None
+    if restore:
+        log("the pruned model gets the dense weights of the kept channels (taylor restore_weights "
+            f"{opts['restore_weights']!r})")
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         if authors:
             model, history, note, state = _taylor_authors(model, target, ex, loader, loss_fn, teacher, device,
-                                                          seed, opts, trajectory, log)
+                                                          seed, opts, trajectory, log, dense=dense)
         elif method == "taylor":
             DG, note = _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log)
+            if restore:
+                _restore_dense(model, dense, DG.pruning_history(), ex)
         else:
             DG = build_graph(model, ex)
-            layout = Layout(model, DG, ex)
+            layout = Layout(model, DG, ex, layers=layers)
             if method == "random":
                 scores = random_scores(layout, torch.Generator().manual_seed(int(seed)))
             elif method == "magnitude":
@@ -295,22 +363,33 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
                 iterations = opts["iterations"]
                 if opts["epochs"] is not None:
                     iterations = int(opts["epochs"]) * len(loader)
-                scores = train_gates(model, layout, loader, loss_fn, teacher, target, device,
-                                     iterations=int(iterations), lr=float(opts["lr"]), beta=float(opts["beta"]),
-                                     binarization=float(opts["binarization"]), log=log)
-            plan, _, note = choose_plan(model, layout, scores, target, macs_before, ex, tolerance=tolerance,
-                                        min_channels=int(opts["min_channels"]), log=log)
+                scores = train_gates(model, layout, loader, gate_loss(loss_fn, opts["plain_targets"], teacher),
+                                     teacher, target, device, iterations=int(iterations), lr=float(opts["lr"]),
+                                     beta=float(opts["beta"]), binarization=float(opts["binarization"]),
+                                     init=float(opts["init"]), flop_loss=opts["flop_loss"], mode=opts["mode"],
+                                     keep=opts["keep"], best_after=float(opts["best_after"]), log=log)
+            if method == "autobot" and opts["search"] == "threshold":  # the authors' stopping rule
+                cand = _candidates(layout, scores, int(opts["min_channels"]))
+                k, _ = threshold_search(layout, scores, cand, target, macs_before, tolerance, log=log)
+                plan, note = layout.plan_from_pruned(_pruned_mask(layout, cand, k)), ""
+            else:
+                plan, _, note = choose_plan(model, layout, scores, target, macs_before, ex, tolerance=tolerance,
+                                            min_channels=int(opts["min_channels"]), log=log)
             apply_plan(DG, model, plan)
 
-    macs_after, params_after = count_macs_params(model, ex)
+    total_after, params_after = count_macs_params(model, ex)
+    macs_after = total_after if layers == "all" else counted_macs(model, ex, layers)
     achieved = 1.0 - macs_after / macs_before
     within = abs(achieved - target) <= tolerance
     if not within and not note:
         note = f"achieved reduction {achieved:.4f} is outside {target:.4f} +- {tolerance}"
     log(f"pruned ({method}): MACs {macs_before:,} -> {macs_after:,} (removed {achieved:.4f}, target {target:.4f}), "
-        f"params {params_before:,} -> {params_after:,}" + (f"; {note}" if note else ""))
+        f"params {params_before:,} -> {params_after:,}" + (f"; {note}" if note else "")
+        + ("" if layers == "all" else f"; every layer's MACs {total_before:,} -> {total_after:,} "
+           f"(removed {1.0 - total_after / total_before:.4f})"))
     history = history if history is not None else DG.pruning_history()
     return PruneResult(model=model, history=copy.deepcopy(history), macs_before=macs_before,
                        macs_after=macs_after, params_before=params_before, params_after=params_after,
                        achieved_reduction=achieved, target_reduction=target, within_tolerance=within, note=note,
-                       trajectory=state)
+                       trajectory=state, counted_layers=layers, total_macs_before=total_before,
+                       total_macs_after=total_after)

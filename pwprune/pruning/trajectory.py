@@ -9,6 +9,10 @@ The trajectory (schedule "authors" of the taylor method) alternates plain traini
                                  (|sum of activation x gradient|, ranked globally across layers
                                  without normalisation) and remove the P lowest-scored ones
 
+The score is measured at opts["site"]: "norm" (the BN outputs, layout.sites) or "conv" (the conv
+outputs before BN, where the authors' hooks sit: pruner.py:313-324, 398-399). The 0/1 masks stay at
+the BN outputs either way, so the masked model computes what the pruned one will.
+
 (robbiemeyer/pw_loss_pruning, prune/pruner.py TaylorPrune.prune: `counter % self.batches`, with
 self.batches = --tay_batches + 1, so their --tay_batches 4 is B = 5 here.)
 
@@ -32,7 +36,7 @@ import torch
 from pwprune.fileio import atomic_open
 
 from .graph import Layout, apply_plan, build_graph
-from .importance import ChannelHooks
+from .importance import ChannelHooks, taylor_sites
 from .loop import forward_loss
 
 FORMAT = "pwprune-taylor-trajectory"
@@ -78,7 +82,7 @@ def _settings(layout, batch_size, seed, opts, loss_fn):
             "seed": int(seed), "batches_per_step": int(opts["batches_per_step"]),
             "prunes_per_step": int(opts["prunes_per_step"]), "lr": float(opts["lr"]),
             "momentum": float(opts["momentum"]), "min_channels": int(opts["min_channels"]),
-            "loss": repr(loss_fn)}
+            "site": opts.get("site", "norm"), "layers": layout.layers, "loss": repr(loss_fn)}
 
 
 def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, loss_fn, teacher=None,
@@ -96,19 +100,23 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
     B, P = int(opts["batches_per_step"]), int(opts["prunes_per_step"])
     if B < 1 or P < 1:
         raise ValueError(f"taylor options batches_per_step and prunes_per_step must be >= 1, got {B}, {P}")
+    if opts.get("normalise"):
+        raise ValueError("the authors' Taylor trajectory ranks raw scores globally (pruner.py:333-335); "
+                         "normalise must be false")
     device = torch.device(device)
     ex = example_inputs.to(device)
     DG = build_graph(model, ex)
-    layout = Layout(model, DG, ex)
+    layout = Layout(model, DG, ex, layers=opts.get("layers", "all"))  # what is pruned and counted (graph.py)
     settings = _settings(layout, batch_size, seed, opts, loss_fn)
     opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=float(opts["momentum"]))
     removed = torch.zeros(layout.total, dtype=torch.bool)
     count = 0
     if resume is not None:
-        diff = [k for k in settings if resume["settings"].get(k) != settings[k]]
+        saved = {"site": "norm", "layers": "all", **resume["settings"]}  # states from before these options
+        diff = [k for k in settings if saved.get(k) != settings[k]]
         if diff:
             raise ValueError("cannot continue this Taylor trajectory: its saved state was made with other "
-                             + "; ".join(f"{k} (saved {resume['settings'].get(k)!r}, now {settings[k]!r})"
+                             + "; ".join(f"{k} (saved {saved.get(k)!r}, now {settings[k]!r})"
                                          for k in diff)
                              + "; rerun the smaller target's pruning job with the same settings")
         model.load_state_dict(resume["state_dict"])
@@ -126,7 +134,7 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
     def reduction():
         return 1.0 - float(layout.estimate_macs((~removed).float())) / layout.macs
 
-    hooks = ChannelHooks(model, layout, "gate")
+    hooks = ChannelHooks(model, layout, "gate", probe_sites=taylor_sites(layout, model, opts.get("site", "norm")))
     hooks.gates = (~removed).float().to(device)
     snapshots, pending, steps, was_training = [], list(targets), 0, model.training
 

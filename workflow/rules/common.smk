@@ -115,5 +115,22 @@ def pruned_file(r, name):
     return (PRUNED + "/" + name).format(**r)
 
 
+def base_exp(exp):
+    """The experiment whose prepared data and dense models `exp` prunes: its `variant_of`, else
+    itself. A variant differs from its base only in how it prunes and fine-tunes (checked by
+    pwprune.config), so its trials pair with the base's on the very same dense models."""
+    return EXPS[exp].get("variant_of") or exp
+
+
 def dense_file(r, name):
-    return (DENSE + "/" + name).format(**r)
+    r = dict(r.items())
+    return (DENSE + "/" + name).format(**{**r, "exp": base_exp(r["exp"])})
+
+
+def prep_dir(exp):
+    return PREP.format(exp=base_exp(exp))
+
+
+def variants():
+    """(variant, base) for every experiment that is a variant of an active one."""
+    return [(e, EXPS[e]["variant_of"]) for e in EXPS if EXPS[e].get("variant_of") in ACTIVE]

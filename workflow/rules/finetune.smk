@@ -12,11 +12,11 @@ def finetune_params(w):
 
 rule finetune:
     input:
-        data=PREP,
+        data=lambda w: prep_dir(w.exp),
         pruned=PRUNED + "/model.pt",
         pruned_info=PRUNED + "/prune.json",
-        dense=DENSE + "/model.pt",
-        teacher=DENSE + "/teacher.pt",
+        dense=lambda w: dense_file(w, "model.pt"),
+        teacher=lambda w: dense_file(w, "teacher.pt"),
     output:
         model=TUNED + "/model.pt",
         metrics=TUNED + "/metrics.csv",

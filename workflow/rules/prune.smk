@@ -11,7 +11,8 @@ def prune_params(w):
         "method": w.method,
         "target": float(w.target),
         "tolerance": prune.get("tolerance", 0.02),
-        "options": prune.get(w.method, {}),
+        "layers": prune.get("layers", "all"),  # what is pruned and which MACs the target counts
+        "options": method_options(w.method, w.ploss, prune.get(w.method, {})),
         "loss": w.ploss,
     }
     if w.method not in pc.DATA_FREE_METHODS:
@@ -20,6 +21,18 @@ def prune_params(w):
         if w.ploss.startswith("pw"):
             p["pw"] = pc.pw_settings(cfg, w.method)
     return p
+
+
+def method_options(method, ploss, options):
+    """The method's options as this job uses them. Taylor's restore_weights "authors" (the authors
+    restore the dense weights for the PW arm only, their scripts/prune.py:226) is resolved per job,
+    so switching it reruns the PW arm's jobs and not the CE arm's; "never" is the default."""
+    options = dict(options)
+    if method == "taylor" and options.get("restore_weights") == "authors":
+        options["restore_weights"] = "always" if ploss.startswith("pw") else "never"
+    if options.get("restore_weights") == "never":
+        del options["restore_weights"]
+    return options
 
 
 def taylor_previous_target(w):
@@ -37,7 +50,7 @@ def taylor_previous_target(w):
 
 def prune_inputs(w):
     wc = dict(w.items())
-    inputs = {"data": PREP.format(exp=w.exp), "dense": dense_file(wc, "model.pt"),
+    inputs = {"data": prep_dir(w.exp), "dense": dense_file(wc, "model.pt"),
               "dense_metrics": dense_file(wc, "metrics.csv"), "teacher": dense_file(wc, "teacher.pt")}
     previous = taylor_previous_target(w)
     if previous is not None:

@@ -191,3 +191,98 @@ rule all_ablation:
     localrule: True
     run:
         Path(output[0]).write_text("\n".join(sorted(input)) + "\n")
+
+
+# Variants (issue 19): an experiment with `variant_of: <active experiment>` runs the base's
+# grid for its own methods, targets, losses and seeds with other method options, on the base's
+# dense models; results/variants/all compares the two, paired by seed.
+def variant_run_list():
+    out = []
+    for variant, base in variants():
+        cfg = EXPS[variant]
+        out += runs(variant)
+        out += [r for r in runs(base, labels=cfg["losses"], methods=cfg["prune"]["methods"],
+                                targets=cfg["prune"]["targets"]) if int(r["seed"]) in cfg["seeds"]]
+    return out
+
+
+VARIANT_TABLE = run_table(variant_run_list())
+
+
+use rule aggregate as aggregate_variants with:
+    input:
+        table_inputs(VARIANT_TABLE),
+    output:
+        metrics="results/variants/metrics.csv",
+        shares="results/variants/loss_shares.csv",
+    params:
+        table=VARIANT_TABLE,
+    log:
+        "logs/aggregate_variants.log",
+    benchmark:
+        "benchmarks/out/aggregate_variants.tsv"
+
+
+rule variant_summary:
+    input:
+        metrics="results/variants/metrics.csv",
+    output:
+        md="results/variants/summary.md",
+        csv="results/variants/summary.csv",
+    params:
+        pairs=[list(p) for p in variants()],
+        descriptions={v: EXPS[v].get("description", "") for v, _ in variants()},
+        code=code_version("pwprune/summary.py", "workflow/scripts/variant_summary.py"),
+    log:
+        "logs/variant_summary.log",
+    benchmark:
+        "benchmarks/out/variant_summary.tsv"
+    threads: 1
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/variant_summary.py"
+
+
+rule variant_figure:
+    input:
+        metrics="results/variants/metrics.csv",
+    output:
+        png="results/figures/{exp}/variant_comparison.png",
+        pdf="results/figures/{exp}/variant_comparison.pdf",
+    params:
+        base=lambda w: EXPS[w.exp]["variant_of"],
+        code=code_version("pwprune/plots.py", "pwprune/summary.py", "workflow/scripts/variant_figure.py"),
+    log:
+        "logs/{exp}/figure_variant_comparison.log",
+    benchmark:
+        "benchmarks/out/{exp}/figure_variant_comparison.tsv"
+    threads: 1
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/variant_figure.py"
+
+
+rule all_variants:
+    input:
+        expand("results/figures/{exp}/variant_comparison.{ext}", exp=[v for v, _ in variants()],
+               ext=["png", "pdf"]),
+        "results/variants/summary.md",
+    output:
+        "results/variants/all",
+    log:
+        "logs/all_variants.log",
+    benchmark:
+        "benchmarks/out/all_variants.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    localrule: True
+    run:
+        Path(output[0]).write_text("\n".join(sorted(input)) + "\n")

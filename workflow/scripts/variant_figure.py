@@ -1,0 +1,5 @@
+from pwprune.pipeline import job_log, variant_figure_stage
+
+with job_log(snakemake.log[0]) as log:
+    variant_figure_stage(snakemake.input.metrics, snakemake.wildcards.exp, snakemake.params.base,
+                         png=snakemake.output.png, pdf=snakemake.output.pdf, log=log)
