@@ -144,6 +144,9 @@ def _calls_code(path) -> bool:
     code_ops = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}
     try:
         with open(path, "rb") as f:
-            return any(op.name in code_ops for op, _, _ in pickletools.genops(f))
+            # the whole stream must parse, up to its STOP: random bytes often begin with a byte
+            # that happens to be a code opcode (STACK_GLOBAL is 0x93) and then break off
+            names = [op.name for op, _, _ in pickletools.genops(f)]
     except Exception:
         return False
+    return any(name in code_ops for name in names)
