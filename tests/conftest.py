@@ -65,3 +65,14 @@ def largest_change(a, b) -> float:
     """Two state dicts with the same tensors (names and shapes): their largest absolute difference."""
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+@pytest.fixture
+def cifar_root(tmp_path, monkeypatch):
+    """CIFAR-10 fixture files in the real format under tmp_path/raw, trusted by torchvision."""
+    from data_fixtures import trust_fixture_md5s, write_cifar10
+
+    root = tmp_path / "raw"
+    write_cifar10(root)
+    trust_fixture_md5s(monkeypatch, root)
+    return root

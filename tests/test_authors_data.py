@@ -67,14 +67,6 @@ def test_fitzpatrick_split_is_seeded_and_checked(tmp_path):
 # ---------------------------------------------------------------- CIFAR-10
 
 
-@pytest.fixture
-def cifar_root(tmp_path, monkeypatch):
-    root = tmp_path / "raw"
-    write_cifar10(root)
-    trust_fixture_md5s(monkeypatch, root)
-    return root
-
-
 def raw_train(root):
     xs, ys = [], []
     for b in range(1, 6):

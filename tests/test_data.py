@@ -141,14 +141,6 @@ def test_bad_config_names_the_key_and_the_valid_ones(cfg, words):
 # ---- CIFAR-10 (torchvision's CIFAR10 on real-format pickled batches)
 
 
-@pytest.fixture
-def cifar_root(tmp_path, monkeypatch):
-    root = tmp_path / "raw"
-    write_cifar10(root)
-    trust_fixture_md5s(monkeypatch, root)
-    return root
-
-
 def _square_count(x):
     """Per image: the number of pure yellow pixels (fixture pixels never exceed 200)."""
     return ((x[:, 0] == 255) & (x[:, 1] == 255) & (x[:, 2] == 0)).sum(axis=(1, 2))
