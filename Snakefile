@@ -1,4 +1,4 @@
-# pwprune: train -> prune -> fine-tune (CE | PW) -> evaluate per group -> figures.
+# pwprune: train -> prune -> fine-tune (CE | PW); evaluate every checkpoint per group -> figures.
 #   snakemake --cores 8 results/figures/all            the whole grid of the active experiments
 #   snakemake --cores 8 results/ablation/all           the PW-loss ablations
 #   snakemake --profile profiles/slurm results/figures/all
@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/diagnose.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 

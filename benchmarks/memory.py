@@ -19,7 +19,8 @@ import copy, sys, tempfile, torch, yaml
 from pwprune.data import load_prepared, prepare
 from pwprune.loss import CachedTeacher, make_loss, teacher_outputs
 from pwprune.models import arch_dict, build_from_arch, example_input
-from pwprune.pipeline import eval_loader, evaluate, train_loader
+from pwprune.stages.evaluate import evaluate
+from pwprune.stages.inputs import eval_loader, train_loader
 from pwprune.pruning import prune_to_target
 from pwprune.config import pw_settings
 from pwprune.train import fit

@@ -1,10 +1,11 @@
 """What the pipeline adds: the dry run of a completed run, the fixed cost of one job, and the
 default run's end-to-end wall time, all with the real Snakemake CLI in temporary copies of the
-repository (tests/conftest.py's copy_repo / snakemake helpers)."""
+repository (copy_repo / snakemake below; benchmarks never import the tests' helpers)."""
 
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import shutil
 import statistics
@@ -17,17 +18,38 @@ from pathlib import Path
 from . import log, result
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-from tests.conftest import copy_repo, snakemake  # noqa: E402  (shared with the end-to-end tests)
+BIN = Path(sys.executable).parent
+# what a run produces or a developer has locally; never part of a copy
+_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "__pycache__",
+                                 ".pytest_cache", "*.egg-info", "out", ".dvc", "prepared", "raw")
 
 DRY_RUN_GOAL, JOB_GOAL, RUN_GOAL = 3.0, 2.0, 600.0
 TARGET = "results/figures/all"
 # what a pipeline job imports on its way to a stage (the stages import these lazily); prune and
 # fine-tune jobs no longer import pandas, and defer torch._dynamo (pwprune.train.defer_dynamo)
-JOB_IMPORTS = ("pwprune.pipeline, torch, torch_pruning, pwprune.models, "
+JOB_IMPORTS = ("pwprune.stages.inputs, pwprune.stages.jobs, torch, torch_pruning, pwprune.models, "
                "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
                "pwprune.data.dataset")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's source (no results, no data, no git) copied to dest."""
+    shutil.copytree(REPO, dest, ignore=_IGNORE, dirs_exist_ok=True)
+    for d in ("data", "results"):
+        (dest / d).mkdir(exist_ok=True)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 900):
+    """Run the real snakemake CLI of this environment in cwd; raises when it fails."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
 
 _run = {}  # the completed run of this process: root, exp, config args, seconds (or None)
 
@@ -92,7 +114,7 @@ def time_imports(repeats=3):
 
 
 # a training job's first optimizer steps: torch.optim imports torch._dynamo on its first call
-# unless pwprune.pipeline.setup has deferred it (pwprune.train.defer_dynamo)
+# unless pwprune.stages.inputs.setup has deferred it (pwprune.train.defer_dynamo)
 FIRST_STEPS = """
 import sys, torch
 from pwprune.train import defer_dynamo
@@ -139,7 +161,7 @@ def job_overhead_from_run(run, repeats=2):
     -> (median seconds, number of jobs)."""
     import torch
 
-    from pwprune.pipeline import prune_stage
+    from pwprune.stages.prune import prune_stage
 
     root, exp = run["root"], run["exp"]
     cfg = _experiment(root, exp, run["config"])
@@ -161,8 +183,8 @@ def job_overhead_from_run(run, repeats=2):
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     prune_stage(root / "data/prepared" / exp, seed_dir / "dense/model.pt",
-                                seed_dir / "dense/teacher.pt", prune, cfg.get("evaluate", {}), 0,
-                                torch.device("cpu"), "benchmark", out, log=lambda *a: None)
+                                seed_dir / "dense/teacher.pt", prune, 0, torch.device("cpu"), "benchmark",
+                                out, log=lambda *a: None)
                     stage.append(time.perf_counter() - t0)
                 diffs.append(float(_read_tsv(tsv)["s"]) - min(stage))
     finally:

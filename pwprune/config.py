@@ -1,29 +1,21 @@
-"""params.yaml: strict loading, schema validation with readable messages, and the small
-vocabulary that maps a comparison label (ce, pw, ablations) to the loss used in each phase.
+"""params.yaml: strict loading, schema validation with readable messages, the schema's
+defaults filled in one pass, and the small vocabulary that maps a comparison label (ce, pw,
+ablations) to the loss used in each phase. The names themselves live in pwprune.names (the
+schema's enums are built from them; LOSS_LABELS, ABLATION_LABELS and DATA_FREE_METHODS are
+re-exported here for the workflow's rules).
 
 Torch-free on purpose: the Snakefile imports this at start-up, and a dry run must stay fast.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
 
-# A comparison label -> (loss kind in the pruning phase, loss kind in fine-tuning).
-# ce/pw are the paper's main comparison; the rest are its ablations.
-LOSS_LABELS = {
-    "ce": ("ce", "ce"),
-    "pw": ("pw", "pw"),
-    "pw_weight": ("pw_weight", "pw_weight"),  # sample weighting only
-    "pw_correct": ("pw_correct", "pw_correct"),  # target correction only
-    "pw_prune_only": ("pw", "ce"),
-    "pw_finetune_only": ("ce", "pw"),
-}
-ABLATION_LABELS = ("ce", "pw", "pw_weight", "pw_correct", "pw_prune_only", "pw_finetune_only")
-# These methods use no data while choosing channels, so the pruning-phase loss is moot:
-# one pruned checkpoint serves every label.
-DATA_FREE_METHODS = ("random", "magnitude")
+from pwprune import names
+from pwprune.names import ABLATION_LABELS, DATA_FREE_METHODS, LOSS_LABELS  # noqa: F401 (re-exported)
 
 
 class ConfigError(ValueError):
@@ -104,12 +96,94 @@ def _describe(error) -> str:
     return error.message
 
 
+# Schema placeholders: the schema names a registry of pwprune.names instead of listing it.
+#   x-enum: NAME                          -> enum: list(names.NAME)
+#   x-default: NAME                       -> default: names.NAME
+#   x-properties: {names: NAME, schema: S} -> properties: {n: S for n in names.NAME}
+PLACEHOLDERS = ("x-enum", "x-default", "x-properties")
+
+
+def _registry(key: str, name) -> object:
+    value = getattr(names, name, None) if isinstance(name, str) and name.isupper() else None
+    if value is None:
+        known = ", ".join(n for n in vars(names) if n.isupper())
+        raise ConfigError(f"schema placeholder {key}: {name!r} names no registry in pwprune.names; "
+                          f"defined: {known}")
+    return value
+
+
+def resolve_placeholders(node):
+    """The schema with every placeholder (PLACEHOLDERS) replaced by the registry it names, in place;
+    a placeholder naming no registry raises ConfigError."""
+    if isinstance(node, list):
+        for item in node:
+            resolve_placeholders(item)
+    elif isinstance(node, dict):
+        if "x-enum" in node:
+            node["enum"] = list(_registry("x-enum", node.pop("x-enum")))
+        if "x-default" in node:
+            node["default"] = copy.deepcopy(_registry("x-default", node.pop("x-default")))
+        if "x-properties" in node:
+            spec = node.pop("x-properties")
+            node["properties"] = {n: copy.deepcopy(spec["schema"])
+                                  for n in _registry("x-properties", spec["names"])}
+        for value in node.values():
+            resolve_placeholders(value)
+    return node
+
+
+def load_schema(schema_path) -> dict:
+    """The JSON schema with its enums, defaults and per-name properties filled from pwprune.names."""
+    return resolve_placeholders(load_yaml_strict(schema_path))
+
+
+def _deref(spec: dict, root: dict) -> dict:
+    while isinstance(spec, dict) and "$ref" in spec:
+        ref = spec["$ref"]
+        if not ref.startswith("#/"):
+            raise ConfigError(f"schema: only local $ref are supported, got {ref!r}")
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        spec = target
+    return spec
+
+
+def fill_defaults(instance, schema: dict, root: dict | None = None):
+    """Every schema `default` filled into `instance` (in place) in one recursive pass: a key that
+    is absent gets its default; present mappings and list items are descended into (through
+    properties, additionalProperties, items and local $refs). Absent objects without a default
+    stay absent. Returns `instance`."""
+    root = schema if root is None else root
+    schema = _deref(schema, root)
+    if not isinstance(schema, dict):
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties") or {}
+        for key, spec in props.items():
+            spec = _deref(spec, root)
+            if key not in instance and isinstance(spec, dict) and "default" in spec:
+                instance[key] = copy.deepcopy(spec["default"])
+            if key in instance:
+                fill_defaults(instance[key], spec, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in instance.items():
+                if key not in props:
+                    fill_defaults(value, extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            fill_defaults(item, schema["items"], root)
+    return instance
+
+
 def validate(config: dict, schema_path) -> dict:
-    """Validate against the JSON schema plus the cross-key rules a schema cannot say.
+    """Validate against the JSON schema plus the cross-key rules a schema cannot say, then fill
+    every schema default into `config` (so downstream code can index keys directly).
     Raises ConfigError listing every problem as `key.path: what is wrong, what is valid`."""
     import jsonschema
 
-    schema = load_yaml_strict(schema_path)
+    schema = load_schema(schema_path)
     _inherit_from_bases(config.get("experiments"))
     validator = jsonschema.Draft202012Validator(schema)
     problems = [f"{_key_path(e)}: {_describe(e)}"
@@ -125,12 +199,7 @@ def validate(config: dict, schema_path) -> dict:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     # Fill the schema's defaults so every consumer sees the same values.
-    for exp in experiments.values():
-        exp.setdefault("pretrained", schema["$defs"]["experiment"]["properties"]["pretrained"]["default"])
-        for loop in ("train", "finetune"):
-            for key, spec in schema["$defs"]["loop"]["properties"].items():
-                if "default" in spec:
-                    exp[loop].setdefault(key, spec["default"])
+    fill_defaults(config, schema)
     # a variant shares its base's dense models: compared once both have their defaults filled
     problems = [p for name, exp in experiments.items() for p in _variant_problems(name, exp, experiments)]
     if problems:
@@ -176,8 +245,6 @@ def _inherit_from_bases(experiments) -> None:
     """A variant (`variant_of: <base>`) states only what it changes: every top-level key it does
     not set is the base's (a copy), so an edit of the base's data, model or training carries
     over and the two keep sharing the base's dense models."""
-    import copy
-
     if not isinstance(experiments, dict):
         return
     for exp in experiments.values():
@@ -203,8 +270,7 @@ def _variant_problems(name: str, exp: dict, experiments: dict) -> list[str]:
         return [f"{key}: {base!r} is itself a variant (of {b['variant_of']!r}); name the base experiment"]
     problems = [f"experiments.{name}.{k}: must equal experiments.{base}.{k} (a variant prunes its base's "
                 f"dense models), got {exp.get(k)!r} vs {b.get(k)!r}"
-                for k in VARIANT_SHARED if exp.get(k, "none" if k == "pretrained" else None)
-                != b.get(k, "none" if k == "pretrained" else None)]
+                for k in VARIANT_SHARED if exp.get(k) != b.get(k)]
     extra = sorted(set(exp.get("seeds") or []) - set(b.get("seeds") or []))
     if extra:
         problems.append(f"experiments.{name}.seeds: {extra} are not seeds of {base!r} "
@@ -221,7 +287,7 @@ def check_pretrained(config: dict) -> None:
     problems = []
     for name in config["active"]:
         exp = config["experiments"][name]
-        if exp.get("pretrained", "none") == "imagenet":
+        if exp["pretrained"] == "imagenet":
             try:
                 check_pretrained_file(exp["model"])
             except ValueError as e:

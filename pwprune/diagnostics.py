@@ -196,7 +196,8 @@ def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed,
                              log=print):
     """Write the diagnostic CSV (FILE_COLUMNS) for every PW setting (dicts with min_weight,
     gamma, methods) and log the table and, per setting that fires, the warning as "WARNING: ..."."""
-    from pwprune.pipeline import load_tensor, write_csv
+    from pwprune.stages.inputs import load_tensor
+    from pwprune.stages.jobs import write_csv
 
     labels, groups, meta = read_train_labels(data_dir)
     logits = load_tensor(teacher_path)
@@ -305,10 +306,17 @@ def append_summary(md_path, diagnostic_paths, experiments):
 # ---------------------------------------------------------------- the figure
 
 def teacher_figure(d, experiment, out_stem):
-    """draw_teacher_figure written to out_stem.png (200 dpi) and .pdf; returns both paths."""
-    from pwprune.plots import _save
+    """draw_teacher_figure written to out_stem.png (200 dpi, as pwprune.plots) and .pdf; returns
+    both paths. Saved here rather than through pwprune.plots so that the summary, which imports
+    this module, does not depend on the main figures' code (pwprune.provenance)."""
+    import os
 
-    return _save(draw_teacher_figure(d, experiment), out_stem)
+    fig = draw_teacher_figure(d, experiment)
+    os.makedirs(os.path.dirname(os.path.abspath(out_stem)), exist_ok=True)
+    paths = [f"{out_stem}.png", f"{out_stem}.pdf"]
+    fig.savefig(paths[0], dpi=200)
+    fig.savefig(paths[1])
+    return paths
 
 
 def draw_teacher_figure(d, experiment):

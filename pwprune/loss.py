@@ -18,8 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LOSS_KINDS = ("ce", "pw", "pw_weight", "pw_correct")
+from pwprune.names import LOSS_KINDS
+
 REDUCTIONS = ("mean", "sum", "none")
+# (reweight, correct_targets) of each loss kind, keyed as pwprune.names.LOSS_KINDS (tests check)
+SWITCHES = {"ce": (False, False), "pw": (True, True), "pw_weight": (True, False), "pw_correct": (False, True)}
 
 
 def _is_binary(logits: torch.Tensor) -> bool:
@@ -181,11 +184,9 @@ def _check_teacher(teacher_logits, logits, binary):
 def make_loss(kind: str, min_weight: float = 0.75, gamma: float = 5.0,
               reduction: str = "mean") -> PerformanceWeightedLoss:
     """The loss for a config label: ce, pw, pw_weight (reweight only), pw_correct (correction only)."""
-    switches = {"ce": (False, False), "pw": (True, True), "pw_weight": (True, False),
-                "pw_correct": (False, True)}
-    if kind not in switches:
+    if kind not in LOSS_KINDS:
         raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
-    reweight, correct = switches[kind]
+    reweight, correct = SWITCHES[kind]
     return PerformanceWeightedLoss(min_weight, gamma, reweight=reweight, correct_targets=correct,
                                    reduction=reduction)
 

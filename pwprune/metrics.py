@@ -1,7 +1,7 @@
-"""Per-group metrics, fairness gaps, model size and latency.
+"""Per-group metrics of one model, its size, MACs and latency (the evaluate stage's measures;
+fairness against the dense model is computed on the tidy table, pwprune.summary.fairness).
 
-Accuracy and AUROC are computed per group and for `all`; a fairness summary compares a model's
-per-group accuracies with the dense model's. Binary tasks use a single logit (class 1 iff
+Accuracy and AUROC are computed per group and for `all`. Binary tasks use a single logit (class 1 iff
 logit > 0); multi-class tasks use argmax and one-vs-rest macro AUROC.
 """
 
@@ -182,27 +182,3 @@ def latency_ms(model, example_input, repeats=20, warmup=5):
         model.to(device)
         model.train(was_training)
     return 1000.0 * statistics.median(times) / x.shape[0]
-
-
-def fairness(rows, dense_rows):
-    """Fairness of a model against its dense reference, from `group_metrics`-style rows.
-
-    gap = best - worst group accuracy; drops = {group: dense accuracy - model accuracy};
-    worst_drop = the largest drop; drop_std = the *population* std (ddof=0) of the drops, the
-    spread FairGRAPE reports: the groups are the whole population of groups, not a sample of them.
-    The `all` row and groups with NaN accuracy (no samples) are left out.
-    """
-    acc = {str(r["group"]): float(r["accuracy"]) for r in rows if str(r["group"]) != "all"}
-    acc = {k: v for k, v in acc.items() if not math.isnan(v)}
-    dense = {str(r["group"]): float(r["accuracy"]) for r in dense_rows if str(r["group"]) != "all"}
-    dense = {k: v for k, v in dense.items() if not math.isnan(v)}
-    if not acc:
-        raise ValueError("fairness: rows hold no group with an accuracy (besides 'all')")
-    drops = {k: dense[k] - acc[k] for k in acc if k in dense}
-    missing = sorted(set(acc) - set(dense))
-    if missing:
-        raise ValueError(f"fairness: dense_rows lack group(s) {missing}; pass the dense model's "
-                         f"rows for the same groups")
-    d = np.array(list(drops.values()))
-    return {"gap": max(acc.values()) - min(acc.values()), "drops": drops,
-            "worst_drop": float(d.max()), "drop_std": float(d.std(ddof=0))}

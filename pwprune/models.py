@@ -11,18 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MODEL_NAMES = (
-    "small_cnn",
-    "resnet20",
-    "resnet56",
-    "resnet20_a",
-    "resnet56_a",
-    "resnet18",
-    "resnet34",
-    "vgg16",
-    "efficientnet_v2_s",
-    "efficientnet_v2_m",
-)
+from pwprune.names import MODEL_NAMES
 
 
 def num_outputs(num_classes):
@@ -242,7 +231,7 @@ def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="non
         raise ValueError(f"in_channels must be >= 1, got {in_channels!r}")
     if int(input_size) < 8:
         raise ValueError(f"input_size must be >= 8 pixels, got {input_size!r}")
-    from pwprune.weights import PRETRAINED_CHOICES
+    from pwprune.names import PRETRAINED_CHOICES
 
     if pretrained not in PRETRAINED_CHOICES:
         raise ValueError(f"pretrained must be one of {PRETRAINED_CHOICES}, got {pretrained!r}")

@@ -25,19 +25,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
+from pwprune.names import ABLATION_ONLY_LABELS, FIGURES, MAIN_LABELS
 from pwprune.summary import (aggregate_trials, clean_metrics, sort_methods, t_interval,
                              trial_table, validate_metrics, validate_shares)
 
-FIGURES = ("group_performance", "fairness_gap", "tradeoff", "ablation", "loss_shares")
 DPI = 200
 # one palette for every figure (Okabe-Ito, colour-blind safe): CE blue, PW vermillion
 PALETTE = {"ce": "#0072B2", "pw": "#D55E00", "pw_weight": "#009E73", "pw_correct": "#CC79A7",
            "pw_prune_only": "#E69F00", "pw_finetune_only": "#56B4E9", "dense": "#555555"}
-LOSS_LABELS = {"ce": "CE", "pw": "PW",
+# how a comparison label (pwprune.names.LOSS_LABELS) is written in legends
+LOSS_TITLES = {"ce": "CE", "pw": "PW",
                "pw_weight": "PW weighting only", "pw_correct": "PW correction only",
                "pw_prune_only": "PW in pruning phase only",
                "pw_finetune_only": "PW in fine-tuning phase only"}
-ABLATION_LOSSES = ("pw_weight", "pw_correct", "pw_prune_only", "pw_finetune_only")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 LINESTYLES = ("-", "--", ":", "-.")
 X_LABEL = "FLOP (MAC) reduction (%)"
@@ -50,7 +50,7 @@ def _color(loss):
 def _label(loss, ablation=False):
     if ablation and loss == "pw":
         return "PW: weighting + correction, both phases"
-    return LOSS_LABELS.get(loss, loss)
+    return LOSS_TITLES.get(loss, loss)
 
 
 # --- x axis: target reduction in %, spaced by halvings of the remaining compute ---
@@ -167,7 +167,7 @@ def _panel_grid(fig, nrows, ncols, sharey="row"):
 # --- 1. per-group accuracy and AUROC vs FLOP reduction ---
 
 def _group_performance(d, experiment, split, out_stem):
-    fin = d[(d["stage"] == "finetuned") & d["loss"].isin(["ce", "pw"])]
+    fin = d[(d["stage"] == "finetuned") & d["loss"].isin(list(MAIN_LABELS))]
     dense = d[d["stage"] == "dense"]
     methods = sort_methods(fin["method"])
     groups = [g for g in dict.fromkeys(d["group"]) if g != "all"]
@@ -189,7 +189,7 @@ def _group_performance(d, experiment, split, out_stem):
                 if np.isfinite(ref):
                     ax.axhline(ref * scale, color=PALETTE["dense"], linewidth=0.8,
                                linestyle=LINESTYLES[gi % 4], alpha=0.8)
-                for li, loss in enumerate(("ce", "pw")):
+                for li, loss in enumerate(MAIN_LABELS):
                     rows = m[m["group"] == g]
                     _series(ax, rows, col, loss, li * len(groups) + gi, k, _spacing(targets),
                             scale=scale,
@@ -204,7 +204,7 @@ def _group_performance(d, experiment, split, out_stem):
             if r == 0:
                 ax.set_title(method)
             ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in ("ce", "pw")]
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
     handles += [Line2D([], [], color="black", marker=MARKERS[gi % len(MARKERS)],
                        linestyle=LINESTYLES[gi % 4], label=f"group: {g}")
                 for gi, g in enumerate(groups)]
@@ -265,9 +265,9 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
 
 
 def _fairness_gap(d, experiment, split, out_stem):
-    cols = [(v, y, ("ce", "pw"), "") for v, y in FAIRNESS_PANELS]
+    cols = [(v, y, MAIN_LABELS, "") for v, y in FAIRNESS_PANELS]
     paths = _trials_vs_target(
-        d, experiment, split, out_stem, ("ce", "pw"), cols,
+        d, experiment, split, out_stem, MAIN_LABELS, cols,
         f"{experiment}: fairness after fine-tuning vs FLOP reduction ({split} split; "
         f"drops against each seed's dense model)")
     return paths or _placeholder(f"{experiment}: fairness gap",
@@ -287,7 +287,7 @@ def _plain_log_ticks(ax):
 
 def _tradeoff(d, experiment, split, out_stem):
     trials = trial_table(d, "finetuned")
-    trials = trials[trials["loss"].isin(["ce", "pw"])]
+    trials = trials[trials["loss"].isin(list(MAIN_LABELS))]
     dense = trial_table(d, "dense").groupby("seed")[
         ["accuracy", "worst_group_accuracy", "latency_ms", "macs"]].mean().mean()
     methods = sort_methods(trials["method"])
@@ -307,7 +307,7 @@ def _tradeoff(d, experiment, split, out_stem):
         for c, (xv, xlabel) in enumerate(xs):
             ax = axes[r, c]
             for mi, method in enumerate(methods):
-                for loss in ("ce", "pw"):
+                for loss in MAIN_LABELS:
                     t = trials[(trials["method"] == method) & (trials["loss"] == loss)]
                     if not len(t):
                         continue
@@ -331,7 +331,7 @@ def _tradeoff(d, experiment, split, out_stem):
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
-    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in ("ce", "pw")]
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
     handles += [Line2D([], [], color="black", marker=MARKERS[mi % len(MARKERS)],
                        linestyle="none", label=f"method: {m}") for mi, m in enumerate(methods)]
     handles += [Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
@@ -345,12 +345,12 @@ def _tradeoff(d, experiment, split, out_stem):
 # --- 4. ablation ---
 
 def _ablation(d, experiment, split, out_stem):
-    present = [l for l in ABLATION_LOSSES if (d["loss"] == l).any()]
+    present = [l for l in ABLATION_ONLY_LABELS if (d["loss"] == l).any()]
     if not present:
         return _placeholder(
             f"{experiment}: ablation",
             f"Ablation not run for experiment '{experiment}': metrics.csv has no rows with loss "
-            f"in {', '.join(ABLATION_LOSSES)}.\nEnable the ablation in params.yaml to fill "
+            f"in {', '.join(ABLATION_ONLY_LABELS)}.\nEnable the ablation in params.yaml to fill "
             f"this figure.", out_stem)
     components = ("ce", "pw_weight", "pw_correct", "pw")
     phases = ("ce", "pw_prune_only", "pw_finetune_only", "pw")
@@ -373,7 +373,7 @@ def loss_share_table(shares_df, experiment):
     last fine-tuning epoch's loss on each label × group cell, mean over seeds (a cell missing
     from one seed's table counts as 0 there), under CE and PW, and change = pw - ce.
     Columns: method, target_reduction, label, group, ce, pw, change (fractions)."""
-    s = shares_df[(shares_df["experiment"] == experiment) & shares_df["loss"].isin(["ce", "pw"])]
+    s = shares_df[(shares_df["experiment"] == experiment) & shares_df["loss"].isin(list(MAIN_LABELS))]
     cols = ["method", "target_reduction", "label", "group", "ce", "pw", "change"]
     if not len(s):
         return pd.DataFrame(columns=cols)
@@ -391,7 +391,7 @@ def loss_share_table(shares_df, experiment):
         target = max(both) if both else m["target_reduction"].max()
         m = m[m["target_reduction"] == target]
         mean = {}
-        for loss in ("ce", "pw"):
+        for loss in MAIN_LABELS:
             t = m[m["loss"] == loss]
             mean[loss] = (t.groupby(["label", "group"])["share"].sum() / t["seed"].nunique()
                           if len(t) else None)
@@ -502,7 +502,7 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
             ax.axhline(0, color=PALETTE["dense"], linewidth=0.6, linestyle=":")
             k = 0
             for _, t, marker, ls in styles:
-                for loss in ("ce", "pw"):
+                for loss in MAIN_LABELS:
                     _series(ax, t[t["method"] == method], value, loss, k, 4, _spacing(targets), marker=marker,
                             linestyle=ls, bounds=(-100, 100) if value == "worst_drop" else (0, 100))
                     k += 1
@@ -511,7 +511,7 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
             ax.set_title(method, fontsize=10)
             ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=_color(loss), marker=marker, linestyle=ls, label=f"{_label(loss)}, {name}")
-               for name, _, marker, ls in styles for loss in ("ce", "pw")]
+               for name, _, marker, ls in styles for loss in MAIN_LABELS]
     handles += [_ci_handle(), _degenerate_handle()]
     _legend(fig, handles, ncol=3)
     fig.suptitle(f"{variant} vs {base}: fairness after fine-tuning ({split} split)")

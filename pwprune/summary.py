@@ -13,16 +13,41 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pwprune.metrics import fairness
+from pwprune.names import MAIN_LABELS, METHODS
 
-METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "loss", "prune_loss",
+# columns of the tidy table (results/metrics.csv); a per-job file's are pwprune.stages.jobs.METRIC_COLUMNS
+TABLE_COLUMNS = ("experiment", "dataset", "model", "method", "loss", "prune_loss",
                    "finetune_loss", "target_reduction", "achieved_reduction", "counted_layers", "seed",
                    "stage", "group", "n", "accuracy", "auroc", "params", "macs", "latency_ms",
                    "degenerate", "split")
 SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
                   "group", "share")
 TRIAL_KEYS = ["experiment", "split", "method", "loss", "target_reduction", "seed"]
-METHOD_ORDER = ("random", "magnitude", "taylor", "autobot")
+
+
+
+def fairness(rows, dense_rows):
+    """Fairness of a model against its dense reference, from `group_metrics`-style rows.
+
+    gap = best - worst group accuracy; drops = {group: dense accuracy - model accuracy};
+    worst_drop = the largest drop; drop_std = the *population* std (ddof=0) of the drops, the
+    spread FairGRAPE reports: the groups are the whole population of groups, not a sample of them.
+    The `all` row and groups with NaN accuracy (no samples) are left out.
+    """
+    acc = {str(r["group"]): float(r["accuracy"]) for r in rows if str(r["group"]) != "all"}
+    acc = {k: v for k, v in acc.items() if not math.isnan(v)}
+    dense = {str(r["group"]): float(r["accuracy"]) for r in dense_rows if str(r["group"]) != "all"}
+    dense = {k: v for k, v in dense.items() if not math.isnan(v)}
+    if not acc:
+        raise ValueError("fairness: rows hold no group with an accuracy (besides 'all')")
+    drops = {k: dense[k] - acc[k] for k in acc if k in dense}
+    missing = sorted(set(acc) - set(dense))
+    if missing:
+        raise ValueError(f"fairness: dense_rows lack group(s) {missing}; pass the dense model's "
+                         f"rows for the same groups")
+    d = np.array(list(drops.values()))
+    return {"gap": max(acc.values()) - min(acc.values()), "drops": drops,
+            "worst_drop": float(d.max()), "drop_std": float(d.std(ddof=0))}
 
 
 def _validate(df, path, required, what, producer):
@@ -35,7 +60,7 @@ def _validate(df, path, required, what, producer):
 
 def validate_metrics(df, path):
     """Raise ValueError naming `path` and every missing column, before anything is drawn."""
-    _validate(df, path, METRICS_COLUMNS, "metrics table", "the aggregate step "
+    _validate(df, path, TABLE_COLUMNS, "metrics table", "the aggregate step "
               "(snakemake results/metrics.csv)")
 
 
@@ -62,7 +87,7 @@ def clean_metrics(df):
     return df
 
 
-def read_metrics(path):
+def read_table(path):
     df = pd.read_csv(path)
     validate_metrics(df, path)
     return clean_metrics(df)
@@ -75,9 +100,9 @@ def read_shares(path):
 
 
 def sort_methods(methods):
-    # the paper's order (data-free first), anything unknown after it
+    # the paper's order (pwprune.names.METHODS, data-free first), anything unknown after it
     methods = list(dict.fromkeys(methods))
-    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    return sorted(methods, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m))
 
 
 def t_interval(values):
@@ -187,7 +212,7 @@ def summarize(metrics_df):
     dense = trial_table(df, "dense")
     keys = ["experiment", "split", "method", "target_reduction"]
     out = []
-    for key, t in trials[trials["loss"].isin(["ce", "pw"])].groupby(keys, sort=True):
+    for key, t in trials[trials["loss"].isin(list(MAIN_LABELS))].groupby(keys, sort=True):
         ce = t[t["loss"] == "ce"].set_index("seed")
         pw = t[t["loss"] == "pw"].set_index("seed")
         d = dense[(dense["experiment"] == key[0]) & (dense["split"] == key[1])]

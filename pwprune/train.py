@@ -8,10 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("cosine", "multistep", "none")
-ON_DIVERGENCE = ("raise", "degenerate")
-
+from pwprune.names import ON_DIVERGENCE, OPTIMIZERS, SCHEDULERS
 
 PROGRESS_SECONDS = 30.0  # within an epoch, a progress line at most this often
 
@@ -78,7 +75,7 @@ def defer_dynamo() -> bool:
     both do nothing outside torch.compile. This puts a stand-in module in its place that answers
     those two calls and, on any other use (torch.compile, a config lookup), imports the real
     torch._dynamo and hands over to it. For processes that never compile: pipeline jobs call it
-    from pwprune.pipeline.setup. Returns False when torch._dynamo is already loaded."""
+    from pwprune.stages.inputs.setup. Returns False when torch._dynamo is already loaded."""
     import importlib
     import sys
     import types

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PRETRAINED_CHOICES = ("none", "imagenet")
-
 # Model name -> the file name of torchvision's DEFAULT weights (the basename of
 # torchvision.models.get_model_weights(name).DEFAULT.url; tests/test_paper_training.py checks
 # that they agree, so torchvision stays the one source of truth).

@@ -1,39 +1,80 @@
-"""Shared fixtures: a temporary copy of the repository to run the real Snakemake CLI in."""
+"""Shared fixtures (the helpers they use are in tests/helpers.py), and the default test selection.
+
+`pytest` runs the fast unit selection: tests marked `e2e` (the real Snakemake CLI, DVC, Slurm)
+or `slow` (more than about a second, or a subprocess) are deselected, not skipped.
+`pytest --full` runs everything; CI (.ci/run) does.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-# What a run produces or a developer has locally; never part of a copy.
-_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "__pycache__",
-                                 ".pytest_cache", "*.egg-info", "out", ".dvc", "prepared", "raw")
+from helpers import completed_run, copy_repo
+
+# Marks that keep a test out of the default selection (pytest --full runs them too).
+FULL_ONLY = ("e2e", "slow")
+_deselected_key = pytest.StashKey[int]()  # how many the default selection left out
 
 
-def copy_repo(dest: Path) -> Path:
-    """The repository's source (no results, no data, no git) copied to dest."""
-    shutil.copytree(REPO, dest, ignore=_IGNORE, dirs_exist_ok=True)
-    for d in ("data", "results"):
-        (dest / d).mkdir(exist_ok=True)
-    return dest
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="run the whole suite, including the tests marked e2e or slow "
+                          "(deselected by default; CI runs with --full)")
 
 
-def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 900, env=None):
-    """Run the real snakemake CLI of this environment in cwd; returns CompletedProcess."""
-    cmd = [str(BIN / "snakemake"), *args]
-    run_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=run_env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
+def _named_tests(config) -> tuple[str, ...]:
+    """The node ids named on the command line (path::name), relative to the rootdir."""
+    named = []
+    for arg in config.args:
+        if "::" not in arg:
+            continue
+        path, rest = arg.split("::", 1)
+        full = (config.invocation_params.dir / path).resolve()
+        try:
+            path = full.relative_to(config.rootpath).as_posix()
+        except ValueError:
+            pass
+        named.append(f"{path}::{rest}")
+    return tuple(named)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the e2e and slow tests unless --full, -m EXPR (which then alone selects), or the
+    test is named by its node id (tests/faults.py runs the tests it names, e2e ones included)."""
+    if config.getoption("--full") or config.option.markexpr:
+        return
+    named = _named_tests(config)
+
+    def wanted(item) -> bool:
+        if not any(item.get_closest_marker(m) for m in FULL_ONLY):
+            return True
+        return any(item.nodeid == n or item.nodeid.startswith((n + "[", n + "::")) for n in named)
+
+    keep, dropped = [], []
+    for item in items:
+        (keep if wanted(item) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[_deselected_key] = len(dropped)
+
+
+
+def pytest_report_header(config):
+    if config.option.markexpr:
+        return f"selection: -m {config.option.markexpr!r} (instead of the default fast selection)"
+    if not config.getoption("--full"):
+        return ("selection: fast unit tests only; tests marked "
+                f"{' or '.join(FULL_ONLY)} are deselected (run everything with: pytest --full)")
+    return "selection: --full (every test, including e2e and slow)"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = config.stash.get(_deselected_key, 0)
+    if n:
+        terminalreporter.write_line(
+            f"{n} test{'s' if n != 1 else ''} marked {' or '.join(FULL_ONLY)} deselected; "
+            "run the whole suite with: .venv/bin/python -m pytest --full", yellow=True)
 
 
 @pytest.fixture
@@ -41,30 +82,10 @@ def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
 
 
-def completed_run(tmp_path_factory, name: str, *args: str) -> Path:
-    """A fresh copy of the repository in which `snakemake --cores 2 *args` has run."""
-    root = copy_repo(tmp_path_factory.mktemp(name) / "repo")
-    snakemake(root, *args, "--cores", "2")
-    return root
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One completed smoke run shared by the tests that only read its results."""
     return completed_run(tmp_path_factory, "smoke", "results/figures/all", "--configfile", "tests/smoke.yaml")
-
-
-def checkpoint_state(path):
-    """The state dict of a pwprune checkpoint, loaded the way the pipeline loads it."""
-    from pwprune.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)[0].state_dict()
-
-
-def largest_change(a, b) -> float:
-    """Two state dicts with the same tensors (names and shapes): their largest absolute difference."""
-    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
 
 
 @pytest.fixture

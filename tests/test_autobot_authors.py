@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from pwprune.loss import make_loss
 from pwprune.models import arch_dict, build_from_arch, example_input
-from pwprune.pruning import autobot, prune_to_target
-from pwprune.pruning import target as target_module
+from pwprune.pruning import autobot, prune_to_target, scorers
 from pwprune.pruning.autobot import flop_term, gate_loss, threshold_search, train_gates
 from pwprune.pruning.graph import Layout, build_graph
 from pwprune.pruning.importance import ChannelHooks
@@ -295,7 +294,7 @@ def test_prune_to_target_trains_the_gates_on_the_teacher_for_plain_targets_teach
         losses.append(loss_fn)
         return train_gates(model, layout, loader, loss_fn, *args, **kwargs)
 
-    monkeypatch.setattr(target_module, "train_gates", spy)
+    monkeypatch.setattr(scorers, "train_gates", spy)
     teacher_logits = torch.randn(32, CLASSES)
     teacher = lambda x, idx: teacher_logits[idx]  # noqa: E731
     for plain_targets in ("labels", "teacher"):
@@ -346,7 +345,7 @@ def test_tolerance_pw_is_the_tolerance_of_reweighting_losses_only():
 
 def test_threshold_search_prunes_the_channels_below_the_threshold(monkeypatch):
     fixed = torch.tensor([0.9, 0.2, 0.8, 0.1, 0.7, 0.3, 0.95, 0.4])
-    monkeypatch.setattr(target_module, "train_gates", lambda *a, **k: fixed.clone())
+    monkeypatch.setattr(scorers, "train_gates", lambda *a, **k: fixed.clone())
     m, _ = model_and_layout()
     dense = copy.deepcopy(m)
     result = prune_to_target(m, "autobot", 0.5, EX, loader=toy_data(), loss_fn=ce, tolerance=0.2,

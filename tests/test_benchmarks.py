@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from helpers import REPO
 
 from benchmarks import BENCHMARKS, result
 from benchmarks.__main__ import table
 
 
+@pytest.mark.slow
 def test_json_lines_of_a_cheap_benchmark():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--json", "--only", "pw_overhead_cached",
                            "--repeats", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -32,6 +35,7 @@ def test_result_and_table():
     assert result("dry_run_s", float("nan"), "s", "<= 3", False)["met"] is None
 
 
+@pytest.mark.slow
 def test_unknown_name_is_refused():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """pwprune.config: strict YAML, schema validation messages (key path + what is valid), the
-label -> phase-loss vocabulary, and the schema's enums against the registries in pwprune/ (one
-source of truth). That Snakemake itself refuses a bad configfile before any job (dry and real
+label -> phase-loss vocabulary, the schema's enums built from the registries of pwprune.names (one
+source of truth), the one-pass default filling, and the path wildcards that accept exactly the
+registered names (a dry run). That Snakemake itself refuses a bad configfile before any job (dry and real
 runs) is tested through the CLI in test_reliability.py."""
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import copy
 import re
 
 import pytest
+import yaml
 
 import pwprune.config as pc
-from conftest import REPO
+from helpers import REPO
+from pwprune import names
 
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -32,45 +35,140 @@ def problems(config) -> str:
     return str(e.value)
 
 
-# ---------------------------------------------------------------- the registries
+# ---------------------------------------------------------------- the registries (pwprune.names)
 
-def test_schema_enums_match_registries():
-    from pwprune.data import DATASET_KINDS
-    from pwprune.loss import LOSS_KINDS
-    from pwprune.models import MODEL_NAMES
-    from pwprune.pruning import PRUNING_METHODS
+def _placeholders(node, found=None):
+    """(key, registry name) of every placeholder in a raw schema."""
+    found = [] if found is None else found
+    if isinstance(node, list):
+        for item in node:
+            _placeholders(item, found)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in pc.PLACEHOLDERS:
+                found.append((key, value["names"] if key == "x-properties" else value))
+            _placeholders(value, found)
+    return found
 
-    schema = pc.load_yaml_strict(SCHEMA)
+
+def test_schema_names_registries_instead_of_listing_them():
+    raw = pc.load_yaml_strict(SCHEMA)
+    used = _placeholders(raw)
+    assert used and all(isinstance(getattr(names, n, None), (tuple, dict, float)) for _, n in used), used
+    # the raw schema spells no list of a registry's names
+    registries = {tuple(v) for k, v in vars(names).items() if k.isupper() and isinstance(v, (tuple, dict))}
+
+    def enums(node):
+        if isinstance(node, dict):
+            if "enum" in node:
+                yield tuple(node["enum"])
+            for v in node.values():
+                yield from enums(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from enums(v)
+    assert not registries & set(enums(raw))
+
+
+def test_schema_enums_equal_the_registries_after_loading():
+    schema = pc.load_schema(SCHEMA)
+    assert not _placeholders(schema)
     exp = schema["$defs"]["experiment"]["properties"]
-    assert exp["model"]["enum"] == list(MODEL_NAMES)
-    assert exp["dataset"]["properties"]["kind"]["enum"] == list(DATASET_KINDS)
-    assert exp["prune"]["properties"]["methods"]["items"]["enum"] == list(PRUNING_METHODS)
-    assert exp["ablation"]["properties"]["methods"]["items"]["enum"] == list(PRUNING_METHODS)
-    # every method can get its own options block and its own PW settings
-    assert set(PRUNING_METHODS) - {"random"} <= set(exp["prune"]["properties"])
-    assert list(exp["pw"]["properties"]["methods"]["properties"]) == list(PRUNING_METHODS)
-    # the main comparison is CE vs PW; every label maps to loss kinds the loss module knows
-    assert exp["losses"]["items"]["enum"] == ["ce", "pw"]
-    assert set(exp["losses"]["items"]["enum"]) <= set(pc.LOSS_LABELS)
-    assert set(pc.ABLATION_LABELS) == set(pc.LOSS_LABELS)
-    assert {k for pair in pc.LOSS_LABELS.values() for k in pair} == set(LOSS_KINDS)
-    assert set(pc.DATA_FREE_METHODS) < set(PRUNING_METHODS)
+    prune = exp["prune"]["properties"]
+    loop = schema["$defs"]["loop"]["properties"]
+    assert exp["model"]["enum"] == list(names.MODEL_NAMES)
+    assert exp["dataset"]["properties"]["kind"]["enum"] == list(names.DATASET_KINDS)
+    assert exp["pretrained"]["enum"] == list(names.PRETRAINED_CHOICES)
+    assert prune["methods"]["items"]["enum"] == list(names.METHODS)
+    assert exp["ablation"]["properties"]["methods"]["items"]["enum"] == list(names.METHODS)
+    assert prune["tolerance"]["default"] == names.PRUNE_TOLERANCE
+    assert prune["layers"]["enum"] == list(names.LAYER_SCOPES)
+    assert prune["taylor"]["properties"]["schedule"]["enum"] == list(names.TAYLOR_SCHEDULES)
+    assert (loop["optimizer"]["enum"], loop["scheduler"]["enum"], loop["on_divergence"]["enum"]) == \
+        (list(names.OPTIMIZERS), list(names.SCHEDULERS), list(names.ON_DIVERGENCE))
+    # every method can get its own PW settings; every method with options has its block
+    assert list(exp["pw"]["properties"]["methods"]["properties"]) == list(names.METHODS)
+    assert set(names.METHODS) - {"random"} <= set(prune)
+    # the main comparison is CE vs PW
+    assert exp["losses"]["items"]["enum"] == list(names.MAIN_LABELS)
 
 
-def test_wildcard_constraints_match_registries():
-    """The path wildcards in common.smk accept exactly the registered names."""
-    from pwprune.loss import LOSS_KINDS
-    from pwprune.pruning import PRUNING_METHODS
+def test_registries_are_consistent():
+    assert set(names.MAIN_LABELS) <= set(names.LOSS_LABELS)
+    assert set(names.ABLATION_LABELS) == set(names.LOSS_LABELS)
+    assert names.ABLATION_ONLY_LABELS == tuple(l for l in names.LOSS_LABELS if l not in names.MAIN_LABELS)
+    assert {k for pair in names.LOSS_LABELS.values() for k in pair} == set(names.LOSS_KINDS)
+    assert names.PRUNE_LOSSES == ("none", *names.LOSS_KINDS)
+    assert set(names.DATA_FREE_METHODS) < set(names.METHODS)
+    assert set(names.MAIN_FIGURES) < set(names.FIGURES) and names.ABLATION_FIGURE in names.FIGURES
+    # config re-exports the vocabulary the workflow's rules use
+    assert (pc.LOSS_LABELS, pc.ABLATION_LABELS, pc.DATA_FREE_METHODS) == \
+        (names.LOSS_LABELS, names.ABLATION_LABELS, names.DATA_FREE_METHODS)
 
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    block = text[text.index("wildcard_constraints:"):]
-    method = re.search(r'method="\|"\.join\((\[.*?\])\)', block)
-    assert method, "method constraint not found in common.smk"
-    assert eval(method.group(1)) == list(PRUNING_METHODS)  # a literal list of names
-    ploss = re.search(r'ploss=r"([^"]+)"', block).group(1)
-    floss = re.search(r'floss=r"([^"]+)"', block).group(1)
-    assert ploss.split("|") == ["none", *LOSS_KINDS]
-    assert floss.split("|") == list(LOSS_KINDS)
+
+def test_code_checks_against_the_registries():
+    """The modules that check these names use the registry (or, where they still spell it, the
+    same names in the same order)."""
+    from pwprune import data, loss, models, train
+    from pwprune.pruning import PRUNING_METHODS, autobot, graph, importance, target
+
+    assert loss.LOSS_KINDS is names.LOSS_KINDS and tuple(loss.SWITCHES) == names.LOSS_KINDS
+    assert models.MODEL_NAMES is names.MODEL_NAMES
+    assert data.DATASET_KINDS is names.DATASET_KINDS
+    assert (train.OPTIMIZERS, train.SCHEDULERS, train.ON_DIVERGENCE) == \
+        (names.OPTIMIZERS, names.SCHEDULERS, names.ON_DIVERGENCE)
+    assert tuple(PRUNING_METHODS) == names.METHODS
+    assert tuple(target.OPTIONS) == names.METHODS
+    assert (graph.LAYER_SCOPES, target.TAYLOR_SCHEDULES, target.RESTORE_WEIGHTS, importance.TAYLOR_SITES) == \
+        (names.LAYER_SCOPES, names.TAYLOR_SCHEDULES, names.RESTORE_WEIGHTS, names.TAYLOR_SITES)
+    assert (autobot.FLOP_LOSSES, autobot.MODES, autobot.KEEPS, autobot.PLAIN_TARGETS, autobot.SEARCHES) == \
+        (names.AUTOBOT_FLOP_LOSSES, names.AUTOBOT_MODES, names.AUTOBOT_KEEPS, names.AUTOBOT_PLAIN_TARGETS,
+         names.AUTOBOT_SEARCHES)
+
+
+@pytest.mark.parametrize("placeholder", [
+    {"x-enum": "NO_SUCH_REGISTRY"},
+    {"x-default": "NO_SUCH_REGISTRY"},
+    {"type": "object", "x-properties": {"names": "NO_SUCH_REGISTRY", "schema": {"type": "number"}}},
+    {"x-enum": "methods"},  # registries are the upper-case names of pwprune.names
+])
+def test_a_placeholder_naming_no_registry_is_refused(tmp_path, cfg, placeholder):
+    schema = pc.load_yaml_strict(SCHEMA)
+    schema["$defs"]["experiment"]["properties"]["colour"] = placeholder
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump(schema))
+    bad = next(iter(v for k, v in placeholder.items() if k.startswith("x-")))
+    bad = bad["names"] if isinstance(bad, dict) else bad
+    with pytest.raises(pc.ConfigError, match=rf"schema placeholder x-\w+: '{bad}' names no registry in "
+                                             r"pwprune.names; defined: METHODS, "):
+        pc.validate(cfg, path)
+
+
+@pytest.fixture(scope="module")
+def dry_copy(tmp_path_factory):
+    from helpers import copy_repo
+
+    return copy_repo(tmp_path_factory.mktemp("names") / "repo")
+
+
+def _dry(root, *targets):
+    from helpers import snakemake
+
+    return snakemake(root, *targets, "-n", "--cores", "1", "--configfile", "tests/smoke.yaml", check=False)
+
+
+@pytest.mark.slow
+def test_path_wildcards_accept_exactly_the_registered_names(dry_copy):
+    """common.smk's wildcard constraints come from pwprune.names: a dry run builds a job for
+    every registered method and loss kind, and has no rule for a name outside them."""
+    tuned = "results/smoke/seed0/finetuned/{m}-{p}-{f}/0.5/model.pt"
+    good = [tuned.format(m=m, p=pc.phase_losses(label, m)[0], f=pc.phase_losses(label, m)[1])
+            for m in names.METHODS for label in names.LOSS_LABELS]
+    proc = _dry(dry_copy, *good)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for bad in (tuned.format(m="l1norm", p="none", f="ce"), tuned.format(m="taylor", p="ce", f="focal")):
+        proc = _dry(dry_copy, bad)
+        assert proc.returncode != 0 and "MissingRuleException" in proc.stdout + proc.stderr, bad
 
 
 # ---------------------------------------------------------------- strict YAML
@@ -160,6 +258,37 @@ def test_validate_fills_loop_defaults(cfg):
     assert out["experiments"]["default"]["finetune"]["weight_decay"] == 0.0005  # given values kept
 
 
+def test_validate_fills_every_schema_default_in_one_pass(cfg):
+    exp = cfg["experiments"]["default"]
+    for key in ("tolerance", "layers"):
+        exp["prune"].pop(key, None)
+    exp.pop("pretrained", None)
+    exp.pop("evaluate", None)
+    exp["prune"].pop("taylor", None)
+    exp["finetune"].pop("optimizer", None)
+    out = pc.validate(cfg, SCHEMA)["experiments"]["default"]
+    assert (out["prune"]["tolerance"], out["prune"]["layers"], out["pretrained"]) == \
+        (names.PRUNE_TOLERANCE, "all", "none")
+    assert out["finetune"]["optimizer"] == "adamw"
+    # objects without a default stay absent: nothing the config did not say is invented
+    assert "evaluate" not in out and "taylor" not in out["prune"]
+    # a variant inherits from its base before the defaults are filled
+    assert cfg["experiments"]["default_authors"]["prune"]["tolerance"] == names.PRUNE_TOLERANCE
+
+
+def test_fill_defaults_follows_refs_maps_and_lists():
+    schema = {"$defs": {"leaf": {"type": "object", "properties": {"a": {"default": 1},
+                                                                  "b": {"type": "object", "default": {}}}}},
+              "type": "object",
+              "properties": {"one": {"$ref": "#/$defs/leaf"},
+                             "many": {"type": "array", "items": {"$ref": "#/$defs/leaf"}},
+                             "absent": {"$ref": "#/$defs/leaf"}},
+              "additionalProperties": {"$ref": "#/$defs/leaf"}}
+    got = pc.fill_defaults({"one": {"a": 5}, "many": [{}, {"b": {"x": 1}}], "other": {}}, schema)
+    assert got == {"one": {"a": 5, "b": {}}, "many": [{"a": 1, "b": {}}, {"a": 1, "b": {"x": 1}}],
+                   "other": {"a": 1, "b": {}}}
+
+
 def test_check_datasets_names_experiment_and_key(cfg):
     cfg["experiments"]["default"]["dataset"]["colour"] = "blue"
     pc.validate(cfg, SCHEMA)  # the schema leaves kind-specific keys to the dataset code
@@ -203,3 +332,16 @@ def test_target_str_round_trips():
     for t in (0.5, 0.9375, 0.96875, 0.9961):
         assert float(pc.target_str(t)) == t
     assert pc.target_str(0.5) == "0.5" and pc.target_str(1 / 2) == "0.5"
+
+
+def test_conda_env_pins_are_pyprojects():
+    """workflow/envs/pwprune.yaml (every rule's `conda:`) installs exactly pyproject.toml's pins:
+    one set of versions, whichever way the jobs' software is deployed."""
+    import tomllib
+
+    root = REPO
+    env = yaml.safe_load((root / "workflow" / "envs" / "pwprune.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert pip == project["dependencies"]
+    assert "python=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11,<3.12"

@@ -75,6 +75,7 @@ def test_digits_config_knobs_and_determinism(tmp_path):
         or a["sizes"] != c["sizes"]
 
 
+@pytest.mark.slow
 def test_digits_does_not_import_torchvision(tmp_path):
     code = ("import sys; from pwprune.data import prepare, load_prepared; "
             f"prepare({{'kind': 'digits'}}, None, {str(tmp_path)!r}, log=lambda *_: None); "

@@ -9,7 +9,7 @@ import yaml
 from pwprune.data import DatasetError, SplitDataset, load_prepared, prepare, resolve_config
 from pwprune.data.digits import distort
 from pwprune.train import make_loader
-from tests.conftest import REPO
+from helpers import REPO
 
 
 def _params_default():
@@ -119,14 +119,17 @@ def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
     """The default experiment's reason to exist (issue 11): the dense model must handle the
     under-represented style on held-out data, yet stay unsure of it on its own training images,
     so that the PW weights differ between the groups. Trains the default's real dense model."""
-    from pwprune.pipeline import train_dense_stage
+    from pwprune.stages.evaluate import evaluate_stage
+    from pwprune.stages.train import train_dense_stage
 
     exp = _params_default()
     prepare(exp["dataset"], out_dir=tmp_path / "prep", log=lambda *a: None)
     out = {k: tmp_path / f"{k}.out" for k in ("model", "metrics", "history", "teacher")}
     torch.manual_seed(0)
-    train_dense_stage(tmp_path / "prep", exp["model"], exp["train"], {"batch_size": 512, "latency_repeats": 1},
-                      0, torch.device("cpu"), "default dense", out, log=lambda *a: None)
+    train_dense_stage(tmp_path / "prep", exp["model"], exp["train"], 0, torch.device("cpu"), "default dense", out,
+                      log=lambda *a: None)
+    evaluate_stage(out["model"], tmp_path / "prep", {"batch_size": 512, "latency_repeats": 1}, "cpu",
+                   out["metrics"], log=lambda *a: None)
     import pandas as pd
 
     test = pd.read_csv(out["metrics"]).query("split == 'test'").set_index("group")["accuracy"]
@@ -161,6 +164,7 @@ print(real)
 """
 
 
+@pytest.mark.slow
 def test_deferred_dynamo_trains_identically_without_importing_it(tmp_path):
     import subprocess
     import sys
@@ -177,6 +181,7 @@ def test_deferred_dynamo_trains_identically_without_importing_it(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_deferred_dynamo_hands_over_on_real_use():
     import subprocess
     import sys
@@ -195,7 +200,7 @@ def test_job_csv_writer_matches_pandas(tmp_path):
     """Jobs write their metrics without pandas; the bytes must be what pandas wrote before."""
     import pandas as pd
 
-    from pwprune.pipeline import write_rows
+    from pwprune.stages.jobs import write_rows
 
     rows = [{"stage": "finetuned", "split": "test", "group": "types 3-4, light", "n": np.int64(270),
              "accuracy": np.float64(0.7185185185185186), "auroc": float("nan"), "degenerate": np.bool_(False),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import snakemake
+from helpers import snakemake
 from pwprune import diagnostics as dg
 from pwprune.loss import make_loss
 
@@ -276,6 +276,8 @@ def _job_counts(out: str) -> dict:
     return counts
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_rule_per_seed_and_gamma_reruns_only_the_diagnostic(repo_copy):
     two_seeds = repo_copy / "two_seeds.yaml"
     two_seeds.write_text("experiments:\n  smoke:\n    seeds: [0, 1]\n    train: {epochs: 1}\n")
@@ -303,6 +305,8 @@ def test_rule_per_seed_and_gamma_reruns_only_the_diagnostic(repo_copy):
     assert counts == {"teacher_diagnostic": 2, "teacher_figure": 1}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_smoke_run_shows_the_diagnostic(smoke_run):
     listed = (smoke_run / "results/figures/all").read_text().split()
     assert "results/figures/smoke/teacher_weights.png" in listed

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, copy_repo, snakemake
+from helpers import BIN, copy_repo, snakemake
 from pwprune.dvc_view import headline, write_headline
 
 SMOKE = ("--configfile", "tests/smoke.yaml")

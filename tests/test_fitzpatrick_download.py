@@ -62,6 +62,7 @@ def test_no_network_gives_a_clear_error(tmp_path):
     assert os.listdir(tmp_path / "images") == []
 
 
+@pytest.mark.slow
 def test_cli_reports_no_network(tmp_path):
     csv = tmp_path / "f.csv"
     csv.write_text("md5hash,fitzpatrick_scale,three_partition_label,url\nabc,1,benign,http://127.0.0.1:9/a.jpg\n")

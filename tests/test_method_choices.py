@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pwprune.pruning import prune_to_target
-from pwprune.pruning import target as target_module
+from pwprune.pruning import prune_to_target, scorers
 from pwprune.pruning.autobot import train_gates
 from pwprune.pruning.graph import Layout, build_graph
 from pwprune.pruning.importance import ChannelHooks
@@ -213,10 +212,54 @@ def test_autobot_removes_the_channels_whose_gates_are_lowest(monkeypatch):
         seen.append(train_gates(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(target_module, "train_gates", spy)
+    monkeypatch.setattr(scorers, "train_gates", spy)
     m = model_with_dead_channels()
     removed = prune(m, "autobot", loader=toy_data(), loss_fn=ce, iterations=60, beta=2.0,
                     binarization=0.1)
     (g,) = seen
     assert removed == lowest(g, 4)
     assert removed == DEAD  # and those are the channels the loss does not need
+
+
+# ---------------------------------------------------------------- the one registry of methods
+
+
+def test_every_method_is_one_scorer_with_the_uniform_signature():
+    from pwprune.pruning import PRUNING_METHODS, SCORERS, ScoringData
+    from pwprune.pruning.target import OPTIONS
+
+    assert tuple(SCORERS) == PRUNING_METHODS == tuple(OPTIONS)
+    m = OneConv()
+    layout = Layout(m, build_graph(m, EX), EX)
+    for method, fn in SCORERS.items():
+        own = scorers.scorer_options(fn)  # (model, layout, data, *, option=default, ...) or TypeError
+        assert own.items() <= OPTIONS[method].items()
+        if method in ("random", "magnitude"):  # data-free: one score per channel of the layout
+            scores = fn(m, layout, ScoringData(method, seed=0))
+            assert scores.shape == (layout.total,) == (C,)
+    with pytest.raises(ValueError, match="'taylor' is data-driven: pass loader and loss_fn"):
+        SCORERS["taylor"](m, layout, ScoringData("taylor"))
+    with pytest.raises(TypeError, match="not a scorer"):
+        scorers.scorer_options(lambda model, layout, data, norm: None)  # an option without a default
+
+
+def test_a_scorer_registered_in_the_table_is_a_method_pruned_by_its_scores(monkeypatch):
+    """One function plus one entry in SCORERS is a whole method: its options are its keyword
+    parameters, and prune_to_target removes its lowest-scored channels."""
+    calls = []
+
+    def toy_score(model, layout, data, *, order=(3, 0, 7, 5, 1, 6, 2, 4)):
+        calls.append((layout.total, data.target, order))
+        return torch.tensor([float(order.index(i)) for i in range(layout.total)])
+
+    monkeypatch.setitem(scorers.SCORERS, "toy", toy_score)
+    m = OneConv()
+    assert prune(m, "toy") == {3, 0, 7, 5}
+    assert prune(m, "toy", order=(6, 2, 4, 1, 0, 3, 5, 7)) == {6, 2, 4, 1}
+    assert calls == [(C, 0.5, (3, 0, 7, 5, 1, 6, 2, 4)), (C, 0.5, (6, 2, 4, 1, 0, 3, 5, 7))]
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['norm'\] for pruning method 'toy'; "
+                                         r"valid options: \['min_channels', 'order'\]"):
+        prune(m, "toy", norm=1)
+    monkeypatch.delitem(scorers.SCORERS, "toy")
+    with pytest.raises(ValueError, match="unknown pruning method 'toy'"):
+        prune(m, "toy")

@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pwprune.metrics import count_macs_params, fairness, group_metrics, latency_ms, predict
+from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
+from pwprune.summary import fairness
 
 # binary single-logit case; predicted class = logit > 0
 # group 0 (female): logits [2, -1, 0.5]        labels [1, 0, 0]    preds [1, 0, 1]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import pwprune.config as pc
-from conftest import REPO, snakemake
+from helpers import REPO, snakemake
 from data_fixtures import write_celeba, write_cifar10, write_fitzpatrick
 
 DOC = REPO / "docs" / "paper-settings.md"

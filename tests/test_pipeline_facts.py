@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import checkpoint_state as state
-from conftest import completed_run, largest_change
+from helpers import checkpoint_state as state
+from helpers import completed_run, largest_change
 
 pytestmark = pytest.mark.e2e
 

@@ -10,10 +10,9 @@ import pytest
 from PIL import Image
 
 from pwprune import plots
-from pwprune.plots import (ABLATION_LOSSES, FIGURES, PALETTE, loss_share_table, make_all,
-                           make_figure)
-from pwprune.summary import (METRICS_COLUMNS, read_metrics, summarize, trial_table,
-                             write_summary)
+from pwprune.names import FIGURES, LOSS_LABELS
+from pwprune.plots import LOSS_TITLES, PALETTE, loss_share_table, make_all, make_figure
+from pwprune.summary import TABLE_COLUMNS, read_table, summarize, trial_table, write_summary
 
 # finetuned per-group accuracies, (female, male) per seed; `all` = their mean (50 samples each)
 FIN = {
@@ -53,7 +52,7 @@ def metric_rows(extra=None, dense=None):
             add(method, target, loss, seed, "dense", (dense or {}).get(seed, DENSE))
             add(method, target, loss, seed, "pruned", (accs[0] - 0.1, accs[1] - 0.1), deg)
             add(method, target, loss, seed, "finetuned", accs, deg)
-    return pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
 def share_rows():
@@ -153,6 +152,7 @@ def figures(tmp_path_factory):
     return out, make_all(metric_rows(), share_rows(), "toy", str(out))
 
 
+@pytest.mark.slow
 def test_every_figure_written_as_png_and_pdf(figures):
     out, paths = figures
     assert sorted(paths) == sorted(str(out / f"{n}.{e}") for n in FIGURES for e in ("png", "pdf"))
@@ -242,6 +242,7 @@ def test_group_performance_draws_each_groups_mean_over_seeds(tmp_path, drawn):
     assert hlines(acc) == pytest.approx([80.0, 90.0])  # the dense model per group
 
 
+@pytest.mark.slow
 def test_fairness_gap_draws_drops_against_each_seeds_dense_model(tmp_path, drawn):
     make_figure("fairness_gap", metric_rows(dense=SEED_DENSE), share_rows(), "toy",
                 str(tmp_path / "f"))
@@ -283,7 +284,7 @@ def test_a_seed_without_dense_rows_falls_back_to_the_seed_averaged_dense_model()
 
 
 def test_palette_covers_every_comparison_label():
-    assert {"ce", "pw", *ABLATION_LOSSES} <= set(PALETTE)
+    assert set(LOSS_LABELS) <= set(PALETTE) and set(LOSS_LABELS) <= set(LOSS_TITLES)
     assert PALETTE["ce"] != PALETTE["pw"]
 
 
@@ -301,7 +302,7 @@ def test_missing_columns_error_names_file_and_writes_nothing(tmp_path):
     path = tmp_path / "metrics.csv"
     metric_rows().drop(columns=["latency_ms", "auroc"]).to_csv(path, index=False)
     with pytest.raises(ValueError) as e:
-        read_metrics(path)
+        read_table(path)
     msg = str(e.value)
     assert str(path) in msg and "latency_ms" in msg and "auroc" in msg and "regenerate" in msg
     out = tmp_path / "figs"

@@ -116,6 +116,7 @@ def test_unknown_layers_scope_is_refused():
         prune_to_target(m, "random", 0.5, x, layers="linear", log=quiet)
 
 
+@pytest.mark.slow
 def test_vgg16_conv_scope_leaves_hidden_fc_units_whole_and_uncounted():
     """At 99 % of the conv MACs VGG-16's fc6/fc7 (4096 units each) are untouched and not counted;
     the last conv's pruned channels take fc6's input columns with them (49 per channel at 32 px)."""
@@ -185,6 +186,7 @@ def _check_reloads(tmp_path, arch, result):
         assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resnet56_a_magnitude_reaches_the_largest_paper_target_and_reloads(tmp_path):
     torch.manual_seed(0)
     arch = arch_dict("resnet56_a", 10, 3, 16)

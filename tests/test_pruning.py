@@ -97,6 +97,7 @@ def check_pruned(arch, result, target, method=None):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", PRUNING_METHODS)
 @pytest.mark.parametrize("name", ["resnet20", "resnet18"])
 @pytest.mark.parametrize("target", [0.5, 0.875])
@@ -117,6 +118,7 @@ def test_small_cnn_extreme_target(method):
     check_pruned(arch, result, 0.9375, method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,target", [("vgg16", 0.75), ("efficientnet_v2_s", 0.5)])
 def test_magnitude_keeps_concat_se_residual_consistent(name, target):
     arch, result, _ = run(name, "magnitude", target)
@@ -130,12 +132,14 @@ def test_magnitude_l1_differs_from_l2_but_both_hit_target():
     assert r1.history != r2.history  # the two norms rank resnet20's channels differently
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
 def test_binary_single_logit_model(method):
     arch, result, _ = run("resnet20", method, 0.5, num_classes=2, in_channels=1)
     check_pruned(arch, result, 0.5, method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
 def test_data_driven_methods_use_teacher(method):
     torch.manual_seed(1)
@@ -161,6 +165,7 @@ def test_data_driven_methods_use_teacher(method):
     assert seen["teacher"] > 0 and seen["loss_with_teacher"] == seen["teacher"]
 
 
+@pytest.mark.slow
 def test_taylor_prunes_iteratively_and_history_accumulates():
     _, result, logs = run("resnet20", "taylor", 0.75, steps=4, batches_per_step=2)
     steps = [line for line in logs if line.startswith("taylor step")]
@@ -169,6 +174,7 @@ def test_taylor_prunes_iteratively_and_history_accumulates():
     assert len(result.history) > 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["random", "taylor"])
 def test_same_seed_same_architecture(method):
     _, a, _ = run("resnet20", method, 0.5, seed=3)
@@ -215,6 +221,7 @@ def test_bad_method_and_options_raise():
         prune_to_target(model, "autobot", 0.5, ex)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
 def test_data_driven_methods_on_efficientnet(method):
     # SE blocks and depthwise convs: the probes/gates sit on coupled BN outputs across them

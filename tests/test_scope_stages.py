@@ -1,4 +1,4 @@
-"""The pipeline's prune and fine-tune stages with the authors' choices of issue 19, items 5-7, on a
+"""The pipeline's prune, fine-tune and evaluate stages with the authors' choices of issue 19, items 5-7, on a
 CIFAR-10 fixture in the real on-disk format: an option-A ResNet pruned with `layers: conv` records
 the count its reduction is in (prune.json, the metrics' counted_layers column) beside every layer's
 MACs, and since CIFAR-10's groups are its classes every group row has its class's one-vs-rest AUROC
@@ -14,7 +14,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from data_fixtures import trust_fixture_md5s, write_cifar10
-from pwprune import pipeline
+from pwprune.stages.evaluate import evaluate_stage
+from pwprune.stages.finetune import finetune_stage
+from pwprune.stages.inputs import eval_loader
+from pwprune.stages.prune import prune_stage
 from pwprune.checkpoint import load_checkpoint, save_checkpoint
 from pwprune.data import load_prepared, prepare
 from pwprune.metrics import count_macs_params, predict
@@ -46,12 +49,14 @@ def stages(tmp_path_factory):
                                                ("info", "prune.json"))}
     prune = {"method": "magnitude", "target": 0.5, "tolerance": 0.02, "layers": "conv", "options": {},
              "loss": "none"}
-    pipeline.prune_stage(tmp / "data", tmp / "dense.pt", None, prune, EVAL, 0, "cpu", "test", out, log=quiet)
+    prune_stage(tmp / "data", tmp / "dense.pt", None, prune, 0, "cpu", "test", out, log=quiet)
+    evaluate_stage(out["model"], tmp / "data", EVAL, "cpu", out["metrics"], log=quiet)
     tuned = {k: tmp / "tuned" / f for k, f in (("model", "model.pt"), ("metrics", "metrics.csv"),
                                                 ("shares", "shares.csv"), ("history", "history.json"))}
     loop = {"epochs": 1, "lr": 0.001, "batch_size": 64}
-    pipeline.finetune_stage(tmp / "data", out["model"], out["info"], tmp / "dense.pt", None,
-                            {"loop": loop, "loss": "ce"}, EVAL, 0, "cpu", "test", tuned, log=quiet)
+    finetune_stage(tmp / "data", out["model"], tmp / "dense.pt", None, {"loop": loop, "loss": "ce"}, 0,
+                   "cpu", "test", tuned, log=quiet)
+    evaluate_stage(tuned["model"], tmp / "data", EVAL, "cpu", tuned["metrics"], log=quiet)
     return tmp, prepared, arch, out, tuned
 
 
@@ -86,7 +91,7 @@ def test_groups_are_classes_rows_have_each_class_one_vs_rest_auroc(stages):
     rows = pd.read_csv(out["metrics"])
     rows = rows[rows["split"] == "test"].set_index("group")
     model, _ = load_checkpoint(out["model"])
-    logits, labels, _ = predict(model, pipeline.eval_loader(prepared, "test", 256, arch))
+    logits, labels, _ = predict(model, eval_loader(prepared, "test", 256, arch))
     probs = torch.softmax(logits.double(), 1).numpy()
     expected = roc_auc_score(labels.numpy(), probs, multi_class="ovr", average=None)
     names = prepared.meta["group_names"]

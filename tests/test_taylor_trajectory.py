@@ -55,6 +55,7 @@ def run(model, targets, arch, ds, resume=None, opts=OPTS, seed=0):
                              seed=seed, opts=opts, resume=resume, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_continuing_from_a_smaller_target_equals_one_uninterrupted_trajectory(tmp_path):
     arch, model = dense()
     ds = dataset()
@@ -80,6 +81,7 @@ def test_continuing_from_a_smaller_target_equals_one_uninterrupted_trajectory(tm
     assert whole[0]["note"] == whole[1]["note"] == ""
 
 
+@pytest.mark.slow
 def test_prune_to_target_continues_through_a_checkpointed_chain(tmp_path):
     """The pipeline's path: the target-k job gets the state file of target k-1 and a freshly
     loaded dense model; its pruned model equals the one-job trajectory's, checkpoints included."""
@@ -191,7 +193,7 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     uninterrupted trajectory; the geometric schedule has no chain."""
     import yaml
 
-    from conftest import snakemake
+    from helpers import snakemake
     from pwprune.checkpoint import load_checkpoint
 
     cfg = yaml.safe_load((repo_copy / "tests" / "smoke.yaml").read_text())
@@ -219,7 +221,7 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     info = json.loads((repo_copy / "results/smoke/seed0/pruned/taylor-pw/0.875/prune.json").read_text())
     assert info["continued_from"].endswith(small) and info["within_tolerance"], info
     # the chained job's model equals one uninterrupted trajectory straight to 0.875
-    from pwprune import pipeline
+    from pwprune.stages.prune import prune_stage
 
     direct = repo_copy / "direct"
     params = {"method": "taylor", "target": 0.875, "tolerance": 0.02, "loss": "pw", "batch_size": 128,
@@ -228,10 +230,9 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job ran (its rule's threads): sums in another order differ in the last bits
     try:
-        pipeline.prune_stage(repo_copy / "data/prepared/smoke", dense / "model.pt", dense / "teacher.pt", params,
-                             {"batch_size": 512, "latency_repeats": 1}, 0, "cpu", "direct",
-                             out={"model": direct / "model.pt", "metrics": direct / "metrics.csv",
-                                  "info": direct / "info.json"}, log=lambda *a: None)
+        prune_stage(repo_copy / "data/prepared/smoke", dense / "model.pt", dense / "teacher.pt", params, 0,
+                    "cpu", "direct", out={"model": direct / "model.pt", "info": direct / "info.json"},
+                    log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
     a, ia = load_checkpoint(repo_copy / big)

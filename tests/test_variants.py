@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 from scipy import stats
 
 import pwprune.config as pc
-from pwprune.summary import METRICS_COLUMNS, compare_variants
+from pwprune.summary import TABLE_COLUMNS, compare_variants
 
 
 def _rows(exp, seed, loss, stage, accs, target=0.5):
@@ -34,7 +34,7 @@ def test_compare_variants_pairs_by_seed_by_hand():
         for exp, b in (("base", base_b), ("var", var_b)):
             rows += _rows(exp, seed, "ce", "dense", dense)
             rows += _rows(exp, seed, "ce", "finetuned", {"a": 0.85, "b": b[seed]})
-    df = pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     res = compare_variants(df, [("var", "base")])
     assert len(res) == 1
     r = res.iloc[0]
@@ -65,7 +65,7 @@ def test_variant_figure_draws_base_and_variant_per_loss(tmp_path, monkeypatch):
             for loss, shift in (("ce", 0.0), ("pw", 0.05)):
                 rows += _rows(exp, seed, loss, "dense", {"a": 0.9, "b": 0.8})
                 rows += _rows(exp, seed, loss, "finetuned", {"a": 0.85, "b": b + shift + 0.01 * seed})
-    df = pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     plots.variant_comparison(df, "var", "base", str(tmp_path / "v"))
     gap_ax = figs["f"].axes[0]
     drawn = {(c.lines[0].get_marker(), c.lines[0].get_linestyle(), to_hex(c.lines[0].get_color())):
@@ -97,7 +97,7 @@ def test_a_variant_must_share_its_bases_dense_models(changes, message):
 def test_variant_run_uses_the_base_dense_models_and_compares(repo_copy):
     from matplotlib.image import imread
 
-    from conftest import snakemake
+    from helpers import snakemake
 
     cfg = yaml.safe_load((repo_copy / "tests" / "smoke.yaml").read_text())
     base = cfg["experiments"]["smoke"]

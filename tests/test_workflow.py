@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import pwprune.config as pc
-from conftest import checkpoint_state, copy_repo, largest_change, snakemake
+from helpers import REPO, checkpoint_state, copy_repo, largest_change, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +43,9 @@ def smoke_config(root: Path) -> dict:
 
 
 def main_figures() -> list[str]:
-    from pwprune.plots import FIGURES
+    from pwprune.names import MAIN_FIGURES
 
-    return [f for f in FIGURES if f != "ablation"]
+    return list(MAIN_FIGURES)
 
 
 def grid(config: dict) -> set[tuple]:
@@ -63,6 +63,7 @@ def grid(config: dict) -> set[tuple]:
         add("teacher_figure", exp=exp)
         for seed in cfg["seeds"]:
             add("train_dense", exp=exp, seed=seed)
+            add("evaluate", exp=exp, seed=seed, checkpoint="dense")
             add("teacher_diagnostic", exp=exp, seed=seed)
             for method, target, label in itertools.product(cfg["prune"]["methods"], cfg["prune"]["targets"],
                                                            cfg["losses"]):
@@ -70,9 +71,51 @@ def grid(config: dict) -> set[tuple]:
                 t = pc.target_str(target)
                 add("prune", exp=exp, seed=seed, method=method, ploss=ploss, target=t)
                 add("finetune", exp=exp, seed=seed, method=method, ploss=ploss, floss=floss, target=t)
+                add("evaluate", exp=exp, seed=seed, checkpoint=f"pruned/{method}-{ploss}/{t}")
+                add("evaluate", exp=exp, seed=seed, checkpoint=f"finetuned/{method}-{ploss}-{floss}/{t}")
     for rule in ("aggregate", "summary", "all_figures"):
         add(rule)
     return jobs
+
+
+def upstream(job, full) -> set[tuple]:
+    """The jobs of `full` whose outputs `job` reads, from the rules' contracts (data -> dense ->
+    pruned -> fine-tuned; every checkpoint -> its evaluation; evaluations and loss shares ->
+    the table -> figures and summary; teacher outputs -> diagnostics -> teacher figure)."""
+    rule, w = job[0], dict(job[1])
+
+    def pick(r, **wc):
+        return {j for j in full if j[0] == r and all(dict(j[1]).get(k) == v for k, v in wc.items())}
+
+    exp, seed = w.get("exp"), w.get("seed")
+    if rule in ("train_dense",):
+        return pick("prepare_data", exp=exp)
+    if rule in ("prune", "teacher_diagnostic"):
+        return pick("prepare_data", exp=exp) | pick("train_dense", exp=exp, seed=seed)
+    if rule == "finetune":
+        return (pick("prepare_data", exp=exp) | pick("train_dense", exp=exp, seed=seed)
+                | pick("prune", exp=exp, seed=seed, method=w["method"], ploss=w["ploss"], target=w["target"]))
+    if rule == "evaluate":
+        kind, *rest = w["checkpoint"].split("/")
+        if kind == "dense":
+            maker = pick("train_dense", exp=exp, seed=seed)
+        else:
+            parts = rest[0].split("-")
+            wc = dict(method=parts[0], ploss=parts[1], target=rest[1])
+            maker = (pick("prune", exp=exp, seed=seed, **wc) if kind == "pruned"
+                     else pick("finetune", exp=exp, seed=seed, floss=parts[2], **wc))
+        return pick("prepare_data", exp=exp) | maker
+    if rule == "aggregate":
+        return pick("evaluate") | pick("finetune")
+    if rule == "figure":
+        return pick("aggregate")
+    if rule == "teacher_figure":
+        return pick("teacher_diagnostic", exp=w["exp"])
+    if rule == "summary":
+        return pick("aggregate") | pick("teacher_diagnostic")
+    if rule == "all_figures":
+        return pick("figure") | pick("teacher_figure") | pick("summary")
+    return set()
 
 
 def select(jobs, keep) -> set[tuple]:
@@ -323,19 +366,13 @@ def check_reasons(jobs, full, direct, reason):
 
 
 def _downstream(full, changed):
-    """Fine-tuning jobs whose pruned input is rerun, and prune/finetune below a rerun dense model."""
-    out = set()
-    rules = {r for r, _ in changed}
-    pruned = {(w["seed"], w["method"], w["ploss"], w["target"]) for r, w in map(lambda j: (j[0], dict(j[1])), changed)
-              if r == "prune"}
-    for r, wc in full:
-        w = dict(wc)
-        if r == "finetune" and (w["seed"], w["method"], w["ploss"], w["target"]) in pruned:
-            out.add((r, wc))
-        if rules & {"prepare_data", "train_dense"} and r != "prepare_data":
-            out.add((r, wc))
-        if r == "teacher_figure" and "teacher_diagnostic" in rules:
-            out.add((r, wc))
+    """Every job of `full` that reads, directly or through other jobs, an output of a job in
+    `changed` (those jobs themselves only where they read another changed one)."""
+    up = {j: upstream(j, full) for j in full}
+    out, grew = set(), True
+    while grew:
+        new = {j for j in full if j not in out and up[j] & (set(changed) | out)}
+        grew, out = bool(new), out | new
     return out
 
 
@@ -360,6 +397,95 @@ def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
     assert set(jobs) == expected, (f"{path}: ran but should not:\n{show(set(jobs) - expected)}\n"
                                    f"should run but did not:\n{show(expected - set(jobs))}")
     check_reasons(jobs, full, direct, reason)
+
+
+# Issue 15's table: each edit against a completed run, and the exact set of rules it must rerun
+# directly (what reads their outputs follows, computed by _downstream). A comment counts as an
+# edit: a code hash does not know comments from code.
+EDITS = {
+    "plots.py comment": (("append", "pwprune/plots.py"), {"figure"}),
+    # the table's columns are defined in pwprune/summary.py, so the aggregation runs its code too
+    "summary.py comment": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
+    "fine-tuning stage comment": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
+    "evaluation stage comment": (("append", "pwprune/stages/evaluate.py"), {"evaluate"}),
+    "metric code comment": (("append", "pwprune/metrics.py"), {"evaluate"}),
+    "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"evaluate"}),
+    "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"),
+                          set()),
+}
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_each_edit_reruns_exactly_its_rules(run_copy, name):
+    edit, rules = EDITS[name]
+    args = SMOKE
+    if edit[0] == "append":
+        with open(run_copy / edit[1], "a") as f:
+            f.write("\n# an edit that changes no value\n")
+    elif edit[0] == "replace":
+        path = run_copy / edit[1]
+        text = path.read_text()
+        assert text.count(edit[2]) == 1, edit
+        path.write_text(text.replace(edit[2], edit[3]))
+    else:
+        args = _override(run_copy, "smoke", *edit[1:])
+    proc = snakemake(run_copy, ALL, "-n", *args)
+    out = proc.stdout + proc.stderr
+    jobs = parse_dry_run(out)
+    full = grid(smoke_config(run_copy))
+    direct = select(full, lambda r, w: r in rules)
+    expected = direct | _downstream(full, direct)
+    assert set(jobs) == expected, (f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
+                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    if not rules:
+        assert "Nothing to be done" in out, out
+    check_reasons(jobs, full, direct, "Params have changed")
+
+
+def test_each_job_ran_only_code_that_its_hash_covers(smoke_run):
+    """Every job's log ends with the pwprune modules it loaded; each must be in the static import
+    closure of the rule's script that its code hash covers (pwprune.provenance), so no import
+    escapes the hash (a dynamic one, say), and stage code never leaks into another rule's."""
+    from pwprune import provenance
+
+    scripts = {"prepare_data": "prepare_data", "train_dense": "train_dense", "prune": "prune",
+               "finetune": "finetune", "evaluate": "evaluate", "teacher_diagnostic": "teacher_diagnostic",
+               "aggregate": "aggregate", "figure": "plot", "teacher_figure": "teacher_figure",
+               "summary": "summary"}
+    proc = snakemake(smoke_run, ALL, "-n", "-F", *SMOKE)
+    seen = set()
+    for (rule, wc), fields in parse_dry_run(proc.stdout + proc.stderr).items():
+        if rule not in scripts:
+            continue
+        text = (smoke_run / fields["log"]).read_text()
+        line = re.search(r"^pwprune modules loaded: (.*)$", text, re.M)
+        assert line, f"{fields['log']}: no module line"
+        loaded = set(line.group(1).split())
+        static = set(provenance.module_names(provenance.code_files(
+            REPO / "workflow" / "scripts" / f"{scripts[rule]}.py", root=REPO), root=REPO))
+        assert loaded <= static, (rule, sorted(loaded - static))
+        seen.add(rule)
+        if rule == "figure":  # the figure jobs never run model, training or pruning code
+            assert not {m for m in loaded if m.split(".")[1:2] in (["models"], ["train"], ["pruning"])}, loaded
+    assert seen == set(scripts), set(scripts) - seen
+
+
+def test_log_labels_are_text_only():
+    """The module left out of every code hash reaches only log text: it imports nothing from
+    pwprune, and each label is a plain string built from the wildcards."""
+    import ast
+    from types import SimpleNamespace
+
+    from pwprune import provenance
+    from pwprune.stages import labels
+
+    for name in provenance.LOG_TEXT_ONLY:
+        tree = ast.parse(provenance.module_file(name).read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not imports, name
+    w = SimpleNamespace(exp="e", seed="0", method="taylor", ploss="pw", floss="ce", target="0.5")
+    for fn in (labels.train_dense, labels.prune, labels.finetune):
+        assert isinstance(fn(w), str) and "e" in fn(w)
 
 
 def test_new_raw_data_version_reruns_preparation_and_everything_after(run_copy):
@@ -399,14 +525,14 @@ def test_single_finetuned_target_in_a_completed_run(run_copy):
 def test_ablation_all_builds_every_label_and_a_real_figure(run_copy):
     from PIL import Image
 
-    from pwprune.plots import ABLATION_LOSSES
+    from pwprune.names import ABLATION_LABELS
 
     snakemake(run_copy, "results/ablation/all", "--cores", "2", *SMOKE)
     cfg = smoke_config(run_copy)["experiments"]["smoke"]
     df = pd.read_csv(run_copy / "results" / "ablation" / "metrics.csv")
     fin = df[(df["stage"] == "finetuned") & (df["group"] == "all") & (df["split"] == "test")]
     expected = {(m, float(t), label) for m in cfg["ablation"]["methods"] for t in cfg["ablation"]["targets"]
-                for label in ("ce", "pw", *ABLATION_LOSSES)}
+                for label in ABLATION_LABELS}
     assert set(zip(fin["method"], fin["target_reduction"], fin["loss"])) == expected
     assert fin["accuracy"].between(0, 1).all()
     listed = (run_copy / "results" / "ablation" / "all").read_text()

@@ -25,10 +25,10 @@ import os
 import numpy as np
 
 from pwprune.fileio import atomic_open
+from pwprune.names import DATASET_KINDS
 
 from .common import DatasetError
 
-DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k")
 # keys every kind accepts; the rest come from the kind's DEFAULTS
 COMMON_DEFAULTS = {"name": None, "root": None, "seed": 0}
 BASE_SPLITS = ["train", "val", "test"]

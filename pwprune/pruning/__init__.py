@@ -1,11 +1,18 @@
 """Structured (channel) pruning to a MAC-reduction target.
 
-    importance.py  channel scores: random, magnitude (filter norm), Taylor (activation x gradient)
-    autobot.py     AutoBot's trainable gates (their values are the scores)
-    graph.py       Torch-Pruning dependency groups, the MAC estimate, the surgery
-    target.py      ranking + bisection to the target, Taylor's iterative rounds, prune_to_target
+    scorers.py     every method as one scorer, score(model, layout, data, **options) -> one score
+                   per channel, and SCORERS, the one table of them (random, magnitude, taylor, autobot)
+    importance.py  the criteria and probes the scorers use: filter norms, per-group normalisation,
+                   gates and activation x gradient probes on feature maps
+    autobot.py     AutoBot's trainable gates (their values are its scores) and its authors' threshold search
+    trajectory.py  Taylor's trajectory as the authors run it (schedule "authors"), resumable across targets
+    graph.py       Torch-Pruning dependency groups, the flat channel layout, the MAC estimate, the surgery
+    loop.py        the batch stream and loss of the data-driven methods
+    target.py      prune_to_target: ranking + bisection to the target, in one round, geometric rounds
+                   or Taylor's trajectory
 """
 
+from .scorers import SCORERS, ScoringData
 from .target import PRUNING_METHODS, PruneResult, prune_to_target
 
-__all__ = ["PRUNING_METHODS", "PruneResult", "prune_to_target"]
+__all__ = ["PRUNING_METHODS", "SCORERS", "PruneResult", "ScoringData", "prune_to_target"]

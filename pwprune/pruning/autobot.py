@@ -15,9 +15,9 @@ with kept = estimated kept MACs / MACs and keep = 1 - target:
 The MAC estimate is Layout.estimate_macs fed with the gate values: a conv's MACs scale with the
 soft kept fraction of its input channels times that of its output channels. The binarisation
 term pushes gates to 0 or 1 so thresholding them afterwards changes the network little.
-The trained gate values are the channel scores; target.py turns them into a plan, by its usual
-search for the reduction nearest the target (search "nearest"), or by the authors' bisection of
-the gate threshold (search "threshold", threshold_search below).
+The trained gate values are the channel scores (scorers.autobot_score); target.py turns them into
+a plan, by its usual search for the reduction nearest the target (search "nearest"), or by the
+authors' bisection of the gate threshold (search "threshold", threshold_search below).
 
 The options that reproduce the authors' code (prune/pruner.py, prune/utils.py; docs/paper-settings.md,
 "AutoBot"), each named, pwprune's default first:
@@ -60,20 +60,18 @@ CHOICES = {"flop_loss": FLOP_LOSSES, "mode": MODES, "keep": KEEPS, "plain_target
 
 
 def check_options(opts):
-    """Refuse autobot option values that have no meaning (ValueError naming the option)."""
+    """Refuse autobot option values that have no meaning (ValueError naming the option), of the
+    options present in `opts` (the scorer's; target.py checks the loop's: search, tolerance_pw)."""
     for key, valid in CHOICES.items():
-        if opts[key] not in valid:
+        if key in opts and opts[key] not in valid:
             raise ValueError(f"autobot option {key} must be one of {', '.join(valid)}, got {opts[key]!r}")
-    best_after = opts["best_after"]
+    best_after = opts.get("best_after", 0.0)
     if isinstance(best_after, bool) or not isinstance(best_after, (int, float)) or not 0 <= best_after < 1:
         raise ValueError(f"autobot option best_after must be a fraction of the iterations in [0, 1), "
                          f"got {best_after!r}")
-    init = opts["init"]
+    init = opts.get("init", 0.0)
     if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
         raise ValueError(f"autobot option init must be a finite number (a gate logit), got {init!r}")
-    tol = opts["tolerance_pw"]
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol <= 0.2):
-        raise ValueError(f"autobot option tolerance_pw must be in (0, 0.2] or null, got {tol!r}")
 
 
 def flop_term(kept, keep, kind):

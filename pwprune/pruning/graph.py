@@ -4,8 +4,8 @@
 Every prunable group is keyed by the name of its root module (the conv/linear whose output
 channels define it), so a choice of channels made on one model can be applied to a deepcopy or
 to a freshly built model of the same architecture. All groups' channels are laid out in one
-flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the importance
-criteria score, what AutoBot gates and what the MAC estimate consumes.
+flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the scorers
+(scorers.py) score, what AutoBot gates and what the MAC estimate consumes.
 
 `layers` (LAYER_SCOPES) says what is pruned and which MACs a target counts:
   all   every group but the classifier's outputs (and a model's fixed_layers) is prunable, and MACs
@@ -45,7 +45,11 @@ def build_graph(model, example_inputs):
     return DG
 
 
-def count_macs_params(model, example_inputs):
+def macs_params_on_device(model, example_inputs):
+    """(every layer's MACs per sample, parameters) by Torch-Pruning's counter, run where the
+    model is (the counter deep-copies it and counts in eval mode). The same numbers as
+    pwprune.metrics.count_macs_params, without that one's extra copy to the CPU, since pruning counts
+    many trial models."""
     macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)
 
@@ -81,7 +85,7 @@ def conv_macs(model, example_inputs):
 def counted_macs(model, example_inputs, layers="all"):
     """MACs per sample as a target counts them (module docstring): every layer's or the convs'."""
     if check_layers(layers) == "all":
-        return count_macs_params(model, example_inputs)[0]
+        return macs_params_on_device(model, example_inputs)[0]
     return int(sum(conv_macs(model, example_inputs).values()))
 
 
@@ -106,7 +110,9 @@ def _channel_count(m, role):
 class Layout:
     """Snapshot of the prunable groups of `model` and of its per-layer MACs.
 
-    groups:  list of (key, n) in dependency-graph order
+    layers:  the scope (LAYER_SCOPES) it was built for
+    macs:    the model's MACs per sample in that scope's count
+    groups:  list of (key, n) in dependency-graph order; keys() their keys
     offsets: start of each group in the flat channel vector; total = its length
     axes:    (module name, role) -> [(local channel idx, flat idx)], role "out"/"in" for
              conv/linear weights, "ch" for norms and depthwise convs
@@ -159,11 +165,11 @@ class Layout:
                       for name, v in site_items.items()}
 
         if layers == "all":
-            macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+            macs, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
         else:  # the convs only: the estimate below is then exact for 0/1 keep
             layer_macs = conv_macs(model, example_inputs)
-            macs, params = sum(layer_macs.values()), sum(p.numel() for p in model.parameters())
-        self.macs, self.params = int(macs), int(params)
+            macs = sum(layer_macs.values())
+        self.macs = int(macs)
         modules = dict(model.named_modules())
         per_module = {}
         for (name, role), parts in axes.items():

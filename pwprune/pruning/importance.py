@@ -1,14 +1,12 @@
-"""Channel importance criteria. Each returns one score per channel of the flat layout
+"""The criteria and probes the scorers (scorers.py) are built from: filter norms, per-group
+normalisation, and ChannelHooks, which gates feature maps (AutoBot, Taylor's trajectory) or
+probes activation x gradient at them (Taylor). Scores are one per channel of the flat layout
 (see graph.Layout); higher means more worth keeping. They only score: choosing how many
 channels to remove is target.py's job, removing them is the dependency graph's.
 """
 
 import torch
 import torch.nn as nn
-
-
-def random_scores(layout, generator):
-    return torch.rand(layout.total, generator=generator)
 
 
 @torch.no_grad()

@@ -1,10 +1,10 @@
 """Prune a model to a target fraction of MACs removed.
 
-Every method yields one score per channel of the flat layout (graph.Layout). The channels are
-then ranked globally (after per-group normalisation for magnitude and Taylor) and the k lowest
-removed, with each group keeping its `min_channels` best channels. k is found by bisection:
-first on the analytic MAC estimate (cheap, exact for conv/linear/norm layers), then corrected
-by real counts (tp.utils.count_ops_and_params) on pruned deepcopies, which also see the
+The method's scorer (scorers.SCORERS[method], score(model, layout, data, **options)) yields one
+score per channel of the flat layout (graph.Layout). The channels are then ranked globally and
+the k lowest removed, with each group keeping its `min_channels` best channels. k is found by
+bisection: first on the analytic MAC estimate (cheap, exact for conv/linear/norm layers), then
+corrected by real counts (tp.utils.count_ops_and_params) on pruned deepcopies, which also see the
 activations and pools the estimate leaves out. Removing the k lowest is nested in k, so MACs
 fall monotonically and bisection is sound. The final choice is applied to the model through
 one dependency graph, whose pruning_history() then replays the surgery on a fresh model.
@@ -14,50 +14,73 @@ layer's MACs, every group but the classifier's) or "conv" (the authors': only co
 the MACs of the full convolutions; the estimate is then exact). macs_before/after and
 achieved_reduction are in that count; total_macs_before/after always count every layer.
 
-Taylor prunes iteratively, on one of two schedules:
-  geometric  `steps` rounds of (score over `batches_per_step` batches while taking that many SGD
-             steps on the same loss, then prune to the round's target), the targets shrinking the
-             kept MACs geometrically towards the final one; scores normalised per group unless
-             `normalise` is false;
-  authors    the authors' trajectory (trajectory.py): `prunes_per_step` channels removed after
-             every `batches_per_step` plain SGD batches until the target is reached; it can
-             continue from the saved state of a smaller target (`trajectory=`), so one
-             trajectory serves every target. Never normalised (`normalise: true` is refused).
-Both measure activation x gradient where `site` says: "norm" (the BN outputs, the default) or
-"conv" (the conv outputs before BN, as the authors' hooks); the masks of the trajectory stay at the
-BN outputs either way. `restore_weights` ("never", "always", "authors" = for a PW pruning loss
-only, as the authors' scripts/prune.py:226) gives the pruned model the dense model's weights of the
-kept channels instead of the weights the pruning phase's SGD steps left.
+The loop (LOOP_OPTIONS: a method takes those its scorer declares with scorers.loop_options):
+  one round  score once, prune to the target (every method without `steps`);
+  geometric  `steps` rounds of (score, prune to the round's target), the targets shrinking the
+             kept MACs geometrically towards the final one; each round scores the model the
+             previous one pruned (Taylor: its scorer takes SGD steps while scoring);
+  authors    Taylor's trajectory (trajectory.py), which scores inside it: `prunes_per_step`
+             channels removed after every `batches_per_step` plain SGD batches until the target is
+             reached; it can continue from the saved state of a smaller target (`trajectory=`), so
+             one trajectory serves every target. Never normalised (`normalise: true` is refused).
+`restore_weights` ("never", "always", "authors" = for a PW pruning loss only, as the authors'
+scripts/prune.py:226) gives the pruned model the dense model's weights of the kept channels instead
+of the weights the scoring's SGD steps left. `search` "threshold" replaces the search for the
+reduction nearest the target by AutoBot's authors' bisection of the gate threshold
+(autobot.threshold_search), and `tolerance_pw` replaces `tolerance` for a reweighting (PW) loss.
 """
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .autobot import check_options as check_autobot_options, gate_loss, threshold_search, train_gates
-from .graph import Layout, apply_plan, build_graph, check_layers, count_macs_params, counted_macs, trial_macs
-from .importance import (TAYLOR_SITES, ChannelHooks, magnitude_scores, normalise_in_groups, random_scores,
-                         taylor_sites)
-from .loop import batches, forward_loss
+from .autobot import SEARCHES, threshold_search
+from .graph import Layout, apply_plan, build_graph, check_layers, counted_macs, macs_params_on_device, trial_macs
+from .scorers import SCORERS, ScoringData, scorer_options
 
-PRUNING_METHODS = ("random", "magnitude", "taylor", "autobot")
+PRUNING_METHODS = tuple(SCORERS)  # the methods as registered at import
 
-# options per method, with defaults; min_channels applies to every method
-OPTIONS = {
-    "random": {},
-    "magnitude": {"norm": 2},
-    "taylor": {"schedule": "geometric", "steps": 10, "batches_per_step": 8, "prunes_per_step": 1, "lr": 1e-3,
-               "momentum": 0.9, "site": "norm", "normalise": None, "restore_weights": "never"},
-    "autobot": {"iterations": 200, "epochs": None, "lr": 0.05, "beta": 2.0, "binarization": 0.1, "init": 3.0,
-                "flop_loss": "symmetric", "mode": "eval", "keep": "last", "best_after": 0.6,
-                "plain_targets": "labels", "search": "nearest", "tolerance_pw": None},
+# the options of the loop, with what each does; a method takes those its scorer declares
+# (scorers.loop_options), with its defaults, and min_channels (COMMON_OPTIONS) applies to every method
+LOOP_OPTIONS = {
+    "schedule": "geometric (`steps` rounds) or authors (Taylor's trajectory, trajectory.py)",
+    "steps": "rounds of the geometric schedule",
+    "prunes_per_step": "channels removed per pruning step of the authors' trajectory",
+    "restore_weights": "never, always or authors (for a PW pruning loss only): the pruned model gets the "
+                       "dense weights of the kept channels",
+    "search": "nearest (the reduction nearest the target) or threshold (autobot.threshold_search)",
+    "tolerance_pw": "the tolerance for a reweighting (PW) loss (null: `tolerance`)",
 }
 COMMON_OPTIONS = {"min_channels": 1}
+
+
+class _Options(Mapping):
+    """method -> {option: default}: the loop's options its scorer declares, then the scorer's own;
+    read from SCORERS whenever asked, so a method is registered there and nowhere else."""
+
+    def __getitem__(self, method):
+        fn = SCORERS[method]
+        loop, own = getattr(fn, "loop_options", {}), scorer_options(fn)
+        wrong = sorted(set(loop) - set(LOOP_OPTIONS)) + sorted(set(loop) & set(own))
+        if wrong:
+            raise TypeError(f"scorer of {method!r}: {wrong} are not options of the loop ({', '.join(LOOP_OPTIONS)}) "
+                            "or are also its own")
+        return {**loop, **own}
+
+    def __iter__(self):
+        return iter(SCORERS)
+
+    def __len__(self):
+        return len(SCORERS)
+
+
+OPTIONS = _Options()
 TAYLOR_SCHEDULES = ("geometric", "authors")
 RESTORE_WEIGHTS = ("never", "always", "authors")
-# options that only one Taylor schedule reads; setting one for the other schedule is refused
+# options that only one schedule reads; setting one for the other schedule is refused
 SCHEDULE_ONLY = {"steps": "geometric", "prunes_per_step": "authors"}
 
 
@@ -79,36 +102,47 @@ class PruneResult:
     total_macs_after: int | None = None
 
 
-def _resolve_options(method, options):
+def _check_unknown(method, options):
     valid = {**COMMON_OPTIONS, **OPTIONS[method]}
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for pruning method {method!r}; "
                          f"valid options: {sorted(valid) or 'none'}")
-    opts = {**valid, **options}
-    if method == "taylor":
+    return valid
+
+
+def _resolve_options(method, options):
+    """The method's options with defaults filled in, checked where the loop reads them; the
+    scorer checks the values of its own when it runs."""
+    if method not in SCORERS:
+        raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(SCORERS)}")
+    opts = {**_check_unknown(method, options), **options}
+    if "schedule" in opts:
         if opts["schedule"] not in TAYLOR_SCHEDULES:
-            raise ValueError(f"taylor option schedule must be one of {', '.join(TAYLOR_SCHEDULES)}, "
+            raise ValueError(f"{method} option schedule must be one of {', '.join(TAYLOR_SCHEDULES)}, "
                              f"got {opts['schedule']!r}")
         wrong = sorted(k for k, s in SCHEDULE_ONLY.items() if k in options and s != opts["schedule"])
         if wrong:
-            raise ValueError(f"taylor option(s) {wrong} apply only to schedule "
+            raise ValueError(f"{method} option(s) {wrong} apply only to schedule "
                              f"{SCHEDULE_ONLY[wrong[0]]!r}, not to {opts['schedule']!r}")
-        if opts["site"] not in TAYLOR_SITES:
-            raise ValueError(f"taylor option site must be one of {', '.join(TAYLOR_SITES)}, got {opts['site']!r}")
-        if opts["restore_weights"] not in RESTORE_WEIGHTS:
-            raise ValueError(f"taylor option restore_weights must be one of {', '.join(RESTORE_WEIGHTS)}, "
-                             f"got {opts['restore_weights']!r}")
-        if opts["normalise"] is None:  # each schedule's own: geometric normalises, the authors' never
+        if opts.get("normalise", False) is None:  # each schedule's own: geometric normalises, the authors' never
             opts["normalise"] = opts["schedule"] == "geometric"
-        if not isinstance(opts["normalise"], bool):
-            raise ValueError(f"taylor option normalise must be true or false, got {opts['normalise']!r}")
-        if opts["normalise"] and opts["schedule"] == "authors":
-            raise ValueError("taylor option normalise: true does not apply to schedule 'authors', which ranks "
+        if "normalise" in opts and not isinstance(opts["normalise"], bool):
+            raise ValueError(f"{method} option normalise must be true or false, got {opts['normalise']!r}")
+        if opts.get("normalise") and opts["schedule"] == "authors":
+            raise ValueError(f"{method} option normalise: true does not apply to schedule 'authors', which ranks "
                              "the raw scores globally as the authors' code does (pruner.py:333-335); "
                              "use schedule 'geometric' or normalise: false")
-    if method == "autobot":
-        check_autobot_options(opts)
+    if "steps" in opts and int(opts["steps"]) < 1:
+        raise ValueError(f"{method} option steps must be >= 1, got {opts['steps']!r}")
+    if "restore_weights" in opts and opts["restore_weights"] not in RESTORE_WEIGHTS:
+        raise ValueError(f"{method} option restore_weights must be one of {', '.join(RESTORE_WEIGHTS)}, "
+                         f"got {opts['restore_weights']!r}")
+    if "search" in opts and opts["search"] not in SEARCHES:
+        raise ValueError(f"{method} option search must be one of {', '.join(SEARCHES)}, got {opts['search']!r}")
+    tol = opts.get("tolerance_pw")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol <= 0.2):
+        raise ValueError(f"{method} option tolerance_pw must be in (0, 0.2] or null, got {tol!r}")
     if int(opts["min_channels"]) < 1:
         raise ValueError(f"min_channels must be >= 1 (a layer is never pruned to zero), got {opts['min_channels']!r}")
     return opts
@@ -211,45 +245,36 @@ def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, t
 
 
 # ----------------------------------------------------------------------------------------------
-# the methods
+# the loop
 
 
-def _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log):
+def _prune_in_rounds(model, method, opts, target, ex, macs_before, data, tolerance, log):
+    """Score with the method's scorer and prune, in one round or `steps` geometric ones; -> (the
+    dependency graph that holds the history, note)."""
+    scorer = SCORERS[method]
+    scorer_opts = {k: opts[k] for k in scorer_options(scorer)}
     DG = build_graph(model, ex)  # one graph for all rounds: its history accumulates
-    steps, per_step = int(opts["steps"]), int(opts["batches_per_step"])
-    if steps < 1 or per_step < 1:
-        raise ValueError(f"taylor options steps and batches_per_step must be >= 1, got {steps}, {per_step}")
-    data = batches(loader)
-    was_training = model.training
-    note, red = "", 0.0
+    steps = int(opts.get("steps", 1))
+    note = ""
     for step in range(1, steps + 1):
-        round_target = 1.0 - (1.0 - target) ** (step / steps)
+        # a method without rounds aims at the target itself; the geometric schedule's last round
+        # at 1 - (1 - target), as it always has
+        round_target = 1.0 - (1.0 - target) ** (step / steps) if "steps" in opts else target
         layout = Layout(model, DG, ex, layers=opts["layers"])
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=float(opts["lr"]), momentum=float(opts["momentum"]))
-        hooks = ChannelHooks(model, layout, "probe", probe_sites=taylor_sites(layout, model, opts["site"]))
-        acc, seen, total_loss = torch.zeros(layout.total), 0, 0.0
-        try:
-            for _ in range(per_step):
-                loss = forward_loss(model, next(data), loss_fn, teacher, device)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                s, n = hooks.taylor_batch()
-                acc, seen, total_loss = acc + s, seen + n, total_loss + loss.item()
-                if float(opts["lr"]) > 0:
-                    opt.step()
-        finally:
-            hooks.remove()
-        model.train(was_training)
-        scores = acc / max(seen, 1)
-        if opts["normalise"]:
-            scores = normalise_in_groups(layout, scores)
-        plan, red, note = choose_plan(model, layout, scores, round_target, macs_before, ex, tolerance=tolerance,
-                                      min_channels=int(opts["min_channels"]), exact=(step == steps), log=log)
+        data.target = round_target
+        scores = scorer(model, layout, data, **scorer_opts)
+        if opts.get("search") == "threshold":  # the AutoBot authors' stopping rule
+            cand = _candidates(layout, scores, int(opts["min_channels"]))
+            k, _ = threshold_search(layout, scores, cand, round_target, macs_before, tolerance, log=log)
+            plan, note = layout.plan_from_pruned(_pruned_mask(layout, cand, k)), ""
+            red = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
+        else:
+            plan, red, note = choose_plan(model, layout, scores, round_target, macs_before, ex, tolerance=tolerance,
+                                          min_channels=int(opts["min_channels"]), exact=(step == steps), log=log)
         apply_plan(DG, model, plan)
-        log(f"taylor step {step}/{steps}: loss {total_loss / per_step:.4f}, removed "
-            f"{sum(len(v) for v in plan.values())} channels, MACs now ~{1 - red:.4f} of dense "
-            f"(round target {1 - round_target:.4f})")
+        if "steps" in opts:
+            log(f"{method} step {step}/{steps}: removed {sum(len(v) for v in plan.values())} channels, MACs now "
+                f"~{1 - red:.4f} of dense (round target {1 - round_target:.4f})")
     return DG, note
 
 
@@ -257,7 +282,7 @@ def restores_weights(opts, loss_fn):
     """Does the pruned model get the dense weights back? "authors": only when the pruning loss is a
     PW variant (it reweights or corrects the targets), as the authors restore for every method but
     plain taylor (scripts/prune.py:226, prune/strategy.py:11, prune/utils.py:355-357)."""
-    mode = opts["restore_weights"]
+    mode = opts.get("restore_weights", "never")
     pw = bool(getattr(loss_fn, "reweight", False) or getattr(loss_fn, "correct_targets", False))
     return mode == "always" or (mode == "authors" and pw)
 
@@ -282,15 +307,17 @@ def _loader_parts(loader):
     return dataset, int(size)
 
 
-def _taylor_authors(model, target, ex, loader, loss_fn, teacher, device, seed, opts, trajectory, log, dense=None):
+def _taylor_authors(model, target, ex, data, opts, trajectory, log, dense=None):
+    """The schedule "authors": Taylor's trajectory (trajectory.py), which scores as it goes."""
     from .trajectory import materialize, taylor_trajectory
 
-    dataset, batch_size = _loader_parts(loader)
+    dataset, batch_size = _loader_parts(data.loader)
     if trajectory is not None:
         log(f"continuing the Taylor trajectory saved at target {trajectory['target']:.4f} "
             f"(batch {trajectory['batches']}, {int(trajectory['removed'].sum())} channels removed)")
-    snap = taylor_trajectory(model, [target], ex, dataset=dataset, batch_size=batch_size, loss_fn=loss_fn,
-                             teacher=teacher, device=device, seed=seed, opts=opts, resume=trajectory, log=log)[-1]
+    snap = taylor_trajectory(model, [target], ex, dataset=dataset, batch_size=batch_size, loss_fn=data.loss_fn,
+                             teacher=data.teacher, device=data.device, seed=data.seed, opts=opts, resume=trajectory,
+                             log=log)[-1]
     # dense (restore_weights): the kept channels get the weights the trajectory started from
     pruned, history = materialize(model if dense is None else dense, snap["plan"], ex)
     return pruned, history, snap["note"], snap["state"]
@@ -300,6 +327,11 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
                     device="cpu", seed=0, tolerance=0.02, log=print, trajectory=None, layers="all", **options):
     """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
 
+    method: a key of scorers.SCORERS; options: that method's (OPTIONS[method]) and min_channels.
+    Unknown options are refused with the method's valid ones. loader, loss_fn, teacher: what the
+    data-driven methods score with (required by those, ignored by the others); seed seeds the
+    random scores and, through a forked RNG, the draws of the data-driven methods.
+
     layers: "all" (every layer's MACs count and every group but the classifier's is prunable) or
     "conv" (only conv-rooted groups are pruned and only the full convolutions' MACs count, as the
     authors' code); see graph.LAYER_SCOPES.
@@ -308,8 +340,8 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     "authors" schedule, whose trajectory trains the dense-shaped `model` and returns a pruned
     copy. `trajectory` (that schedule only) is the saved state of a smaller target to continue
     from (pwprune.pruning.trajectory.load_state); result.trajectory is the state to save."""
-    if method not in PRUNING_METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNING_METHODS)}")
+    if method not in SCORERS:
+        raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(SCORERS)}")
     try:
         target = float(target_reduction)
     except (TypeError, ValueError):
@@ -317,15 +349,19 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_reduction must be in (0, 1) (fraction of MACs removed), got {target_reduction!r}")
     opts = {**_resolve_options(method, options), "layers": check_layers(layers)}
-    if method in ("taylor", "autobot") and (loader is None or loss_fn is None):
-        raise ValueError(f"pruning method {method!r} is data-driven: pass loader and loss_fn (and teacher for PW losses)")
-    if method == "autobot" and opts["tolerance_pw"] is not None and getattr(loss_fn, "reweight", False):
+    authors = opts.get("schedule") == "authors"
+    if trajectory is not None and not authors:
+        raise ValueError("trajectory= continues a Taylor trajectory; it applies only to method 'taylor' "
+                         "with schedule 'authors'")
+    if opts.get("tolerance_pw") is not None and getattr(loss_fn, "reweight", False):
         tolerance = float(opts["tolerance_pw"])  # a reweighting loss: the authors' sw_autobot epsilon
 
     device = torch.device(device)
     model.to(device)
     ex = example_inputs.to(device)
-    total_before, params_before = count_macs_params(model, ex)
+    data = ScoringData(method, loader=loader, loss_fn=loss_fn, teacher=teacher, device=device, seed=seed,
+                       target=target, log=log)
+    total_before, params_before = macs_params_on_device(model, ex)
     macs_before = total_before if layers == "all" else counted_macs(model, ex, layers)
     log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs "
         f"({'every layer' if layers == 'all' else 'full convolutions only'}; tolerance {tolerance})")
@@ -333,51 +369,22 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     fork_devices = []
     if device.type == "cuda":
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    authors = method == "taylor" and opts["schedule"] == "authors"
-    if trajectory is not None and not authors:
-        raise ValueError("trajectory= continues a Taylor trajectory; it applies only to method 'taylor' "
-                         "with schedule 'authors'")
     state, history = None, None
-    restore = method == "taylor" and restores_weights(opts, loss_fn)
+    restore = restores_weights(opts, loss_fn)
     dense = copy.deepcopy(model) if restore else None
     if restore:
-        log("the pruned model gets the dense weights of the kept channels (taylor restore_weights "
+        log(f"the pruned model gets the dense weights of the kept channels ({method} restore_weights "
             f"{opts['restore_weights']!r})")
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         if authors:
-            model, history, note, state = _taylor_authors(model, target, ex, loader, loss_fn, teacher, device,
-                                                          seed, opts, trajectory, log, dense=dense)
-        elif method == "taylor":
-            DG, note = _taylor(model, target, ex, macs_before, loader, loss_fn, teacher, device, opts, tolerance, log)
+            model, history, note, state = _taylor_authors(model, target, ex, data, opts, trajectory, log, dense=dense)
+        else:
+            DG, note = _prune_in_rounds(model, method, opts, target, ex, macs_before, data, tolerance, log)
             if restore:
                 _restore_dense(model, dense, DG.pruning_history(), ex)
-        else:
-            DG = build_graph(model, ex)
-            layout = Layout(model, DG, ex, layers=layers)
-            if method == "random":
-                scores = random_scores(layout, torch.Generator().manual_seed(int(seed)))
-            elif method == "magnitude":
-                scores = normalise_in_groups(layout, magnitude_scores(layout, model, int(opts["norm"])))
-            else:
-                iterations = opts["iterations"]
-                if opts["epochs"] is not None:
-                    iterations = int(opts["epochs"]) * len(loader)
-                scores = train_gates(model, layout, loader, gate_loss(loss_fn, opts["plain_targets"], teacher),
-                                     teacher, target, device, iterations=int(iterations), lr=float(opts["lr"]),
-                                     beta=float(opts["beta"]), binarization=float(opts["binarization"]),
-                                     init=float(opts["init"]), flop_loss=opts["flop_loss"], mode=opts["mode"],
-                                     keep=opts["keep"], best_after=float(opts["best_after"]), log=log)
-            if method == "autobot" and opts["search"] == "threshold":  # the authors' stopping rule
-                cand = _candidates(layout, scores, int(opts["min_channels"]))
-                k, _ = threshold_search(layout, scores, cand, target, macs_before, tolerance, log=log)
-                plan, note = layout.plan_from_pruned(_pruned_mask(layout, cand, k)), ""
-            else:
-                plan, _, note = choose_plan(model, layout, scores, target, macs_before, ex, tolerance=tolerance,
-                                            min_channels=int(opts["min_channels"]), log=log)
-            apply_plan(DG, model, plan)
 
-    total_after, params_after = count_macs_params(model, ex)
+    total_after, params_after = macs_params_on_device(model, ex)
     macs_after = total_after if layers == "all" else counted_macs(model, ex, layers)
     achieved = 1.0 - macs_after / macs_before
     within = abs(achieved - target) <= tolerance

@@ -1,8 +1,9 @@
 # Config validation, path patterns and the grid. Included first by the Snakefile.
-import hashlib
 from pathlib import Path
 
 import pwprune.config as pc
+import pwprune.provenance as provenance
+import pwprune.names as names
 
 # Strict re-read of every config file in play: plain YAML silently keeps the last of two
 # duplicated keys (e.g. two experiments with one name); the strict loader refuses them.
@@ -29,9 +30,9 @@ BENCH = "benchmarks/out/{exp}/seed{seed}"
 wildcard_constraints:
     exp=r"[A-Za-z0-9_]+",
     seed=r"\d+",
-    method="|".join(["random", "magnitude", "taylor", "autobot"]),
-    ploss=r"none|ce|pw|pw_weight|pw_correct",
-    floss=r"ce|pw|pw_weight|pw_correct",
+    method="|".join(names.METHODS),
+    ploss="|".join(names.PRUNE_LOSSES),
+    floss="|".join(names.LOSS_KINDS),
     target=r"0\.\d+",
 
 
@@ -39,46 +40,46 @@ def exp_cfg(wildcards):
     return EXPS[wildcards.exp]
 
 
-def code_version(*paths):
-    """Hash of the code a stage runs, passed as a param: editing one stage's code reruns that
-    stage and what follows it, and nothing upstream (no reliance on file times)."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(workflow.basedir) / p
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            h.update(f.relative_to(workflow.basedir).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+def code_version(script):
+    """Hash of the pwprune code that a rule's script can run (pwprune.provenance: the script's
+    imports, followed through every pwprune module they import), passed as a param: editing a
+    module reruns exactly the rules whose scripts reach it, and nothing upstream (no reliance on
+    file times). The script's own text is Snakemake's code trigger."""
+    return provenance.code_hash(Path(workflow.basedir) / "workflow" / "scripts" / script,
+                                root=workflow.basedir)
 
 
-# Code each stage depends on (shared helpers first).
-COMMON_CODE = ["pwprune/pipeline.py", "pwprune/models.py", "pwprune/metrics.py", "pwprune/train.py",
-               "pwprune/loss.py", "pwprune/checkpoint.py", "pwprune/weights.py"]
-CODE = {
-    "prepare": code_version("pwprune/data", "workflow/scripts/prepare_data.py"),
-    "train": code_version(*COMMON_CODE, "workflow/scripts/train_dense.py"),
-    "prune": code_version(*COMMON_CODE, "pwprune/pruning", "workflow/scripts/prune.py"),
-    "finetune": code_version(*COMMON_CODE, "workflow/scripts/finetune.py"),
-    "diagnose": code_version("pwprune/diagnostics.py", "pwprune/loss.py", "pwprune/pipeline.py",
-                             "workflow/scripts/teacher_diagnostic.py"),
-}
+# one hash per script, computed once at start-up
+CODE = {s: code_version(s) for s in (
+    "prepare_data.py", "train_dense.py", "prune.py", "finetune.py", "evaluate.py",
+    "teacher_diagnostic.py", "aggregate.py", "plot.py", "teacher_figure.py", "summary.py",
+    "variant_summary.py", "variant_figure.py")}
 
 
 def device():
     return config["device"]
 
 
+# A stage without its own resources entry takes another's: evaluation holds the same data and
+# model as fine-tuning, so it gets fine-tuning's memory, time and threads unless told otherwise.
+RESOURCE_FALLBACK = {"evaluate": "finetune"}
+
+
+def _stage_resources(exp, stage):
+    res = EXPS[exp].get("resources", {})
+    return res.get(stage) or res.get(RESOURCE_FALLBACK.get(stage), {})
+
+
 def resources_for(stage, key, default):
     def get(wildcards, attempt=1):
-        return EXPS[wildcards.exp].get("resources", {}).get(stage, {}).get(key, default)
+        return _stage_resources(wildcards.exp, stage).get(key, default)
     return get
 
 
 def threads_for(stage):
     # threads cannot be a function of wildcards in every executor; take the largest over the
     # active experiments (the default run uses 1).
-    return max([EXPS[e].get("resources", {}).get(stage, {}).get("threads", 1) for e in ACTIVE] or [1])
+    return max([_stage_resources(e, stage).get("threads", 1) for e in ACTIVE] or [1])
 
 
 def gpus():
@@ -108,11 +109,11 @@ def ablation_runs(exp):
 
 
 def run_files(run_list, name):
-    return [(TUNED + "/" + name).format(**r) for r in run_list]
+    return [f"{TUNED}/{name}".format(**r) for r in run_list]
 
 
 def pruned_file(r, name):
-    return (PRUNED + "/" + name).format(**r)
+    return f"{PRUNED}/{name}".format(**r)
 
 
 def base_exp(exp):
@@ -124,7 +125,7 @@ def base_exp(exp):
 
 def dense_file(r, name):
     r = dict(r.items())
-    return (DENSE + "/" + name).format(**{**r, "exp": base_exp(r["exp"])})
+    return f"{DENSE}/{name}".format(**{**r, "exp": base_exp(r["exp"])})
 
 
 def prep_dir(exp):
@@ -134,3 +135,143 @@ def prep_dir(exp):
 def variants():
     """(variant, base) for every experiment that is a variant of an active one."""
     return [(e, EXPS[e]["variant_of"]) for e in EXPS if EXPS[e].get("variant_of") in ACTIVE]
+
+
+# ---------------------------------------------------------------- preparation (data.smk)
+
+
+def raw_version(wildcards):
+    """The DVC file of the raw dataset, when it is tracked: `dvc add` of new bytes rewrites it, so
+    preparation reruns. Not the raw folder itself: a missing dataset must reach pwprune.data,
+    whose error says where it belongs and how to get it (the digits default has none)."""
+    from pwprune.data import resolve_config
+
+    root = resolve_config(dict(exp_cfg(wildcards)["dataset"])).get("root")
+    dvc_file = f"{str(root).rstrip('/')}.dvc" if root else None
+    return [dvc_file] if dvc_file and Path(dvc_file).exists() else []
+
+
+# ---------------------------------------------------------------- teacher diagnostic (diagnose.smk)
+
+
+def pw_setting_list(cfg):
+    """Every distinct PW setting (min_weight, gamma) the experiment's methods use, with the
+    methods that use it (ablation methods included)."""
+    methods = list(cfg["prune"]["methods"]) + list((cfg.get("ablation") or {}).get("methods") or [])
+    by_setting = {}
+    for method in dict.fromkeys(methods):
+        s = pc.pw_settings(cfg, method)
+        by_setting.setdefault((float(s["min_weight"]), float(s["gamma"])), []).append(method)
+    return [{"min_weight": m, "gamma": g, "methods": ms} for (m, g), ms in sorted(by_setting.items())]
+
+
+# ---------------------------------------------------------------- pruning (prune.smk)
+
+
+def prune_params(w):
+    """Only what the pruned result depends on: the PW settings reach data-free methods never,
+    and data-driven ones only when their pruning-phase loss is a PW variant."""
+    cfg = exp_cfg(w)
+    prune = cfg["prune"]
+    p = {
+        "method": w.method,
+        "target": float(w.target),
+        "tolerance": prune.get("tolerance", 0.02),
+        "layers": prune.get("layers", "all"),  # what is pruned and which MACs the target counts
+        "options": method_options(w.method, w.ploss, prune.get(w.method, {})),
+        "loss": w.ploss,
+    }
+    if w.method not in pc.DATA_FREE_METHODS:
+        p["batch_size"] = prune.get("batch_size", cfg["train"]["batch_size"])
+        p["augment"] = cfg["train"].get("augment", False)
+        if w.ploss.startswith("pw"):
+            p["pw"] = pc.pw_settings(cfg, w.method)
+    return p
+
+
+def method_options(method, ploss, options):
+    """The method's options as this job uses them. Taylor's restore_weights "authors" (the authors
+    restore the dense weights for the PW arm only, their scripts/prune.py:226) is resolved per job,
+    so switching it reruns the PW arm's jobs and not the CE arm's; "never" is the default."""
+    options = dict(options)
+    if method == "taylor" and options.get("restore_weights") == "authors":
+        options["restore_weights"] = "always" if ploss.startswith("pw") else "never"
+    if options.get("restore_weights") == "never":
+        del options["restore_weights"]
+    return options
+
+
+def taylor_previous_target(w):
+    """The next smaller target whose Taylor trajectory this job continues (schedule "authors"),
+    or None. Targets of the main grid and of the ablation count: a trajectory's result at a
+    target does not depend on where it stopped before (pwprune.pruning.trajectory), so the
+    chain only saves time and never changes a number."""
+    cfg = exp_cfg(w)
+    if w.method != "taylor" or cfg["prune"].get("taylor", {}).get("schedule", "geometric") != "authors":
+        return None
+    targets = set(cfg["prune"]["targets"]) | set((cfg.get("ablation") or {}).get("targets") or [])
+    smaller = [t for t in targets if t < float(w.target)]
+    return pc.target_str(max(smaller)) if smaller else None
+
+
+def prune_inputs(w):
+    wc = dict(w.items())
+    inputs = {"data": prep_dir(w.exp), "dense": dense_file(wc, "model.pt"),
+              "teacher": dense_file(wc, "teacher.pt")}
+    previous = taylor_previous_target(w)
+    if previous is not None:
+        inputs["trajectory"] = pruned_file({**wc, "target": previous}, "model.pt")
+    return inputs
+
+
+# ---------------------------------------------------------------- fine-tuning (finetune.smk)
+
+
+def finetune_params(w):
+    cfg = exp_cfg(w)
+    p = {"loop": cfg["finetune"], "loss": w.floss}
+    if w.floss.startswith("pw"):
+        p["pw"] = pc.pw_settings(cfg, w.method)
+    return p
+
+
+# ---------------------------------------------------------------- report (report.smk)
+
+
+def run_table(run_list):
+    """What the aggregator needs of each run: its labels and the three metric files."""
+    table = []
+    for r in run_list:
+        table.append({**r, "dataset": EXPS[r["exp"]]["dataset"]["kind"], "model": EXPS[r["exp"]]["model"],
+                      "dense": dense_file(r, "metrics.csv"), "pruned": pruned_file(r, "metrics.csv"),
+                      "finetuned": (f"{TUNED}/metrics.csv").format(**r),
+                      "shares": (f"{TUNED}/loss_shares.csv").format(**r)})
+    return table
+
+
+def table_inputs(table):
+    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
+
+
+def teacher_diagnostics(exps):
+    return [(f"{DENSE}/teacher_diagnostic.csv").format(exp=e, seed=s) for e in exps
+            for s in EXPS[e]["seeds"]]
+
+
+def report_figures():
+    """Every main figure, each PNG marked for `snakemake --report` with its own caption file
+    (Snakemake does not fill wildcards into a caption path, so rule figure cannot carry it)."""
+    return [report(f"results/figures/{exp}/{fig}.png", caption=f"../report/{fig}.rst",
+                   category=exp, subcategory="figures") if ext == "png"
+            else f"results/figures/{exp}/{fig}.{ext}"
+            for exp in ACTIVE for fig in MAIN_FIGURES + ["teacher_weights"] for ext in ("png", "pdf")]
+
+
+def variant_run_list():
+    out = []
+    for variant, base in variants():
+        cfg = EXPS[variant]
+        out += runs(variant)
+        out += [r for r in runs(base, labels=cfg["losses"], methods=cfg["prune"]["methods"],
+                                targets=cfg["prune"]["targets"]) if int(r["seed"]) in cfg["seeds"]]
+    return out

@@ -4,31 +4,20 @@
 # a PW setting changes, dense training does not.
 
 
-def pw_setting_list(cfg):
-    """Every distinct PW setting (min_weight, gamma) the experiment's methods use, with the
-    methods that use it (ablation methods included)."""
-    methods = list(cfg["prune"]["methods"]) + list((cfg.get("ablation") or {}).get("methods") or [])
-    by_setting = {}
-    for method in dict.fromkeys(methods):
-        s = pc.pw_settings(cfg, method)
-        by_setting.setdefault((float(s["min_weight"]), float(s["gamma"])), []).append(method)
-    return [{"min_weight": m, "gamma": g, "methods": ms} for (m, g), ms in sorted(by_setting.items())]
-
-
 rule teacher_diagnostic:
     input:
         data=PREP,
-        teacher=DENSE + "/teacher.pt",
+        teacher=f"{DENSE}/teacher.pt",
     output:
-        csv=DENSE + "/teacher_diagnostic.csv",
+        csv=f"{DENSE}/teacher_diagnostic.csv",
     params:
         settings=lambda w: pw_setting_list(exp_cfg(w)),
         seed=lambda w: int(w.seed),
-        code=CODE["diagnose"],
+        code=CODE["teacher_diagnostic.py"],
     log:
-        LOGS + "/teacher_diagnostic.log",
+        f"{LOGS}/teacher_diagnostic.log",
     benchmark:
-        BENCH + "/teacher_diagnostic.tsv"
+        f"{BENCH}/teacher_diagnostic.tsv"
     threads: 1
     # reads labels and cached logits only (no images, no model): seconds, so it stays off the
     # cluster queue like the report rules
@@ -36,5 +25,7 @@ rule teacher_diagnostic:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/teacher_diagnostic.py"

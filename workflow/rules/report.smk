@@ -2,22 +2,7 @@
 # Every rule here is a seconds-long pandas/matplotlib job: `localrule: True` keeps them off the
 # cluster queue (they run where Snakemake runs) under --profile profiles/slurm.
 
-MAIN_FIGURES = ["group_performance", "fairness_gap", "tradeoff", "loss_shares"]
-
-
-def run_table(run_list):
-    """What the aggregator needs of each run: its labels and the three metric files."""
-    table = []
-    for r in run_list:
-        table.append({**r, "dataset": EXPS[r["exp"]]["dataset"]["kind"], "model": EXPS[r["exp"]]["model"],
-                      "dense": dense_file(r, "metrics.csv"), "pruned": pruned_file(r, "metrics.csv"),
-                      "finetuned": (TUNED + "/metrics.csv").format(**r),
-                      "shares": (TUNED + "/loss_shares.csv").format(**r)})
-    return table
-
-
-def table_inputs(table):
-    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
+MAIN_FIGURES = list(names.MAIN_FIGURES)  # pwprune.names: the figures drawn from the main table
 
 
 MAIN_TABLE = run_table([r for e in ACTIVE for r in runs(e)])
@@ -32,6 +17,7 @@ rule aggregate:
         shares="results/loss_shares.csv",
     params:
         table=MAIN_TABLE,
+        code=CODE["aggregate.py"],
     log:
         "logs/aggregate.log",
     benchmark:
@@ -41,6 +27,8 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -53,6 +41,7 @@ use rule aggregate as aggregate_ablation with:
         shares="results/ablation/loss_shares.csv",
     params:
         table=ABLATION_TABLE,
+        code=CODE["aggregate.py"],
     log:
         "logs/aggregate_ablation.log",
     benchmark:
@@ -69,6 +58,8 @@ rule figure:
         pdf="results/figures/{exp}/{figure}.pdf",
     wildcard_constraints:
         figure="|".join(MAIN_FIGURES),
+    params:
+        code=CODE["plot.py"],
     log:
         "logs/{exp}/figure_{figure}.log",
     benchmark:
@@ -78,6 +69,8 @@ rule figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/plot.py"
 
@@ -98,17 +91,14 @@ use rule figure as figure_ablation with:
         "benchmarks/out/{exp}/figure_{figure}.tsv"
 
 
-def teacher_diagnostics(exps):
-    return [(DENSE + "/teacher_diagnostic.csv").format(exp=e, seed=s) for e in exps
-            for s in EXPS[e]["seeds"]]
-
-
 rule teacher_figure:
     input:
         lambda w: teacher_diagnostics([w.exp]),
     output:
         png="results/figures/{exp}/teacher_weights.png",
         pdf="results/figures/{exp}/teacher_weights.pdf",
+    params:
+        code=CODE["teacher_figure.py"],
     log:
         "logs/{exp}/figure_teacher_weights.log",
     benchmark:
@@ -118,6 +108,8 @@ rule teacher_figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/teacher_figure.py"
 
@@ -132,6 +124,7 @@ rule summary:
         headline="results/headline.json",
     params:
         experiments=ACTIVE,
+        code=CODE["summary.py"],
     log:
         "logs/summary.log",
     benchmark:
@@ -141,17 +134,10 @@ rule summary:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/summary.py"
-
-
-def report_figures():
-    """Every main figure, each PNG marked for `snakemake --report` with its own caption file
-    (Snakemake does not fill wildcards into a caption path, so rule figure cannot carry it)."""
-    return [report(f"results/figures/{exp}/{fig}.png", caption=f"../report/{fig}.rst",
-                   category=exp, subcategory="figures") if ext == "png"
-            else f"results/figures/{exp}/{fig}.{ext}"
-            for exp in ACTIVE for fig in MAIN_FIGURES + ["teacher_weights"] for ext in ("png", "pdf")]
 
 
 rule all_figures:
@@ -196,16 +182,6 @@ rule all_ablation:
 # Variants (issue 19): an experiment with `variant_of: <active experiment>` runs the base's
 # grid for its own methods, targets, losses and seeds with other method options, on the base's
 # dense models; results/variants/all compares the two, paired by seed.
-def variant_run_list():
-    out = []
-    for variant, base in variants():
-        cfg = EXPS[variant]
-        out += runs(variant)
-        out += [r for r in runs(base, labels=cfg["losses"], methods=cfg["prune"]["methods"],
-                                targets=cfg["prune"]["targets"]) if int(r["seed"]) in cfg["seeds"]]
-    return out
-
-
 VARIANT_TABLE = run_table(variant_run_list())
 
 
@@ -217,6 +193,7 @@ use rule aggregate as aggregate_variants with:
         shares="results/variants/loss_shares.csv",
     params:
         table=VARIANT_TABLE,
+        code=CODE["aggregate.py"],
     log:
         "logs/aggregate_variants.log",
     benchmark:
@@ -232,7 +209,7 @@ rule variant_summary:
     params:
         pairs=[list(p) for p in variants()],
         descriptions={v: EXPS[v].get("description", "") for v, _ in variants()},
-        code=code_version("pwprune/summary.py", "workflow/scripts/variant_summary.py"),
+        code=CODE["variant_summary.py"],
     log:
         "logs/variant_summary.log",
     benchmark:
@@ -242,6 +219,8 @@ rule variant_summary:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/variant_summary.py"
 
@@ -254,7 +233,7 @@ rule variant_figure:
         pdf="results/figures/{exp}/variant_comparison.pdf",
     params:
         base=lambda w: EXPS[w.exp]["variant_of"],
-        code=code_version("pwprune/plots.py", "pwprune/summary.py", "workflow/scripts/variant_figure.py"),
+        code=CODE["variant_figure.py"],
     log:
         "logs/{exp}/figure_variant_comparison.log",
     benchmark:
@@ -264,6 +243,8 @@ rule variant_figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/variant_figure.py"
 

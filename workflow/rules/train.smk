@@ -1,32 +1,31 @@
-# Prepared data -> dense (baseline) checkpoint, its per-group metrics, and the teacher outputs
-# that the PW loss reuses when the data has no random augmentation.
+# Prepared data -> dense (baseline) checkpoint and the teacher outputs that the PW loss reuses
+# when the data has no random augmentation. Its metrics: rule evaluate (evaluate.smk).
 
 
 rule train_dense:
     input:
         data=PREP,
     output:
-        model=DENSE + "/model.pt",
-        metrics=DENSE + "/metrics.csv",
-        history=DENSE + "/history.json",
-        teacher=DENSE + "/teacher.pt",
+        model=f"{DENSE}/model.pt",
+        history=f"{DENSE}/history.json",
+        teacher=f"{DENSE}/teacher.pt",
     params:
         model=lambda w: exp_cfg(w)["model"],
         pretrained=lambda w: exp_cfg(w)["pretrained"],
         train=lambda w: exp_cfg(w)["train"],
-        evaluate=lambda w: exp_cfg(w).get("evaluate", {}),
         seed=lambda w: int(w.seed),
         device=device(),
-        context=lambda w: f"experiment {w.exp}, dense training, seed {w.seed}",
-        code=CODE["train"],
+        code=CODE["train_dense.py"],
     log:
-        LOGS + "/train_dense.log",
+        f"{LOGS}/train_dense.log",
     benchmark:
-        BENCH + "/train_dense.tsv"
+        f"{BENCH}/train_dense.tsv"
     threads: threads_for("train")
     resources:
         mem_mb=resources_for("train", "mem_mb", 2000),
         runtime=resources_for("train", "runtime", 30),
         gpu=gpus(),
+    conda:
+        "../envs/pwprune.yaml"
     script:
         "../scripts/train_dense.py"

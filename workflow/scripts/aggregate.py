@@ -1,4 +1,5 @@
-from pwprune.pipeline import aggregate_stage, job_log
+from pwprune.stages.aggregate import aggregate_stage
+from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     aggregate_stage(snakemake.params.table, snakemake.output.metrics, snakemake.output.shares, log=log)

@@ -1,4 +1,5 @@
-from pwprune.pipeline import job_log, plot_stage
+from pwprune.stages.figures import plot_stage
+from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     w = snakemake.wildcards

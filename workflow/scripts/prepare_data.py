@@ -1,4 +1,5 @@
-from pwprune.pipeline import job_log, prepare_stage
+from pwprune.stages.jobs import job_log
+from pwprune.stages.prepare import prepare_stage
 
 with job_log(snakemake.log[0]) as log:
     prepare_stage(snakemake.params.dataset, snakemake.output[0], log=log)

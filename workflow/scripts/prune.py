@@ -1,8 +1,11 @@
-from pwprune.pipeline import job_log, prune_stage, setup
+from pwprune.stages import labels
+from pwprune.stages.inputs import setup
+from pwprune.stages.jobs import job_log
+from pwprune.stages.prune import prune_stage
 
 with job_log(snakemake.log[0]) as log:
-    p = snakemake.params
+    p, w, i = snakemake.params, snakemake.wildcards, snakemake.input
     device = setup(snakemake.threads, p.device, p.seed)
-    prune_stage(snakemake.input.data, snakemake.input.dense, snakemake.input.teacher, p.prune,
-                p.evaluate, p.seed, device, p.context, out=dict(snakemake.output.items()), log=log,
-                trajectory_path=snakemake.input.get("trajectory"))
+    prune_stage(i.data, i.dense, i.teacher, p.prune, p.seed, device,
+                labels.prune(w),
+                out=dict(snakemake.output.items()), log=log, trajectory_path=i.get("trajectory"))

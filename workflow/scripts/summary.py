@@ -1,6 +1,7 @@
 from pwprune.diagnostics import append_summary
 from pwprune.dvc_view import write_headline
-from pwprune.pipeline import job_log, summary_stage
+from pwprune.stages.jobs import job_log
+from pwprune.stages.report import summary_stage
 
 with job_log(snakemake.log[0]) as log:
     summary_stage(snakemake.input.metrics, snakemake.output.md, snakemake.output.csv, log=log)

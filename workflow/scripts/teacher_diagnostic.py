@@ -1,5 +1,5 @@
 from pwprune.diagnostics import teacher_diagnostic_stage
-from pwprune.pipeline import job_log
+from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params

@@ -1,5 +1,5 @@
 from pwprune.diagnostics import read_diagnostics, teacher_figure
-from pwprune.pipeline import job_log
+from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     out_stem = snakemake.output.png[: -len(".png")]

@@ -1,7 +1,11 @@
-from pwprune.pipeline import job_log, setup, train_dense_stage
+from pwprune.stages import labels
+from pwprune.stages.inputs import setup
+from pwprune.stages.jobs import job_log
+from pwprune.stages.train import train_dense_stage
 
 with job_log(snakemake.log[0]) as log:
-    p = snakemake.params
+    p, w = snakemake.params, snakemake.wildcards
     device = setup(snakemake.threads, p.device, p.seed)
-    train_dense_stage(snakemake.input.data, p.model, p.train, p.evaluate, p.seed, device, p.context,
+    train_dense_stage(snakemake.input.data, p.model, p.train, p.seed, device,
+                      labels.train_dense(w),
                       out=dict(snakemake.output.items()), log=log, pretrained=p.pretrained)

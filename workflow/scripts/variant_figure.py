@@ -1,4 +1,5 @@
-from pwprune.pipeline import job_log, variant_figure_stage
+from pwprune.stages.jobs import job_log
+from pwprune.stages.figures import variant_figure_stage
 
 with job_log(snakemake.log[0]) as log:
     variant_figure_stage(snakemake.input.metrics, snakemake.wildcards.exp, snakemake.params.base,

@@ -1,4 +1,5 @@
-from pwprune.pipeline import job_log, variant_summary_stage
+from pwprune.stages.jobs import job_log
+from pwprune.stages.report import variant_summary_stage
 
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params

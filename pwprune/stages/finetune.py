@@ -1,0 +1,43 @@
+"""Pruned checkpoint + loss (ce | pw | ablations) -> fine-tuned checkpoint, its history, and the
+per-epoch share of the loss on each label x group cell. Its metrics come from the evaluate
+stage."""
+
+from __future__ import annotations
+
+from pwprune.stages.inputs import fit, load_data, make_loss, make_teacher
+from pwprune.stages.jobs import write_json, write_rows
+
+
+def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, seed, device, context,
+                   out, log=print):
+    """out: dict with model, shares, history paths. `finetune` holds loop, loss, pw. A run that
+    diverges keeps the pruned weights and says so in its checkpoint's meta (`diverged`), which the
+    evaluate stage turns into a degenerate trial."""
+    from pwprune.checkpoint import load_checkpoint, save_checkpoint
+
+    prepared = load_data(data_dir)
+    model, info = load_checkpoint(pruned_path, device=device)
+    pruned_meta = info["meta"]
+    loop = finetune["loop"]
+    teacher = None
+    if finetune["loss"] != "ce":
+        augment = loop.get("augment", False)
+        # only the frozen (on-the-fly) teacher needs the dense weights; the cached one reads logits
+        dense = load_checkpoint(dense_path, device=device)[0] if augment else None
+        teacher = make_teacher(augment, dense, teacher_path, device)
+    loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
+    log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
+    history = fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=info["arch"])
+    shares = [{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])]
+    diverged = bool(history and history[-1].get("diverged"))
+    if diverged:
+        # Recorded as a degenerate trial; the non-finite weights are never saved: the checkpoint
+        # keeps the pruned weights and says so in its metadata.
+        log(f"{context}: fine-tuning diverged; recording the trial as degenerate")
+        model, _ = load_checkpoint(pruned_path, device=device)
+    write_json(out["history"], history)
+    write_rows(out["shares"], shares, ["epoch", "label", "group", "share"])
+    save_checkpoint(out["model"], model, info["arch"], history=info["history"],
+                    meta={"stage": "finetuned", "diverged": diverged, "seed": seed,
+                          "achieved_reduction": pruned_meta["achieved_reduction"],
+                          "counted_layers": pruned_meta.get("counted_layers", "all")})

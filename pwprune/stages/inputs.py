@@ -1,0 +1,111 @@
+"""What the compute stages (train, prune, fine-tune, evaluate) share: the job's threads, seed and
+device; prepared data as loaders (normalised as the model expects); the loss, the teacher, and
+the call into the training loop."""
+
+from __future__ import annotations
+
+from pwprune.fileio import atomic_open
+
+
+def setup(threads: int, device_name: str, seed: int):
+    """Thread count from Snakemake's `threads`, seeds, device. A job never compiles, so it also
+    defers torch._dynamo's import (pwprune.train.defer_dynamo; ~1.5 s of every job)."""
+    import torch
+
+    from pwprune.train import defer_dynamo, resolve_device, seed_everything
+
+    defer_dynamo()
+    torch.set_num_threads(max(1, int(threads)))
+    seed_everything(seed)
+    return resolve_device(device_name)
+
+
+
+def load_data(data_dir):
+    from pwprune.data import load_prepared
+
+    return load_prepared(data_dir)
+
+
+def _input_meta(prepared, arch):
+    """The data's meta, with the model's own input normalisation when its arch carries one (a
+    model started from ImageNet weights expects ImageNet's mean/std, not the data's)."""
+    from pwprune.models import input_normalisation
+
+    norm = input_normalisation(arch) if arch is not None else None
+    if norm is None:
+        return prepared.meta
+    return {**prepared.meta, "mean": norm[0], "std": norm[1]}
+
+
+def train_loader(prepared, batch_size, seed, augment, shuffle=True, arch=None):
+    """arch: the model's arch dict (models.arch_dict); its input_mean/input_std, when present,
+    replace the data's train mean/std. The same for eval_loader."""
+    from pwprune.data import SplitDataset
+    from pwprune.train import make_loader
+
+    ds = SplitDataset(prepared.splits["train"], _input_meta(prepared, arch), augment=augment)
+    return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def eval_loader(prepared, split, batch_size, arch=None):
+    from pwprune.data import SplitDataset
+    from pwprune.train import make_loader
+
+    ds = SplitDataset(prepared.splits[split], _input_meta(prepared, arch), augment=False)
+    return make_loader(ds, batch_size=batch_size, shuffle=False, seed=0)
+
+
+def make_teacher(augment, dense_model, teacher_path, device):
+    """Cached dense outputs for non-augmented data (computed once, at dense training); a frozen
+    copy of the dense model when augmentation makes every view new."""
+    from pwprune.loss import CachedTeacher, FrozenTeacher
+
+    if augment:
+        return FrozenTeacher(dense_model.to(device))
+    return CachedTeacher(load_tensor(teacher_path).to(device))
+
+
+def save_tensor(path, tensor):
+    import torch
+
+    # through a file object: given a path, torch.save names the zip's records after the
+    # (random) temporary file name, so two identical runs would write different bytes
+    with atomic_open(path) as f:
+        torch.save({"format": "pwprune-teacher", "logits": tensor.cpu()}, f)
+
+
+def load_tensor(path):
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load teacher outputs ({type(e).__name__}: {e}); delete it "
+                         "and rerun the dense training job") from None
+    if not isinstance(obj, dict) or obj.get("format") != "pwprune-teacher":
+        raise ValueError(f"{path}: not a pwprune teacher-output file; delete it and rerun the dense "
+                         "training job")
+    return obj["logits"]
+
+
+def make_loss(kind, pw):
+    from pwprune.loss import make_loss
+
+    return make_loss(kind, **(pw or {}))
+
+
+def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=None):
+    """pwprune.train.fit with one `train`/`finetune` config section."""
+    from pwprune.train import fit
+
+    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False),
+                          arch=arch)
+    return fit(model, loader, epochs=loop["epochs"], lr=loop["lr"],
+               weight_decay=loop.get("weight_decay", 0.0), loss_fn=loss_fn, teacher=teacher,
+               device=device, optimizer=loop.get("optimizer", "adamw"),
+               scheduler=loop.get("scheduler", "cosine"), log=log, context=context,
+               on_divergence=loop.get("on_divergence", "raise"),
+               milestones=loop.get("milestones"), lr_decay=loop.get("lr_decay", 0.1),
+               backbone_lr_scale=loop.get("backbone_lr_scale", 1.0),
+               backbone_lr_growth=loop.get("backbone_lr_growth", 1.0))
