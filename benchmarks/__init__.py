@@ -37,8 +37,14 @@ def result(name, value, unit, goal=None, met=None, **fields):
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark name {name!r}; valid: {', '.join(BENCHMARKS)}")
     value = float(value)
-    return {"name": name, "value": value, "unit": unit, "goal": goal,
-            "met": None if met is None or math.isnan(value) else bool(met), **fields}
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "goal": goal,
+        "met": None if met is None or math.isnan(value) else bool(met),
+        **fields,
+    }
 
 
 def log(*args):

@@ -23,21 +23,44 @@ def _csv(kind):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--json", action="store_true", help="one JSON object per line on stdout "
-                   "(the table then goes to stderr)")
-    p.add_argument("--only", type=_csv(str), default=None, metavar="NAME[,NAME]",
-                   help=f"run a subset: {', '.join(BENCHMARKS)}")
-    p.add_argument("--quick", action="store_true", help="skip the default end-to-end run "
-                   "(minutes); the pipeline figures then come from a smoke run, and ResNet-18 latency "
-                   "is measured at the goal target 0.75 only")
-    p.add_argument("--run-dir", default=None, help="a completed default run (repository root) to "
-                   "measure the dry run and job figures on, instead of running one")
-    p.add_argument("--repeats", type=int, default=None, help="override the repeat count of the "
-                   "timing loops (fewer = faster, noisier)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the in-process timings "
-                   "(default 1, what a pipeline job gets; more oversubscribe a shared machine)")
-    p.add_argument("--models", type=_csv(str), default=["resnet18", "resnet56"],
-                   help="latency cases: resnet18 (224 px), resnet56 (CIFAR, 32 px)")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per line on stdout (the table then goes to stderr)"
+    )
+    p.add_argument(
+        "--only", type=_csv(str), default=None, metavar="NAME[,NAME]", help=f"run a subset: {', '.join(BENCHMARKS)}"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the default end-to-end run "
+        "(minutes); the pipeline figures then come from a smoke run, and ResNet-18 latency "
+        "is measured at the goal target 0.75 only",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="a completed default run (repository root) to "
+        "measure the dry run and job figures on, instead of running one",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="override the repeat count of the timing loops (fewer = faster, noisier)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the in-process timings "
+        "(default 1, what a pipeline job gets; more oversubscribe a shared machine)",
+    )
+    p.add_argument(
+        "--models",
+        type=_csv(str),
+        default=["resnet18", "resnet56"],
+        help="latency cases: resnet18 (224 px), resnet56 (CIFAR, 32 px)",
+    )
     p.add_argument("--batches", type=_csv(int), default=[1, 32], help="latency batch sizes")
     p.add_argument("--methods", type=_csv(str), default=["random", "magnitude", "taylor", "autobot"])
     p.add_argument("--targets", type=_csv(float), default=[0.5, 0.75, 0.9])
@@ -59,8 +82,7 @@ def table(results):
     head = ["name", "case", "value", "unit", "goal", "met"]
     rows = []
     for r in results:
-        case = " ".join(f"{k}={_fmt(v)}" for k, v in r.items()
-                        if k not in ("name", "value", "unit", "goal", "met"))
+        case = " ".join(f"{k}={_fmt(v)}" for k, v in r.items() if k not in ("name", "value", "unit", "goal", "met"))
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         rows.append([r["name"], case, _fmt(r["value"]), r["unit"], r["goal"] or "", met])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
@@ -80,10 +102,11 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    header = (f"pwprune benchmarks, {datetime.datetime.now().isoformat(timespec='seconds')}, "
-              f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-              f"({torch.get_num_threads()} threads), names: {', '.join(names)}"
-              + (" (quick)" if args.quick else ""))
+    header = (
+        f"pwprune benchmarks, {datetime.datetime.now().isoformat(timespec='seconds')}, "
+        f"{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), names: {', '.join(names)}" + (" (quick)" if args.quick else "")
+    )
     log(header)
     results, failed, t0 = [], [], time.perf_counter()
     for m in modules:

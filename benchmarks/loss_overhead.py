@@ -46,8 +46,9 @@ def _epoch(model0, dataset, batch_size, loss_fn, teacher, seed):
     model = copy.deepcopy(model0)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
     torch.manual_seed(seed)  # augmentation draws from the global RNG
-    hist = fit(model, loader, epochs=1, lr=1e-3, weight_decay=5e-4, loss_fn=loss_fn, teacher=teacher,
-               log=lambda *a: None)
+    hist = fit(
+        model, loader, epochs=1, lr=1e-3, weight_decay=5e-4, loss_fn=loss_fn, teacher=teacher, log=lambda *a: None
+    )
     return hist[0]["seconds"]
 
 
@@ -70,19 +71,27 @@ def measure(dataset_cfg, model_name="small_cnn", batch_size=64, pw=None, repeats
             prepared = load_prepared(tmp)
             meta = prepared.meta
             torch.manual_seed(0)
-            model0 = build_from_arch(arch_dict(model_name, meta["num_classes"], meta["in_channels"],
-                                               meta["input_size"]))
+            model0 = build_from_arch(
+                arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"])
+            )
             dense = copy.deepcopy(model0)  # stands in for the dense model: same cost
             train = prepared.splits["train"]
             plain, augmented = SplitDataset(train, meta, augment=False), SplitDataset(train, meta, augment=True)
             logits = teacher_outputs(dense, make_loader(plain, 512, shuffle=False, seed=0))
             ce, pwl = make_loss("ce"), make_loss("pw", **pw)
-            case = {"model": model_name, "dataset": meta["name"], "batch": batch_size,
-                    "n_train": len(plain), "threads": threads, "repeats": repeats}
+            case = {
+                "model": model_name,
+                "dataset": meta["name"],
+                "batch": batch_size,
+                "n_train": len(plain),
+                "threads": threads,
+                "repeats": repeats,
+            }
             out = []
             for name, ds, make_teacher in (
-                    ("pw_overhead_cached", plain, lambda: CachedTeacher(logits)),
-                    ("pw_overhead_on_the_fly", augmented, lambda: FrozenTeacher(dense))):
+                ("pw_overhead_cached", plain, lambda: CachedTeacher(logits)),
+                ("pw_overhead_on_the_fly", augmented, lambda: FrozenTeacher(dense)),
+            ):
                 _epoch(model0, ds, batch_size, ce, None, 0)  # warm-up (allocator, first-touch)
                 ce_s, pw_s, teacher_s = [], [], []
                 for r in range(repeats):
@@ -94,14 +103,25 @@ def measure(dataset_cfg, model_name="small_cnn", batch_size=64, pw=None, repeats
                 ce_m, pw_m, t_m = map(statistics.median, (ce_s, pw_s, teacher_s))
                 fields = dict(case, ce_epoch_s=ce_m, pw_epoch_s=pw_m)
                 if name == "pw_overhead_cached":
-                    out.append(result(name, ratio, "x CE epoch time", f"<= {CACHED_GOAL}",
-                                      ratio <= CACHED_GOAL, **fields))
+                    out.append(
+                        result(name, ratio, "x CE epoch time", f"<= {CACHED_GOAL}", ratio <= CACHED_GOAL, **fields)
+                    )
                 else:
                     # share of the extra time (PW - CE) that is the teacher's forward pass
                     extra = pw_m - ce_m
-                    out.append(result(name, ratio, "x CE epoch time", None, None, **fields,
-                                      teacher_s=t_m, teacher_share_of_overhead=(t_m / extra) if extra > 0 else float("nan"),
-                                      teacher_share_of_epoch=t_m / pw_m))
+                    out.append(
+                        result(
+                            name,
+                            ratio,
+                            "x CE epoch time",
+                            None,
+                            None,
+                            **fields,
+                            teacher_s=t_m,
+                            teacher_share_of_overhead=(t_m / extra) if extra > 0 else float("nan"),
+                            teacher_share_of_epoch=t_m / pw_m,
+                        )
+                    )
                 log(f"{name}: PW/CE {ratio:.3f} (CE {ce_m:.3f} s, PW {pw_m:.3f} s, teacher {t_m:.3f} s per epoch)")
             return out
     finally:
@@ -113,7 +133,12 @@ def run(names, opts):
 
     exp = default_experiment()
     repeats = opts.repeats or 7
-    res = measure(exp["dataset"], exp["model"], exp["finetune"]["batch_size"],
-                  pw_settings(exp, "random"), repeats=repeats,
-                  threads=exp.get("resources", {}).get("finetune", {}).get("threads", 1))
+    res = measure(
+        exp["dataset"],
+        exp["model"],
+        exp["finetune"]["batch_size"],
+        pw_settings(exp, "random"),
+        repeats=repeats,
+        threads=exp.get("resources", {}).get("finetune", {}).get("threads", 1),
+    )
     return [r for r in res if r["name"] in names]

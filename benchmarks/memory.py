@@ -88,15 +88,44 @@ def run(names, opts):
         r = pipeline.completed_run(opts)
         best, n = from_run(r)
         if best:
-            out.append(result("peak_rss_mb", best[0], "MB", None, None, case=f"largest {r['exp']} fine-tuning job "
-                              "(snakemake benchmark max_rss)", job=best[1], jobs=n))
+            out.append(
+                result(
+                    "peak_rss_mb",
+                    best[0],
+                    "MB",
+                    None,
+                    None,
+                    case=f"largest {r['exp']} fine-tuning job (snakemake benchmark max_rss)",
+                    job=best[1],
+                    jobs=n,
+                )
+            )
             log(f"peak_rss_mb ({r['exp']} fine-tuning jobs): {best[0]:.0f} MB ({best[1]})")
     mb = child_peak_rss_mb(DEFAULT_FINETUNE)
-    out.append(result("peak_rss_mb", mb, "MB", None, None, case="default fine-tuning job (subprocess: prepare, "
-                      "prune 0.5, PW fit 1 epoch, evaluate)"))
+    out.append(
+        result(
+            "peak_rss_mb",
+            mb,
+            "MB",
+            None,
+            None,
+            case="default fine-tuning job (subprocess: prepare, prune 0.5, PW fit 1 epoch, evaluate)",
+        )
+    )
     log(f"peak_rss_mb (default fine-tuning, subprocess): {mb:.0f} MB")
     mb = child_peak_rss_mb(RESNET18_STEP)
-    out.append(result("peak_rss_mb", mb, "MB", None, None, case="resnet18 training step (subprocess)",
-                      model="resnet18", batch=64, input_size=224))
+    out.append(
+        result(
+            "peak_rss_mb",
+            mb,
+            "MB",
+            None,
+            None,
+            case="resnet18 training step (subprocess)",
+            model="resnet18",
+            batch=64,
+            input_size=224,
+        )
+    )
     log(f"peak_rss_mb (resnet18 step, batch 64): {mb:.0f} MB")
     return out

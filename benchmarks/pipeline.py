@@ -20,16 +20,30 @@ from . import log, result
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # what a run produces or a developer has locally; never part of a copy
-_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "__pycache__",
-                                 ".pytest_cache", "*.egg-info", "out", ".dvc", "prepared", "raw")
+_IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "results",
+    "logs",
+    ".snakemake",
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    "out",
+    ".dvc",
+    "prepared",
+    "raw",
+)
 
 DRY_RUN_GOAL, JOB_GOAL, RUN_GOAL = 3.0, 2.0, 600.0
 TARGET = "results/figures/all"
 # what a pipeline job imports on its way to a stage (the stages import these lazily); prune and
 # fine-tune jobs no longer import pandas, and defer torch._dynamo (pwprune.train.defer_dynamo)
-JOB_IMPORTS = ("pwprune.stages.inputs, pwprune.stages.jobs, torch, torch_pruning, pwprune.models, "
-               "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
-               "pwprune.data.dataset")
+JOB_IMPORTS = (
+    "pwprune.stages.inputs, pwprune.stages.jobs, torch, torch_pruning, pwprune.models, "
+    "pwprune.train, pwprune.loss, pwprune.checkpoint, pwprune.metrics, pwprune.data, "
+    "pwprune.data.dataset"
+)
 
 
 def copy_repo(dest: Path) -> Path:
@@ -43,11 +57,13 @@ def copy_repo(dest: Path) -> Path:
 def snakemake(cwd: Path, *args: str, timeout: int = 900):
     """Run the real snakemake CLI of this environment in cwd; raises when it fails."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                           f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise RuntimeError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
@@ -176,15 +192,28 @@ def job_overhead_from_run(run, repeats=2):
         with tempfile.TemporaryDirectory() as tmp:
             for tsv in tsvs:
                 target = tsv.stem
-                prune = {"method": "random", "target": float(target),
-                         "tolerance": cfg["prune"].get("tolerance", 0.02), "options": {}, "loss": "none"}
+                prune = {
+                    "method": "random",
+                    "target": float(target),
+                    "tolerance": cfg["prune"].get("tolerance", 0.02),
+                    "options": {},
+                    "loss": "none",
+                }
                 out = {k: f"{tmp}/{target}-{k}" for k in ("model", "metrics", "info")}
                 stage = []
                 for _ in range(repeats):
                     t0 = time.perf_counter()
-                    prune_stage(root / "data/prepared" / exp, seed_dir / "dense/model.pt",
-                                seed_dir / "dense/teacher.pt", prune, 0, torch.device("cpu"), "benchmark",
-                                out, log=lambda *a: None)
+                    prune_stage(
+                        root / "data/prepared" / exp,
+                        seed_dir / "dense/model.pt",
+                        seed_dir / "dense/teacher.pt",
+                        prune,
+                        0,
+                        torch.device("cpu"),
+                        "benchmark",
+                        out,
+                        log=lambda *a: None,
+                    )
                     stage.append(time.perf_counter() - t0)
                 diffs.append(float(_read_tsv(tsv)["s"]) - min(stage))
     finally:
@@ -196,39 +225,93 @@ def run(names, opts):
     out = []
     if "job_overhead_s" in names:
         t = time_imports(opts.repeats or 3)
-        out.append(result("job_overhead_s", t, "s", f"<= {JOB_GOAL}", t <= JOB_GOAL,
-                          case="interpreter start + job imports", modules=JOB_IMPORTS))
+        out.append(
+            result(
+                "job_overhead_s",
+                t,
+                "s",
+                f"<= {JOB_GOAL}",
+                t <= JOB_GOAL,
+                case="interpreter start + job imports",
+                modules=JOB_IMPORTS,
+            )
+        )
         log(f"job_overhead_s (imports): {t:.2f} s")
         first = time_first_steps(opts.repeats or 3)
         for mode, t in first.items():
-            out.append(result("job_overhead_s", t, "s", None, None,
-                              case=f"interpreter + torch + first AdamW steps, torch._dynamo {mode}"))
-        log(f"job_overhead_s (first AdamW steps): deferred {first['deferred']:.2f} s, "
-            f"imported {first['imported']:.2f} s")
+            out.append(
+                result(
+                    "job_overhead_s",
+                    t,
+                    "s",
+                    None,
+                    None,
+                    case=f"interpreter + torch + first AdamW steps, torch._dynamo {mode}",
+                )
+            )
+        log(
+            f"job_overhead_s (first AdamW steps): deferred {first['deferred']:.2f} s, "
+            f"imported {first['imported']:.2f} s"
+        )
     needs_run = "dry_run_s" in names or "default_run_s" in names or "job_overhead_s" in names
     if not needs_run:
         return out
     r = completed_run(opts)
     if "default_run_s" in names:
         if r["seconds"] is not None and r["exp"] == "default":
-            out.append(result("default_run_s", r["seconds"], "s", f"< {RUN_GOAL:.0f}", r["seconds"] < RUN_GOAL,
-                              case="snakemake --cores 2 results/figures/all, default experiment, fresh copy"))
+            out.append(
+                result(
+                    "default_run_s",
+                    r["seconds"],
+                    "s",
+                    f"< {RUN_GOAL:.0f}",
+                    r["seconds"] < RUN_GOAL,
+                    case="snakemake --cores 2 results/figures/all, default experiment, fresh copy",
+                )
+            )
         else:
             log("default_run_s: skipped (--quick or --run-dir)")
     if "dry_run_s" in names:
         t, pending = time_dry_run(r["root"], r["config"], opts.repeats or 3)
-        out.append(result("dry_run_s", t, "s", f"<= {DRY_RUN_GOAL:.0f}", t <= DRY_RUN_GOAL,
-                          case=f"completed {r['exp']} run", pending_jobs=pending))
+        out.append(
+            result(
+                "dry_run_s",
+                t,
+                "s",
+                f"<= {DRY_RUN_GOAL:.0f}",
+                t <= DRY_RUN_GOAL,
+                case=f"completed {r['exp']} run",
+                pending_jobs=pending,
+            )
+        )
         log(f"dry_run_s (completed {r['exp']} run): {t:.2f} s, {pending} jobs pending")
         if r["exp"] != "default":  # --quick: also plan the whole default grid from scratch
             fresh = copy_repo(_tmpdir() / "repo")
             t, pending = time_dry_run(fresh, (), opts.repeats or 3)
-            out.append(result("dry_run_s", t, "s", f"<= {DRY_RUN_GOAL:.0f}", t <= DRY_RUN_GOAL,
-                              case="default grid, nothing built", pending_jobs=pending))
+            out.append(
+                result(
+                    "dry_run_s",
+                    t,
+                    "s",
+                    f"<= {DRY_RUN_GOAL:.0f}",
+                    t <= DRY_RUN_GOAL,
+                    case="default grid, nothing built",
+                    pending_jobs=pending,
+                )
+            )
             log(f"dry_run_s (default grid, nothing built): {t:.2f} s, {pending} jobs pending")
     if "job_overhead_s" in names:
         t, n = job_overhead_from_run(r)
-        out.append(result("job_overhead_s", t, "s", f"<= {JOB_GOAL}", t <= JOB_GOAL,
-                          case=f"snakemake job wall - stage time ({r['exp']} random-pruning jobs)", jobs=n))
+        out.append(
+            result(
+                "job_overhead_s",
+                t,
+                "s",
+                f"<= {JOB_GOAL}",
+                t <= JOB_GOAL,
+                case=f"snakemake job wall - stage time ({r['exp']} random-pruning jobs)",
+                jobs=n,
+            )
+        )
         log(f"job_overhead_s (snakemake job - stage): {t:.2f} s over {n} jobs")
     return out

@@ -23,10 +23,20 @@ from . import log, result
 # iterations (the figures report them; time grows about linearly with batches/iterations);
 # ResNet-18 at 224 px gets a few cheap data-driven steps, enough to produce an architecture.
 CASES = {
-    "resnet56": dict(num_classes=10, size=32, batch=32, samples=256,
-                     options={"taylor": {"steps": 8, "batches_per_step": 2}, "autobot": {"iterations": 40}}),
-    "resnet18": dict(num_classes=1000, size=224, batch=8, samples=16,
-                     options={"taylor": {"steps": 3, "batches_per_step": 1}, "autobot": {"iterations": 4}}),
+    "resnet56": dict(
+        num_classes=10,
+        size=32,
+        batch=32,
+        samples=256,
+        options={"taylor": {"steps": 8, "batches_per_step": 2}, "autobot": {"iterations": 40}},
+    ),
+    "resnet18": dict(
+        num_classes=1000,
+        size=224,
+        batch=8,
+        samples=16,
+        options={"taylor": {"steps": 3, "batches_per_step": 1}, "autobot": {"iterations": 4}},
+    ),
 }
 LATENCY_REPEATS = {("resnet18", 32): 3}  # else DEFAULT_REPEATS
 DEFAULT_REPEATS = 10
@@ -97,10 +107,18 @@ def pruned(model_name, method, target):
     seconds = time.perf_counter() - t0
     model.eval()
     removed = _out_channels(model0) - _out_channels(model)
-    _pruned[key] = dict(model=model, seconds=seconds, macs_ratio=res.macs_before / res.macs_after,
-                        achieved=res.achieved_reduction, channels_removed=removed, options=kwargs)
-    log(f"  {model_name} {method} {target}: {seconds:.1f} s, achieved {res.achieved_reduction:.3f}, "
-        f"{removed} channels removed")
+    _pruned[key] = dict(
+        model=model,
+        seconds=seconds,
+        macs_ratio=res.macs_before / res.macs_after,
+        achieved=res.achieved_reduction,
+        channels_removed=removed,
+        options=kwargs,
+    )
+    log(
+        f"  {model_name} {method} {target}: {seconds:.1f} s, achieved {res.achieved_reduction:.3f}, "
+        f"{removed} channels removed"
+    )
     return _pruned[key]
 
 
@@ -142,12 +160,26 @@ def latency(models, batches, methods, targets, repeats=None, quick=False):
                     if abs(target - GOAL_TARGET) < 1e-9:
                         goal = f">= {GOAL_FRACTION} x macs_ratio ({GOAL_FRACTION * p['macs_ratio']:.2f})"
                         met = speedup >= GOAL_FRACTION * p["macs_ratio"]
-                    out.append(result("latency_speedup", speedup, "x dense", goal, met, model=name, batch=batch,
-                                      method=method, target_reduction=target, macs_ratio=p["macs_ratio"],
-                                      speedup_per_macs_ratio=speedup / p["macs_ratio"],
-                                      dense_ms=1000 * td / batch, pruned_ms=1000 * tp_ / batch,
-                                      input_size=CASES[name]["size"], threads=torch.get_num_threads(),
-                                      repeats=reps))
+                    out.append(
+                        result(
+                            "latency_speedup",
+                            speedup,
+                            "x dense",
+                            goal,
+                            met,
+                            model=name,
+                            batch=batch,
+                            method=method,
+                            target_reduction=target,
+                            macs_ratio=p["macs_ratio"],
+                            speedup_per_macs_ratio=speedup / p["macs_ratio"],
+                            dense_ms=1000 * td / batch,
+                            pruned_ms=1000 * tp_ / batch,
+                            input_size=CASES[name]["size"],
+                            threads=torch.get_num_threads(),
+                            repeats=reps,
+                        )
+                    )
                     log(f"latency {name} b{batch} {method} {target}: {speedup:.2f}x (MACs {p['macs_ratio']:.2f}x)")
     return out
 
@@ -162,15 +194,31 @@ def pruning_time(methods, targets, model_name="resnet56"):
                 from pwprune.pruning.target import OPTIONS
 
                 steps = p["options"].get("steps", OPTIONS["taylor"]["steps"])
-                extra = dict(steps=steps, channels_per_step=p["channels_removed"] / steps,
-                             batches=steps * p["options"].get("batches_per_step", OPTIONS["taylor"]["batches_per_step"]))
+                extra = dict(
+                    steps=steps,
+                    channels_per_step=p["channels_removed"] / steps,
+                    batches=steps * p["options"].get("batches_per_step", OPTIONS["taylor"]["batches_per_step"]),
+                )
             elif method == "autobot":
                 from pwprune.pruning.target import OPTIONS
 
                 extra = dict(iterations=p["options"].get("iterations", OPTIONS["autobot"]["iterations"]))
-            out.append(result("pruning_time_s", p["seconds"], "s", None, None, model=model_name, method=method,
-                              target_reduction=target, achieved_reduction=p["achieved"],
-                              channels_removed=p["channels_removed"], batch=CASES[model_name]["batch"], **extra))
+            out.append(
+                result(
+                    "pruning_time_s",
+                    p["seconds"],
+                    "s",
+                    None,
+                    None,
+                    model=model_name,
+                    method=method,
+                    target_reduction=target,
+                    achieved_reduction=p["achieved"],
+                    channels_removed=p["channels_removed"],
+                    batch=CASES[model_name]["batch"],
+                    **extra,
+                )
+            )
     return out
 
 
@@ -181,10 +229,22 @@ def pruning_time(methods, targets, model_name="resnet56"):
 # channels every batch of 16 instead of 1 every 5 batches of 128, so it runs in a minute on a
 # CPU (the saving is a ratio of batches, which the schedule scales alike in both arms).
 TRAJECTORY_CASES = {
-    "small_cnn": dict(num_classes=10, size=12, batch=64, samples=512, targets=[0.75, 0.875],
-                      options=dict(batches_per_step=5, prunes_per_step=1, lr=0.01, momentum=0.0, min_channels=1)),
-    "resnet56": dict(num_classes=10, size=32, batch=16, samples=256, targets=[0.25, 0.5, 0.75, 0.875, 0.9375],
-                     options=dict(batches_per_step=1, prunes_per_step=16, lr=0.01, momentum=0.0, min_channels=1)),
+    "small_cnn": dict(
+        num_classes=10,
+        size=12,
+        batch=64,
+        samples=512,
+        targets=[0.75, 0.875],
+        options=dict(batches_per_step=5, prunes_per_step=1, lr=0.01, momentum=0.0, min_channels=1),
+    ),
+    "resnet56": dict(
+        num_classes=10,
+        size=32,
+        batch=16,
+        samples=256,
+        targets=[0.25, 0.5, 0.75, 0.875, 0.9375],
+        options=dict(batches_per_step=1, prunes_per_step=16, lr=0.01, momentum=0.0, min_channels=1),
+    ),
 }
 
 
@@ -206,9 +266,17 @@ def trajectory_saving(model_name):
 
     def one(target, resume):
         t0 = time.perf_counter()
-        snap = taylor_trajectory(copy.deepcopy(model), [target], example_input(arch), dataset=data,
-                                 batch_size=case["batch"], loss_fn=ce, opts=case["options"], resume=resume,
-                                 log=lambda *a: None)[0]
+        snap = taylor_trajectory(
+            copy.deepcopy(model),
+            [target],
+            example_input(arch),
+            dataset=data,
+            batch_size=case["batch"],
+            loss_fn=ce,
+            opts=case["options"],
+            resume=resume,
+            log=lambda *a: None,
+        )[0]
         return snap, time.perf_counter() - t0
 
     independent = chained = 0.0
@@ -224,20 +292,46 @@ def trajectory_saving(model_name):
     # the geometric schedule (the default experiment's 8 rounds of 2 batches) for scale
     from pwprune.pruning import prune_to_target
 
-    loader = torch.utils.data.DataLoader(data, batch_size=case["batch"], shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=case["batch"], shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     t0 = time.perf_counter()
     for target in case["targets"]:
-        prune_to_target(copy.deepcopy(model), "taylor", target, example_input(arch), loader=loader, loss_fn=ce,
-                        log=lambda *a: None, schedule="geometric", steps=8, batches_per_step=2)
+        prune_to_target(
+            copy.deepcopy(model),
+            "taylor",
+            target,
+            example_input(arch),
+            loader=loader,
+            loss_fn=ce,
+            log=lambda *a: None,
+            schedule="geometric",
+            steps=8,
+            batches_per_step=2,
+        )
     geometric = time.perf_counter() - t0
-    log(f"  taylor trajectory {model_name}: {independent:.1f} s as separate jobs, {chained:.1f} s chained; "
-        f"geometric schedule {geometric:.1f} s")
-    return [result("taylor_trajectory_saving", independent / chained, "x", None, None, model=model_name,
-                   targets=" ".join(map(str, case["targets"])), independent_s=independent, chained_s=chained,
-                   geometric_s=geometric,
-                   batches_independent=batches_independent, batches_chained=snaps[-1]["batches"],
-                   **{k: v for k, v in case["options"].items() if k != "min_channels"}, batch=case["batch"])]
+    log(
+        f"  taylor trajectory {model_name}: {independent:.1f} s as separate jobs, {chained:.1f} s chained; "
+        f"geometric schedule {geometric:.1f} s"
+    )
+    return [
+        result(
+            "taylor_trajectory_saving",
+            independent / chained,
+            "x",
+            None,
+            None,
+            model=model_name,
+            targets=" ".join(map(str, case["targets"])),
+            independent_s=independent,
+            chained_s=chained,
+            geometric_s=geometric,
+            batches_independent=batches_independent,
+            batches_chained=snaps[-1]["batches"],
+            **{k: v for k, v in case["options"].items() if k != "min_channels"},
+            batch=case["batch"],
+        )
+    ]
 
 
 def run(names, opts):

@@ -10,6 +10,7 @@ A pruned model's state dict does not fit a freshly built model, so loading rebui
 architecture from `arch`, replays the pruning history through Torch-Pruning's dependency graph,
 and only then loads the weights (strict).
 """
+
 import pickle
 import pickletools
 from pathlib import Path
@@ -41,8 +42,10 @@ def _check_plain(value, where: str) -> None:
             _check_plain(k, f"{where} key")
             _check_plain(v, f"{where}[{k!r}]")
         return
-    raise ValueError(f"{where}: {type(value).__name__} cannot be stored in a checkpoint; convert it "
-                     f"to a plain Python value (int, float, str, list, dict) or a tensor")
+    raise ValueError(
+        f"{where}: {type(value).__name__} cannot be stored in a checkpoint; convert it "
+        f"to a plain Python value (int, float, str, list, dict) or a tensor"
+    )
 
 
 def _plain_history(history) -> list:
@@ -60,10 +63,18 @@ def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None,
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"refusing to save {path}: non-finite values in {', '.join(bad[:5])}"
-                         f"{' ...' if len(bad) > 5 else ''} (the training run diverged)")
-    ckpt = {"format": FORMAT, "version": VERSION, "arch": dict(arch), "history": _plain_history(history),
-            "state_dict": state, "meta": dict(meta or {})}
+        raise ValueError(
+            f"refusing to save {path}: non-finite values in {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''} (the training run diverged)"
+        )
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": dict(arch),
+        "history": _plain_history(history),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
     if trajectory is not None:
         ckpt["trajectory"] = trajectory
         _check_plain(trajectory, "trajectory")
@@ -80,8 +91,9 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
     path = Path(path)
     regenerate = "delete it and rerun the step that writes it (e.g. `snakemake <that file>`)"
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; run the step that writes it first "
-                              f"(e.g. `snakemake {path}`)")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; run the step that writes it first (e.g. `snakemake {path}`)"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -90,20 +102,29 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
                 f"{path}: refusing to load, the file is not plain data that weights_only loading "
                 f"accepts ({_reason(e)}) and unpickling it could run code. pwprune checkpoints hold "
                 f"only tensors and plain values; never load this file with weights_only switched off; "
-                f"{regenerate}") from None
+                f"{regenerate}"
+            ) from None
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)}); {regenerate}") from None
     except Exception as e:  # truncated zip, random bytes, empty file: torch raises many types
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: "
-                              f"{_reason(e)}); {regenerate}") from None
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {_reason(e)}); {regenerate}"
+        ) from None
 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        kind = "a bare state dict" if isinstance(ckpt, dict) and ckpt and all(
-            isinstance(v, torch.Tensor) for v in ckpt.values()) else f"a {type(ckpt).__name__}"
-        raise CheckpointError(f"{path}: not a pwprune checkpoint (it holds {kind}); write checkpoints "
-                              f"with pwprune.checkpoint.save_checkpoint, or {regenerate}")
+        kind = (
+            "a bare state dict"
+            if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+            else f"a {type(ckpt).__name__}"
+        )
+        raise CheckpointError(
+            f"{path}: not a pwprune checkpoint (it holds {kind}); write checkpoints "
+            f"with pwprune.checkpoint.save_checkpoint, or {regenerate}"
+        )
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
-                              f"(this pwprune reads version {VERSION}); {regenerate}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
+            f"(this pwprune reads version {VERSION}); {regenerate}"
+        )
     missing = [k for k in ("arch", "history", "state_dict", "meta") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}; {regenerate}")
@@ -117,14 +138,17 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
             import torch_pruning as tp
 
             with torch.enable_grad():  # tracing needs autograd, even if the caller is in no_grad
-                dg = tp.DependencyGraph().build_dependency(model, example_inputs=models.example_input(arch),
-                                                           verbose=False)
+                dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=models.example_input(arch), verbose=False
+                )
                 dg.load_pruning_history(history)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: the weights do not fit architecture {arch!r} with "
-                              f"{len(history)} pruning steps ({type(e).__name__}: {_reason(e)}); "
-                              f"the file was written for another model; {regenerate}") from None
+        raise CheckpointError(
+            f"{path}: the weights do not fit architecture {arch!r} with "
+            f"{len(history)} pruning steps ({type(e).__name__}: {_reason(e)}); "
+            f"the file was written for another model; {regenerate}"
+        ) from None
     return model.to(device).eval(), {"arch": arch, "history": history, "meta": ckpt["meta"]}
 
 

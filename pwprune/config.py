@@ -34,8 +34,7 @@ def pw_settings(experiment: dict, method: str) -> dict:
     """min_weight/gamma of the PW loss for one pruning method (the paper tunes them per method)."""
     pw = experiment["pw"]
     override = pw.get("methods", {}).get(method, {})
-    return {"min_weight": override.get("min_weight", pw["min_weight"]),
-            "gamma": override.get("gamma", pw["gamma"])}
+    return {"min_weight": override.get("min_weight", pw["min_weight"]), "gamma": override.get("gamma", pw["gamma"])}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -51,7 +50,8 @@ def _construct_mapping(loader, node, deep=False):
             raise ConfigError(
                 f"duplicated key {key!r} at line {key_node.start_mark.line + 1} "
                 f"(first at line {seen[key] + 1}) in {key_node.start_mark.name}; "
-                "each key (e.g. an experiment name) may appear once")
+                "each key (e.g. an experiment name) may appear once"
+            )
         seen[key] = key_node.start_mark.line
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -80,8 +80,9 @@ def _describe(error) -> str:
     if v == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        return (f"unknown key(s) {', '.join(map(repr, extra))}; "
-                f"valid keys: {', '.join(allowed) if allowed else '(none)'}")
+        return (
+            f"unknown key(s) {', '.join(map(repr, extra))}; valid keys: {', '.join(allowed) if allowed else '(none)'}"
+        )
     if v == "enum":
         return f"{error.instance!r} is not valid; valid values: {', '.join(map(str, error.validator_value))}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
@@ -107,8 +108,7 @@ def _registry(key: str, name) -> object:
     value = getattr(names, name, None) if isinstance(name, str) and name.isupper() else None
     if value is None:
         known = ", ".join(n for n in vars(names) if n.isupper())
-        raise ConfigError(f"schema placeholder {key}: {name!r} names no registry in pwprune.names; "
-                          f"defined: {known}")
+        raise ConfigError(f"schema placeholder {key}: {name!r} names no registry in pwprune.names; defined: {known}")
     return value
 
 
@@ -125,8 +125,7 @@ def resolve_placeholders(node):
             node["default"] = copy.deepcopy(_registry("x-default", node.pop("x-default")))
         if "x-properties" in node:
             spec = node.pop("x-properties")
-            node["properties"] = {n: copy.deepcopy(spec["schema"])
-                                  for n in _registry("x-properties", spec["names"])}
+            node["properties"] = {n: copy.deepcopy(spec["schema"]) for n in _registry("x-properties", spec["names"])}
         for value in node.values():
             resolve_placeholders(value)
     return node
@@ -186,8 +185,10 @@ def validate(config: dict, schema_path) -> dict:
     schema = load_schema(schema_path)
     _inherit_from_bases(config.get("experiments"))
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [f"{_key_path(e)}: {_describe(e)}"
-                for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+    problems = [
+        f"{_key_path(e)}: {_describe(e)}"
+        for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    ]
     experiments = config.get("experiments") or {}
     for name in config.get("active") or []:
         if isinstance(experiments, dict) and name not in experiments:
@@ -214,9 +215,11 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
 
     problems = []
     if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES:
-        problems.append(f"experiments.{name}.pretrained: 'imagenet' is not available for model "
-                        f"{exp.get('model')!r}; valid models: {', '.join(IMAGENET_FILES)} "
-                        "(or pretrained: none)")
+        problems.append(
+            f"experiments.{name}.pretrained: 'imagenet' is not available for model "
+            f"{exp.get('model')!r}; valid models: {', '.join(IMAGENET_FILES)} "
+            "(or pretrained: none)"
+        )
     for loop in ("train", "finetune"):
         cfg = exp.get(loop)
         if not isinstance(cfg, dict):
@@ -224,16 +227,19 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
         milestones = cfg.get("milestones")
         if cfg.get("scheduler") == "multistep":
             if milestones is None:
-                problems.append(f"experiments.{name}.{loop}.milestones: required with scheduler: "
-                                "multistep (epoch counts after which the lr decays, e.g. [100, 150, 175])")
+                problems.append(
+                    f"experiments.{name}.{loop}.milestones: required with scheduler: "
+                    "multistep (epoch counts after which the lr decays, e.g. [100, 150, 175])"
+                )
             elif isinstance(milestones, list) and any(
-                    not isinstance(a, int) or not isinstance(b, int) or a >= b
-                    for a, b in zip(milestones, milestones[1:])):
-                problems.append(f"experiments.{name}.{loop}.milestones: {milestones!r} must be "
-                                "strictly increasing")
+                not isinstance(a, int) or not isinstance(b, int) or a >= b for a, b in zip(milestones, milestones[1:])
+            ):
+                problems.append(f"experiments.{name}.{loop}.milestones: {milestones!r} must be strictly increasing")
         elif milestones is not None:
-            problems.append(f"experiments.{name}.{loop}.milestones: only used with scheduler: "
-                            f"multistep (scheduler is {cfg.get('scheduler', 'cosine')!r}); remove it")
+            problems.append(
+                f"experiments.{name}.{loop}.milestones: only used with scheduler: "
+                f"multistep (scheduler is {cfg.get('scheduler', 'cosine')!r}); remove it"
+            )
     return problems
 
 
@@ -268,13 +274,18 @@ def _variant_problems(name: str, exp: dict, experiments: dict) -> list[str]:
         return []
     if b.get("variant_of") is not None:
         return [f"{key}: {base!r} is itself a variant (of {b['variant_of']!r}); name the base experiment"]
-    problems = [f"experiments.{name}.{k}: must equal experiments.{base}.{k} (a variant prunes its base's "
-                f"dense models), got {exp.get(k)!r} vs {b.get(k)!r}"
-                for k in VARIANT_SHARED if exp.get(k) != b.get(k)]
+    problems = [
+        f"experiments.{name}.{k}: must equal experiments.{base}.{k} (a variant prunes its base's "
+        f"dense models), got {exp.get(k)!r} vs {b.get(k)!r}"
+        for k in VARIANT_SHARED
+        if exp.get(k) != b.get(k)
+    ]
     extra = sorted(set(exp.get("seeds") or []) - set(b.get("seeds") or []))
     if extra:
-        problems.append(f"experiments.{name}.seeds: {extra} are not seeds of {base!r} "
-                        f"({b.get('seeds')}); a variant can only use its base's dense models")
+        problems.append(
+            f"experiments.{name}.seeds: {extra} are not seeds of {base!r} "
+            f"({b.get('seeds')}); a variant can only use its base's dense models"
+        )
     return problems
 
 

@@ -40,9 +40,22 @@ import pandas as pd
 WEIGHT_RATIO_LIMIT = 1.1
 SOFTNESS_LIMIT = 0.05
 QUANTILES = (10, 50, 90)
-COLUMNS = ["min_weight", "gamma", "level", "label", "group", "n", "teacher_accuracy", "s_mean",
-           "weight_mean", "weight_min", *[f"weight_p{q}" for q in QUANTILES], "weight_max",
-           "soft_share", "target_softness"]
+COLUMNS = [
+    "min_weight",
+    "gamma",
+    "level",
+    "label",
+    "group",
+    "n",
+    "teacher_accuracy",
+    "s_mean",
+    "weight_mean",
+    "weight_min",
+    *[f"weight_p{q}" for q in QUANTILES],
+    "weight_max",
+    "soft_share",
+    "target_softness",
+]
 # columns the workflow's CSV adds in front (see teacher_diagnostic_stage)
 FILE_COLUMNS = ["experiment", "seed", "methods", *COLUMNS]
 TEXT_COLUMNS = ["experiment", "methods", "level", "label", "group"]
@@ -62,11 +75,12 @@ def teacher_view(teacher_logits, labels):
     y = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
     probs = probabilities(logits).double()
     if probs.shape[0] != y.shape[0]:
-        raise ValueError(f"teacher_logits has {probs.shape[0]} rows but labels has {y.shape[0]}: "
-                         "the teacher outputs must be the training split's, in index order")
+        raise ValueError(
+            f"teacher_logits has {probs.shape[0]} rows but labels has {y.shape[0]}: "
+            "the teacher outputs must be the training split's, in index order"
+        )
     if len(y) and (y.min() < 0 or y.max() >= probs.shape[1]):
-        raise ValueError(f"labels must be in [0, {probs.shape[1]}) for teacher logits of shape "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(f"labels must be in [0, {probs.shape[1]}) for teacher logits of shape {tuple(logits.shape)}")
     s = probs.gather(1, y[:, None]).squeeze(1)
     correct = probs.argmax(dim=1) == y
     return s.numpy(), correct.numpy()
@@ -87,17 +101,21 @@ def _row(level, label, group, s, correct, w):
     row = dict(level=level, label=label, group=group, n=n)
     if not n:
         return row
-    row.update(teacher_accuracy=float(correct.mean()), s_mean=float(s.mean()),
-               weight_mean=float(w.mean()), weight_min=float(w.min()), weight_max=float(w.max()),
-               soft_share=float(correct.mean()),
-               target_softness=float(np.where(correct, 1.0 - s, 0.0).mean()))
+    row.update(
+        teacher_accuracy=float(correct.mean()),
+        s_mean=float(s.mean()),
+        weight_mean=float(w.mean()),
+        weight_min=float(w.min()),
+        weight_max=float(w.max()),
+        soft_share=float(correct.mean()),
+        target_softness=float(np.where(correct, 1.0 - s, 0.0).mean()),
+    )
     for q, v in zip(QUANTILES, np.percentile(w, QUANTILES)):
         row[f"weight_p{q}"] = float(v)
     return row
 
 
-def diagnose(teacher_logits, labels, groups, min_weight, gamma, class_names=None,
-             group_names=None):
+def diagnose(teacher_logits, labels, groups, min_weight, gamma, class_names=None, group_names=None):
     """The diagnostic table for one PW setting (columns COLUMNS, fractions).
 
     Rows: level "all" (label and group "all"), then level "group" per group (label "all"),
@@ -141,15 +159,14 @@ def uniform_weight_warning(table, min_weight=None, gamma=None):
     settings = _settings(table)
     if min_weight is None and gamma is None:
         if len(settings) != 1:
-            raise ValueError(f"the table holds {len(settings)} PW settings {settings}; pass "
-                             "min_weight and gamma to pick one")
+            raise ValueError(
+                f"the table holds {len(settings)} PW settings {settings}; pass min_weight and gamma to pick one"
+            )
         min_weight, gamma = settings[0]
-    t = table[(table["min_weight"].astype(float) == float(min_weight))
-              & (table["gamma"].astype(float) == float(gamma))]
+    t = table[(table["min_weight"].astype(float) == float(min_weight)) & (table["gamma"].astype(float) == float(gamma))]
     cells = t[(t["level"] == "cell") & (t["n"] > 0)]
     if not len(cells):
-        raise ValueError(f"no cell rows for min_weight={min_weight}, gamma={gamma}; settings in "
-                         f"the table: {settings}")
+        raise ValueError(f"no cell rows for min_weight={min_weight}, gamma={gamma}; settings in the table: {settings}")
     hi, lo = cells["weight_mean"].max(), cells["weight_mean"].min()
     ratio = hi / lo if lo > 0 else (1.0 if hi == 0 else math.inf)  # all zero: uniform (and dead)
     softness = cells["target_softness"].max()
@@ -158,7 +175,8 @@ def uniform_weight_warning(table, min_weight=None, gamma=None):
     per_cell = "; ".join(
         f"label {r.label} / {r.group} (n={int(r.n)}): mean weight {r.weight_mean:.3f}, teacher "
         f"train accuracy {100 * r.teacher_accuracy:.1f}%"
-        for r in cells.itertuples(index=False))
+        for r in cells.itertuples(index=False)
+    )
     every = t[t["level"] == "all"].iloc[0]
     return (
         f"PW (min_weight={min_weight:g}, gamma={gamma:g}) will act like CE on this teacher. "
@@ -175,10 +193,12 @@ def uniform_weight_warning(table, min_weight=None, gamma=None):
         f"a gamma below 1 (not above: (1-s)**gamma shrinks faster for higher gamma) lifts small "
         f"teacher errors into the weights; (4) check that the under-represented cell is actually "
         f"hard: compare the dense model's per-group test accuracy (metrics.csv) - if the teacher "
-        f"is as sure of it as of the rest, there is nothing for PW to up-weight.")
+        f"is as sure of it as of the rest, there is nothing for PW to up-weight."
+    )
 
 
 # ---------------------------------------------------------------- the workflow's stage
+
 
 def read_train_labels(data_dir):
     """(labels, groups, meta) of a prepared dataset's training split, without loading its images
@@ -192,8 +212,7 @@ def read_train_labels(data_dir):
         return f["y"], f["g"], meta
 
 
-def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed, out_csv,
-                             log=print):
+def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed, out_csv, log=print):
     """Write the diagnostic CSV (FILE_COLUMNS) for every PW setting (dicts with min_weight,
     gamma, methods) and log the table and, per setting that fires, the warning as "WARNING: ..."."""
     from pwprune.stages.inputs import load_tensor
@@ -203,18 +222,29 @@ def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed,
     logits = load_tensor(teacher_path)
     tables = []
     for st in settings:
-        t = diagnose(logits, labels, groups, st["min_weight"], st["gamma"],
-                     meta.get("class_names"), meta.get("group_names"))
+        t = diagnose(
+            logits, labels, groups, st["min_weight"], st["gamma"], meta.get("class_names"), meta.get("group_names")
+        )
         t.insert(0, "methods", ";".join(st.get("methods", [])))
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "seed", int(seed))
     table.insert(0, "experiment", experiment)
     write_csv(out_csv, table)
-    with pd.option_context("display.width", 200, "display.max_columns", None,
-                           "display.max_rows", None, "display.float_format", "{:.4f}".format):
-        log(f"teacher diagnostic, experiment {experiment}, seed {seed} (training split, "
-            f"{len(labels)} samples):\n{table.drop(columns=['experiment', 'seed']).to_string()}")
+    with pd.option_context(
+        "display.width",
+        200,
+        "display.max_columns",
+        None,
+        "display.max_rows",
+        None,
+        "display.float_format",
+        "{:.4f}".format,
+    ):
+        log(
+            f"teacher diagnostic, experiment {experiment}, seed {seed} (training split, "
+            f"{len(labels)} samples):\n{table.drop(columns=['experiment', 'seed']).to_string()}"
+        )
     fired = 0
     for m, g in _settings(table):
         text = uniform_weight_warning(table, m, g)
@@ -222,8 +252,10 @@ def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed,
             fired += 1
             log(f"WARNING: experiment {experiment}, seed {seed}: {text}")
     if not fired:
-        log("PW can act on this teacher: the per-cell weights or the corrected targets differ "
-            "from CE's for every setting.")
+        log(
+            "PW can act on this teacher: the per-cell weights or the corrected targets differ "
+            "from CE's for every setting."
+        )
     return table
 
 
@@ -232,12 +264,18 @@ def read_diagnostics(paths):
     frames = []
     for p in paths:
         # names stay text ("None", "NA" are valid class names); only numbers can be missing
-        df = pd.read_csv(p, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={c: ["", "nan", "NaN"] for c in NUMBER_COLUMNS})
+        df = pd.read_csv(
+            p,
+            dtype={c: str for c in TEXT_COLUMNS},
+            keep_default_na=False,
+            na_values={c: ["", "nan", "NaN"] for c in NUMBER_COLUMNS},
+        )
         missing = [c for c in FILE_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{p}: teacher diagnostic lacks column(s) {', '.join(missing)}; "
-                             "delete it and rerun the teacher_diagnostic job")
+            raise ValueError(
+                f"{p}: teacher diagnostic lacks column(s) {', '.join(missing)}; "
+                "delete it and rerun the teacher_diagnostic job"
+            )
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=FILE_COLUMNS)
@@ -261,11 +299,16 @@ def cell_means(d):
     c = d[d["level"] == "cell"]
     keys = ["min_weight", "gamma", "methods", "label", "group"]
     agg = c.groupby(keys, sort=False).agg(
-        seeds=("seed", "nunique"), n=("n", "mean"),
+        seeds=("seed", "nunique"),
+        n=("n", "mean"),
         teacher_accuracy=("teacher_accuracy", "mean"),
-        accuracy_lo=("teacher_accuracy", "min"), accuracy_hi=("teacher_accuracy", "max"),
-        weight_mean=("weight_mean", "mean"), weight_lo=("weight_mean", "min"),
-        weight_hi=("weight_mean", "max"), soft_share=("soft_share", "mean"))
+        accuracy_lo=("teacher_accuracy", "min"),
+        accuracy_hi=("teacher_accuracy", "max"),
+        weight_mean=("weight_mean", "mean"),
+        weight_lo=("weight_mean", "min"),
+        weight_hi=("weight_mean", "max"),
+        soft_share=("soft_share", "mean"),
+    )
     return agg.reset_index()
 
 
@@ -276,18 +319,36 @@ def summary_section(d, experiment):
     lines = [f"## Teacher diagnostic: {experiment}", ""]
     if not len(d):
         return "\n".join(lines + ["(no teacher diagnostic for this experiment)", ""])
-    lines += ["The dense model's outputs on its *training* split, which the PW loss uses, per "
-              "label × group cell; mean over seeds "
-              f"({d['seed'].nunique()}). Mean weight: PW's sample weight "
-              "m + (1 − m)(1 − s)^γ; soft-target share: samples where target correction keeps "
-              "the teacher's soft output (the teacher is right).", ""]
-    header = ["min_weight / gamma", "methods", "label", "group", "n", "teacher train acc. (%)",
-              "mean weight", "soft-target share (%)"]
+    lines += [
+        "The dense model's outputs on its *training* split, which the PW loss uses, per "
+        "label × group cell; mean over seeds "
+        f"({d['seed'].nunique()}). Mean weight: PW's sample weight "
+        "m + (1 − m)(1 − s)^γ; soft-target share: samples where target correction keeps "
+        "the teacher's soft output (the teacher is right).",
+        "",
+    ]
+    header = [
+        "min_weight / gamma",
+        "methods",
+        "label",
+        "group",
+        "n",
+        "teacher train acc. (%)",
+        "mean weight",
+        "soft-target share (%)",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in cell_means(d).itertuples(index=False):
-        cells = [f"{r.min_weight:g} / {r.gamma:g}", (r.methods or "").replace(";", ", "), r.label,
-                 r.group, f"{r.n:.0f}", f"{100 * r.teacher_accuracy:.1f}", f"{r.weight_mean:.3f}",
-                 f"{100 * r.soft_share:.1f}"]
+        cells = [
+            f"{r.min_weight:g} / {r.gamma:g}",
+            (r.methods or "").replace(";", ", "),
+            r.label,
+            r.group,
+            f"{r.n:.0f}",
+            f"{100 * r.teacher_accuracy:.1f}",
+            f"{r.weight_mean:.3f}",
+            f"{100 * r.soft_share:.1f}",
+        ]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     lines.append("")
     for seed, m, g, text in _warnings(d):
@@ -304,6 +365,7 @@ def append_summary(md_path, diagnostic_paths, experiments):
 
 
 # ---------------------------------------------------------------- the figure
+
 
 def teacher_figure(d, experiment, out_stem):
     """draw_teacher_figure written to out_stem.png (200 dpi, as pwprune.plots) and .pdf; returns
@@ -345,29 +407,36 @@ def draw_teacher_figure(d, experiment):
         xs = x + (i - (len(settings) - 1) / 2) * width
         color = colors[i % len(colors)]
         who = f" ({methods.replace(';', ', ')})" if methods else ""
-        ax_w.bar(xs, mean, width, yerr=err, capsize=3, color=color,
-                 label=f"min_weight {m:g}, gamma {g:g}{who}")
-        ax_w.hlines(m, xs[0] - width / 2, xs[-1] + width / 2, colors=color, linestyles="--",
-                    linewidth=0.8)
+        ax_w.bar(xs, mean, width, yerr=err, capsize=3, color=color, label=f"min_weight {m:g}, gamma {g:g}{who}")
+        ax_w.hlines(m, xs[0] - width / 2, xs[-1] + width / 2, colors=color, linestyles="--", linewidth=0.8)
     ax_w.set_ylim(0, 1.05)
     ax_w.set_ylabel("mean PW weight\n(dashed: min_weight)")
     ax_w.legend(fontsize=8, loc="lower right")
     acc = cm.drop_duplicates(["label", "group"]).set_index(["label", "group"]).loc[cells]
     mean = 100 * acc["teacher_accuracy"].to_numpy()
-    err = np.vstack([mean - 100 * acc["accuracy_lo"].to_numpy(),
-                     100 * acc["accuracy_hi"].to_numpy() - mean])
+    err = np.vstack([mean - 100 * acc["accuracy_lo"].to_numpy(), 100 * acc["accuracy_hi"].to_numpy() - mean])
     ax_a.bar(x, mean, 0.6, yerr=err, capsize=3, color="#555555")
     ax_a.set_ylim(0, 105)
     ax_a.set_ylabel("teacher accuracy on\ntraining split (%)")
-    ax_a.set_xticks(x, [f"label {lab}\n{grp}\nn={n:.0f}" for (lab, grp), n in zip(cells, acc["n"])],
-                    rotation=45 if len(cells) > 8 else 0, fontsize=8)
+    ax_a.set_xticks(
+        x,
+        [f"label {lab}\n{grp}\nn={n:.0f}" for (lab, grp), n in zip(cells, acc["n"])],
+        rotation=45 if len(cells) > 8 else 0,
+        fontsize=8,
+    )
     ax_a.set_xlabel("label × group cell (n = training samples)")
     for ax in (ax_w, ax_a):
         ax.grid(alpha=0.3, axis="y")
     fired = _warnings(d)
-    note = ("\nWARNING: weights nearly uniform and targets ~one-hot: PW acts like CE "
-            f"(seeds {sorted({w[0] for w in fired})}; see the job log / summary.md)"
-            if fired else "")
-    fig.suptitle(f"{experiment}: what the PW loss sees (dense model on its training split; "
-                 f"error bars: range over {d['seed'].nunique()} seed(s)){note}", fontsize=10)
+    note = (
+        "\nWARNING: weights nearly uniform and targets ~one-hot: PW acts like CE "
+        f"(seeds {sorted({w[0] for w in fired})}; see the job log / summary.md)"
+        if fired
+        else ""
+    )
+    fig.suptitle(
+        f"{experiment}: what the PW loss sees (dense model on its training split; "
+        f"error bars: range over {d['seed'].nunique()} seed(s)){note}",
+        fontsize=10,
+    )
     return fig

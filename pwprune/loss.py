@@ -12,6 +12,7 @@ sum), as in the paper.
 Binary tasks use one logit: `logits` (N,) or (N, 1), `targets` float in {0, 1} (int and bool
 0/1 are accepted too and converted). Multi-class: `logits` (N, C), `targets` integer (N,).
 """
+
 import copy
 
 import torch
@@ -51,8 +52,15 @@ class PerformanceWeightedLoss(nn.Module):
     on when it does not correct targets (pwprune.pruning.autobot, option plain_targets).
     """
 
-    def __init__(self, min_weight: float = 0.75, gamma: float = 5.0, reweight: bool = True,
-                 correct_targets: bool = True, reduction: str = "mean", soft_targets: bool = False):
+    def __init__(
+        self,
+        min_weight: float = 0.75,
+        gamma: float = 5.0,
+        reweight: bool = True,
+        correct_targets: bool = True,
+        reduction: str = "mean",
+        soft_targets: bool = False,
+    ):
         super().__init__()
         if not 0.0 <= float(min_weight) <= 1.0:
             raise ValueError(f"min_weight must be in [0, 1], got {min_weight}")
@@ -66,21 +74,24 @@ class PerformanceWeightedLoss(nn.Module):
         self.correct_targets = bool(correct_targets)
         self.soft_targets = bool(soft_targets)
         if self.soft_targets and self.correct_targets:
-            raise ValueError("soft_targets and correct_targets are exclusive: the target is either the "
-                             "teacher's output everywhere or only where the teacher is right")
+            raise ValueError(
+                "soft_targets and correct_targets are exclusive: the target is either the "
+                "teacher's output everywhere or only where the teacher is right"
+            )
         self.reduction = reduction
 
     def extra_repr(self) -> str:
-        return (f"min_weight={self.min_weight}, gamma={self.gamma}, reweight={self.reweight}, "
-                f"correct_targets={self.correct_targets}, reduction={self.reduction!r}"
-                + (", soft_targets=True" if self.soft_targets else ""))
+        return (
+            f"min_weight={self.min_weight}, gamma={self.gamma}, reweight={self.reweight}, "
+            f"correct_targets={self.correct_targets}, reduction={self.reduction!r}"
+            + (", soft_targets=True" if self.soft_targets else "")
+        )
 
     @property
     def needs_teacher(self) -> bool:
         return self.reweight or self.correct_targets or self.soft_targets
 
-    def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-                targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
             raise ValueError("logits must be a floating point tensor")
         binary = _is_binary(logits)
@@ -159,36 +170,43 @@ def _check_targets(targets, n, binary, num_classes):
         raise ValueError(f"targets: expected integer class labels (int64), got dtype {targets.dtype}")
     targets = targets.long()
     if n and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"targets: labels must be in [0, {num_classes}), got range "
-                         f"[{int(targets.min())}, {int(targets.max())}]")
+        raise ValueError(
+            f"targets: labels must be in [0, {num_classes}), got range [{int(targets.min())}, {int(targets.max())}]"
+        )
     return targets
 
 
 def _check_teacher(teacher_logits, logits, binary):
     if teacher_logits is None:
-        raise ValueError("teacher_logits is None, but reweight or correct_targets needs the dense "
-                         "model's logits (or switch both off for plain cross-entropy)")
+        raise ValueError(
+            "teacher_logits is None, but reweight or correct_targets needs the dense "
+            "model's logits (or switch both off for plain cross-entropy)"
+        )
     if not isinstance(teacher_logits, torch.Tensor) or not teacher_logits.is_floating_point():
         raise ValueError("teacher_logits must be a floating point tensor")
-    ok = (_is_binary(teacher_logits) and teacher_logits.shape[0] == logits.shape[0]) if binary \
+    ok = (
+        (_is_binary(teacher_logits) and teacher_logits.shape[0] == logits.shape[0])
+        if binary
         else teacher_logits.shape == logits.shape
+    )
     if not ok:
-        raise ValueError(f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match "
-                         f"logits {tuple(logits.shape)}")
+        raise ValueError(
+            f"teacher_logits: shape {tuple(teacher_logits.shape)} does not match logits {tuple(logits.shape)}"
+        )
     teacher_logits = teacher_logits.detach()
     if not torch.isfinite(teacher_logits).all():
         raise ValueError("teacher_logits contain NaN or inf; the dense model's outputs are broken")
     return teacher_logits.to(logits.device)
 
 
-def make_loss(kind: str, min_weight: float = 0.75, gamma: float = 5.0,
-              reduction: str = "mean") -> PerformanceWeightedLoss:
+def make_loss(
+    kind: str, min_weight: float = 0.75, gamma: float = 5.0, reduction: str = "mean"
+) -> PerformanceWeightedLoss:
     """The loss for a config label: ce, pw, pw_weight (reweight only), pw_correct (correction only)."""
     if kind not in LOSS_KINDS:
         raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
     reweight, correct = SWITCHES[kind]
-    return PerformanceWeightedLoss(min_weight, gamma, reweight=reweight, correct_targets=correct,
-                                   reduction=reduction)
+    return PerformanceWeightedLoss(min_weight, gamma, reweight=reweight, correct_targets=correct, reduction=reduction)
 
 
 @torch.no_grad()
@@ -214,8 +232,10 @@ def teacher_outputs(model: nn.Module, loader, device="cpu") -> torch.Tensor:
     n = len(loader.dataset) if hasattr(loader, "dataset") else int(idx.max()) + 1
     # a sampler that skips or repeats samples would leave rows undefined: refuse instead
     if idx.numel() != n or not torch.equal(torch.sort(idx).values, torch.arange(n)):
-        raise ValueError(f"loader: sample indices must cover 0..{n - 1} exactly once "
-                         f"(got {idx.numel()} indices); use drop_last=False and no subset sampler")
+        raise ValueError(
+            f"loader: sample indices must cover 0..{n - 1} exactly once "
+            f"(got {idx.numel()} indices); use drop_last=False and no subset sampler"
+        )
     rows = torch.cat(rows)
     out = torch.empty_like(rows)
     out[idx] = rows

@@ -87,8 +87,7 @@ def _auroc(scores, y):
         return math.nan
     if scores.ndim == 1:
         return _binary_auroc(y == 1, scores)
-    aucs = [_binary_auroc(y == c, scores[:, c]) for c in range(scores.shape[1])
-            if 0 < np.sum(y == c) < len(y)]
+    aucs = [_binary_auroc(y == c, scores[:, c]) for c in range(scores.shape[1]) if 0 < np.sum(y == c) < len(y)]
     return float(np.mean(aucs)) if aucs else math.nan
 
 
@@ -121,14 +120,20 @@ def group_metrics(logits, labels, groups, group_names, groups_are_classes=False)
     y = _numpy(labels).astype(np.int64).reshape(-1)
     g = _numpy(groups).astype(np.int64).reshape(-1)
     if not (len(pred) == len(y) == len(g)):
-        raise ValueError(f"group_metrics: logits ({len(pred)}), labels ({len(y)}) and groups "
-                         f"({len(g)}) must have the same number of samples")
+        raise ValueError(
+            f"group_metrics: logits ({len(pred)}), labels ({len(y)}) and groups "
+            f"({len(g)}) must have the same number of samples"
+        )
     if len(g) and (g.min() < 0 or g.max() >= len(group_names)):
-        raise ValueError(f"group_metrics: group ids span {g.min()}..{g.max()} but group_names "
-                         f"has {len(group_names)} entries; pass one name per group id")
+        raise ValueError(
+            f"group_metrics: group ids span {g.min()}..{g.max()} but group_names "
+            f"has {len(group_names)} entries; pass one name per group id"
+        )
     if groups_are_classes and not np.array_equal(y, g):
-        raise ValueError(f"group_metrics: groups_are_classes, but {int(np.sum(y != g))} of {len(y)} samples "
-                         "have a group id other than their label; pass groups_are_classes=False")
+        raise ValueError(
+            f"group_metrics: groups_are_classes, but {int(np.sum(y != g))} of {len(y)} samples "
+            "have a group id other than their label; pass groups_are_classes=False"
+        )
     degenerate = bool(len(pred) > 0 and len(np.unique(pred)) == 1)
     rows = []
     masks = [(str(name), g == i) for i, name in enumerate(group_names)]

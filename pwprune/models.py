@@ -121,7 +121,7 @@ class PadShortcut(nn.Module):
 
     def forward(self, x):
         if self.stride > 1:
-            x = x[:, :, ::self.stride, ::self.stride]
+            x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.front, self.back))
 
 
@@ -142,8 +142,16 @@ class CifarResNetA(CifarResNet):
 
 def _replace_conv_in(conv, in_channels):
     """Same conv with a different number of input channels (grey-scale or multi-band input)."""
-    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                     conv.dilation, conv.groups, conv.bias is not None)
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
 
 
 def _torchvision(name, in_channels, n_out, input_size):
@@ -178,9 +186,11 @@ def _sha256_prefix_ok(path, url):
             h.update(block)
     actual = h.hexdigest()
     if not actual.startswith(expected):
-        raise ValueError(f"{path}: sha256 {actual[:len(expected)]}... does not match the expected prefix "
-                         f"{expected} in its name (truncated or not torchvision's file); delete it and "
-                         f"fetch it again")
+        raise ValueError(
+            f"{path}: sha256 {actual[: len(expected)]}... does not match the expected prefix "
+            f"{expected} in its name (truncated or not torchvision's file); delete it and "
+            f"fetch it again"
+        )
 
 
 def load_imagenet_state(name):
@@ -191,13 +201,14 @@ def load_imagenet_state(name):
     from pwprune.weights import IMAGENET_FILES, fetch_hint
 
     if name not in IMAGENET_FILES:
-        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; "
-                         f"got model {name!r}")
+        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; got model {name!r}")
     url = tvm.get_model_weights(name).DEFAULT.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     if not path.is_file():
-        raise FileNotFoundError(f"the ImageNet weights of {name} are missing: expected {path}. pwprune "
-                                f"never downloads; {fetch_hint(name, path, url)}")
+        raise FileNotFoundError(
+            f"the ImageNet weights of {name} are missing: expected {path}. pwprune "
+            f"never downloads; {fetch_hint(name, path, url)}"
+        )
     _sha256_prefix_ok(path, url)
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -209,11 +220,12 @@ def _imagenet(name, in_channels, n_out, input_size):
     from pwprune.weights import IMAGENET_FILES
 
     if name not in IMAGENET_FILES:
-        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; "
-                         f"got model {name!r}")
+        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; got model {name!r}")
     if in_channels != 3:
-        raise ValueError(f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels}"
-                         f" for {name}; use pretrained: none for this dataset")
+        raise ValueError(
+            f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels}"
+            f" for {name}; use pretrained: none for this dataset"
+        )
     model = _torchvision(name, 3, 1000, input_size)
     model.load_state_dict(load_imagenet_state(name), strict=True)
     head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
@@ -260,8 +272,12 @@ def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"
     come from the checkpoint."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    arch = {"name": str(name), "num_classes": int(num_classes), "in_channels": int(in_channels),
-            "input_size": int(input_size)}
+    arch = {
+        "name": str(name),
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "input_size": int(input_size),
+    }
     if pretrained == "imagenet":
         from pwprune.weights import IMAGENET_MEAN, IMAGENET_STD
 
@@ -278,10 +294,13 @@ def input_normalisation(arch):
         return None
     mean, std = arch.get("input_mean"), arch.get("input_std")
     c = int(arch["in_channels"])
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == c
-            and all(float(s) > 0 for s in std)):
-        raise ValueError(f"arch input_mean/input_std must be two lists of {c} values (std > 0); "
-                         f"got {mean!r}, {std!r}")
+    if not (
+        isinstance(mean, list)
+        and isinstance(std, list)
+        and len(mean) == len(std) == c
+        and all(float(s) > 0 for s in std)
+    ):
+        raise ValueError(f"arch input_mean/input_std must be two lists of {c} values (std > 0); got {mean!r}, {std!r}")
     return [float(m) for m in mean], [float(s) for s in std]
 
 

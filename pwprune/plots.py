@@ -26,18 +26,36 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from pwprune.names import ABLATION_ONLY_LABELS, FIGURES, MAIN_LABELS
-from pwprune.summary import (aggregate_trials, clean_metrics, sort_methods, t_interval,
-                             trial_table, validate_metrics, validate_shares)
+from pwprune.summary import (
+    aggregate_trials,
+    clean_metrics,
+    sort_methods,
+    t_interval,
+    trial_table,
+    validate_metrics,
+    validate_shares,
+)
 
 DPI = 200
 # one palette for every figure (Okabe-Ito, colour-blind safe): CE blue, PW vermillion
-PALETTE = {"ce": "#0072B2", "pw": "#D55E00", "pw_weight": "#009E73", "pw_correct": "#CC79A7",
-           "pw_prune_only": "#E69F00", "pw_finetune_only": "#56B4E9", "dense": "#555555"}
+PALETTE = {
+    "ce": "#0072B2",
+    "pw": "#D55E00",
+    "pw_weight": "#009E73",
+    "pw_correct": "#CC79A7",
+    "pw_prune_only": "#E69F00",
+    "pw_finetune_only": "#56B4E9",
+    "dense": "#555555",
+}
 # how a comparison label (pwprune.names.LOSS_LABELS) is written in legends
-LOSS_TITLES = {"ce": "CE", "pw": "PW",
-               "pw_weight": "PW weighting only", "pw_correct": "PW correction only",
-               "pw_prune_only": "PW in pruning phase only",
-               "pw_finetune_only": "PW in fine-tuning phase only"}
+LOSS_TITLES = {
+    "ce": "CE",
+    "pw": "PW",
+    "pw_weight": "PW weighting only",
+    "pw_correct": "PW correction only",
+    "pw_prune_only": "PW in pruning phase only",
+    "pw_finetune_only": "PW in fine-tuning phase only",
+}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 LINESTYLES = ("-", "--", ":", "-.")
 X_LABEL = "FLOP (MAC) reduction (%)"
@@ -54,6 +72,7 @@ def _label(loss, ablation=False):
 
 
 # --- x axis: target reduction in %, spaced by halvings of the remaining compute ---
+
 
 def _fwd(x):
     return -np.log2(np.clip(1.0 - np.asarray(x, dtype=float) / 100.0, 1e-4, None))
@@ -72,8 +91,7 @@ def _spacing(targets_pct):
 def _reduction_axis(ax, targets_pct):
     ax.set_xscale("function", functions=(_fwd, _inv))
     ax.set_xticks(list(targets_pct))
-    ax.set_xticklabels([f"{t:.4g}" for t in targets_pct], rotation=45 if len(targets_pct) > 4
-                       else 0)
+    ax.set_xticklabels([f"{t:.4g}" for t in targets_pct], rotation=45 if len(targets_pct) > 4 else 0)
     ax.xaxis.set_minor_locator(NullLocator())
     lo, hi = _fwd(min(targets_pct)), _fwd(max(targets_pct))
     pad = 0.35 * _spacing(targets_pct)  # > the widest nudge (0.2) so no point falls off
@@ -96,8 +114,9 @@ def _yerr(mean, half, bounds):
     return np.vstack([mean - np.maximum(mean - half, lo), np.minimum(mean + half, hi) - mean])
 
 
-def _series(ax, trials, value, loss, i, k, spacing, scale=100.0, marker="o", linestyle="-",
-            label=None, bounds=(-np.inf, np.inf)):
+def _series(
+    ax, trials, value, loss, i, k, spacing, scale=100.0, marker="o", linestyle="-", label=None, bounds=(-np.inf, np.inf)
+):
     """Mean ± 95% CI over seeds of `value` per target for one loss, and x marks for degenerate
     trials. `trials` holds trial_table rows, or per-group metric rows, for one panel; `bounds`
     (in plotted units) clip the interval."""
@@ -109,13 +128,29 @@ def _series(ax, trials, value, loss, i, k, spacing, scale=100.0, marker="o", lin
     if len(agg):
         x = _dodge(agg["target_reduction"].to_numpy() * 100, i, k, spacing)
         mean = agg["mean"].to_numpy() * scale
-        ax.errorbar(x, mean, yerr=_yerr(mean, agg["ci95"].to_numpy() * scale, bounds),
-                    color=_color(loss), marker=marker, linestyle=linestyle, markersize=4,
-                    capsize=2, linewidth=1.3, label=label)
+        ax.errorbar(
+            x,
+            mean,
+            yerr=_yerr(mean, agg["ci95"].to_numpy() * scale, bounds),
+            color=_color(loss),
+            marker=marker,
+            linestyle=linestyle,
+            markersize=4,
+            capsize=2,
+            linewidth=1.3,
+            label=label,
+        )
     bad = t[t["degenerate"] & np.isfinite(t[value].astype(float))]
     if len(bad):
-        ax.scatter(_dodge(bad["target_reduction"].to_numpy() * 100, i, k, spacing), bad[value] * scale,
-                   marker="x", color="black", s=30, linewidths=1.2, zorder=5)
+        ax.scatter(
+            _dodge(bad["target_reduction"].to_numpy() * 100, i, k, spacing),
+            bad[value] * scale,
+            marker="x",
+            color="black",
+            s=30,
+            linewidths=1.2,
+            zorder=5,
+        )
 
 
 def _save(fig, out_stem):
@@ -136,26 +171,24 @@ def _placeholder(title, message, out_stem):
 
 
 def _legend(fig, handles, ncol=4):
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(ncol, len(handles)),
-               frameon=False, fontsize=8)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(ncol, len(handles)), frameon=False, fontsize=8)
 
 
 def _ci_handle():
-    return Line2D([], [], color="black", marker="|", linestyle="none", markersize=8,
-                  label="mean ± 95% CI over seeds")
+    return Line2D([], [], color="black", marker="|", linestyle="none", markersize=8, label="mean ± 95% CI over seeds")
 
 
 def _degenerate_handle():
-    return Line2D([], [], color="black", marker="x", linestyle="none",
-                  label="degenerate trial (included in mean)")
+    return Line2D([], [], color="black", marker="x", linestyle="none", label="degenerate trial (included in mean)")
 
 
 def _experiment_rows(metrics_df, experiment, split):
     d = metrics_df[(metrics_df["experiment"] == experiment) & (metrics_df["split"] == split)]
     if not len(d):
         have = sorted(set(zip(metrics_df["experiment"], metrics_df["split"])))
-        raise ValueError(f"no metrics rows for experiment={experiment!r}, split={split!r}; the "
-                         f"table has (experiment, split) {have}")
+        raise ValueError(
+            f"no metrics rows for experiment={experiment!r}, split={split!r}; the table has (experiment, split) {have}"
+        )
     return d
 
 
@@ -166,6 +199,7 @@ def _panel_grid(fig, nrows, ncols, sharey="row"):
 
 # --- 1. per-group accuracy and AUROC vs FLOP reduction ---
 
+
 def _group_performance(d, experiment, split, out_stem):
     fin = d[(d["stage"] == "finetuned") & d["loss"].isin(list(MAIN_LABELS))]
     dense = d[d["stage"] == "dense"]
@@ -173,9 +207,11 @@ def _group_performance(d, experiment, split, out_stem):
     groups = [g for g in dict.fromkeys(d["group"]) if g != "all"]
     targets = sorted(set(fin["target_reduction"] * 100))
     if not methods:
-        return _placeholder(f"{experiment}: per-group performance",
-                            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
-                            out_stem)
+        return _placeholder(
+            f"{experiment}: per-group performance",
+            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
+            out_stem,
+        )
     fig = Figure(figsize=(max(4.0 * len(methods) + 1.0, 8.0), 6.8), layout="constrained")
     axes = _panel_grid(fig, 2, len(methods))
     metrics = (("accuracy", "accuracy (%)", 100.0), ("auroc", "AUROC (0–1)", 1.0))
@@ -187,17 +223,34 @@ def _group_performance(d, experiment, split, out_stem):
             for gi, g in enumerate(groups):
                 ref = dense[dense["group"] == g].groupby("seed")[col].mean().mean()
                 if np.isfinite(ref):
-                    ax.axhline(ref * scale, color=PALETTE["dense"], linewidth=0.8,
-                               linestyle=LINESTYLES[gi % 4], alpha=0.8)
+                    ax.axhline(
+                        ref * scale, color=PALETTE["dense"], linewidth=0.8, linestyle=LINESTYLES[gi % 4], alpha=0.8
+                    )
                 for li, loss in enumerate(MAIN_LABELS):
                     rows = m[m["group"] == g]
-                    _series(ax, rows, col, loss, li * len(groups) + gi, k, _spacing(targets),
-                            scale=scale,
-                            marker=MARKERS[gi % len(MARKERS)], linestyle=LINESTYLES[gi % 4],
-                            bounds=(0, scale))
+                    _series(
+                        ax,
+                        rows,
+                        col,
+                        loss,
+                        li * len(groups) + gi,
+                        k,
+                        _spacing(targets),
+                        scale=scale,
+                        marker=MARKERS[gi % len(MARKERS)],
+                        linestyle=LINESTYLES[gi % 4],
+                        bounds=(0, scale),
+                    )
             if not np.isfinite(m.loc[m["group"] != "all", col].astype(float)).any():
-                ax.text(0.5, 0.5, "AUROC undefined\n(each group holds one class)",
-                        transform=ax.transAxes, ha="center", va="center", fontsize=8)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "AUROC undefined\n(each group holds one class)",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                )
             _reduction_axis(ax, targets)
             if j == 0:
                 ax.set_ylabel(ylabel)
@@ -205,23 +258,29 @@ def _group_performance(d, experiment, split, out_stem):
                 ax.set_title(method)
             ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
-    handles += [Line2D([], [], color="black", marker=MARKERS[gi % len(MARKERS)],
-                       linestyle=LINESTYLES[gi % 4], label=f"group: {g}")
-                for gi, g in enumerate(groups)]
-    handles += [Line2D([], [], color=PALETTE["dense"], linewidth=0.8,
-                       label="dense model (per group, same line style)"),
-                _ci_handle(), _degenerate_handle()]
+    handles += [
+        Line2D(
+            [], [], color="black", marker=MARKERS[gi % len(MARKERS)], linestyle=LINESTYLES[gi % 4], label=f"group: {g}"
+        )
+        for gi, g in enumerate(groups)
+    ]
+    handles += [
+        Line2D([], [], color=PALETTE["dense"], linewidth=0.8, label="dense model (per group, same line style)"),
+        _ci_handle(),
+        _degenerate_handle(),
+    ]
     _legend(fig, handles, ncol=3)
-    fig.suptitle(f"{experiment}: per-group performance after fine-tuning vs FLOP reduction\n"
-                 f"({split} split)")
+    fig.suptitle(f"{experiment}: per-group performance after fine-tuning vs FLOP reduction\n({split} split)")
     return _save(fig, out_stem)
 
 
 # --- 2. fairness gap, worst-group drop, spread of drops vs FLOP reduction ---
 
-FAIRNESS_PANELS = (("gap", "best − worst group accuracy (pp)"),
-                   ("worst_drop", "worst-group accuracy drop\nfrom dense (pp)"),
-                   ("drop_std", "std of group accuracy drops (pp)"))
+FAIRNESS_PANELS = (
+    ("gap", "best − worst group accuracy (pp)"),
+    ("worst_drop", "worst-group accuracy drop\nfrom dense (pp)"),
+    ("drop_std", "std of group accuracy drops (pp)"),
+)
 
 
 def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ablation=False):
@@ -232,8 +291,7 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
     if not methods:
         return None
     targets = sorted(set(trials["target_reduction"] * 100))
-    fig = Figure(figsize=(3.4 * len(columns) + 0.6, 2.9 * len(methods) + 1.1),
-                 layout="constrained")
+    fig = Figure(figsize=(3.4 * len(columns) + 0.6, 2.9 * len(methods) + 1.1), layout="constrained")
     axes = _panel_grid(fig, len(methods), len(columns), sharey="col")
     for i, method in enumerate(methods):
         t = trials[trials["method"] == method]
@@ -247,18 +305,29 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
                 ax.axhline(0, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
             for li, loss in enumerate(subset):
                 # a gap and a std cannot be negative; drops can (a group may gain)
-                _series(ax, t, value, loss, li, len(subset), _spacing(targets),
-                        bounds=(-100, 100) if value == "worst_drop" else (0, 100))
+                _series(
+                    ax,
+                    t,
+                    value,
+                    loss,
+                    li,
+                    len(subset),
+                    _spacing(targets),
+                    bounds=(-100, 100) if value == "worst_drop" else (0, 100),
+                )
             _reduction_axis(ax, targets)
             ax.set_ylabel(ylabel)
             ax.set_title(f"{method}" + (f"\n{col_title}" if col_title else ""), fontsize=10)
             ax.grid(alpha=0.3)
     present = [l for l in losses if (trials["loss"] == l).any()]
-    handles = [Line2D([], [], color=_color(l), marker="o", label=_label(l, ablation))
-               for l in present]
-    handles += [Line2D([], [], color=PALETTE["dense"], linestyle="--",
-                       label="dense gap (gap panels) / no change (drop panels)"),
-                _ci_handle(), _degenerate_handle()]
+    handles = [Line2D([], [], color=_color(l), marker="o", label=_label(l, ablation)) for l in present]
+    handles += [
+        Line2D(
+            [], [], color=PALETTE["dense"], linestyle="--", label="dense gap (gap panels) / no change (drop panels)"
+        ),
+        _ci_handle(),
+        _degenerate_handle(),
+    ]
     _legend(fig, handles, ncol=3)
     fig.suptitle(title)
     return _save(fig, out_stem)
@@ -267,15 +336,22 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
 def _fairness_gap(d, experiment, split, out_stem):
     cols = [(v, y, MAIN_LABELS, "") for v, y in FAIRNESS_PANELS]
     paths = _trials_vs_target(
-        d, experiment, split, out_stem, MAIN_LABELS, cols,
+        d,
+        experiment,
+        split,
+        out_stem,
+        MAIN_LABELS,
+        cols,
         f"{experiment}: fairness after fine-tuning vs FLOP reduction ({split} split; "
-        f"drops against each seed's dense model)")
-    return paths or _placeholder(f"{experiment}: fairness gap",
-                                 "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
-                                 out_stem)
+        f"drops against each seed's dense model)",
+    )
+    return paths or _placeholder(
+        f"{experiment}: fairness gap", "No fine-tuned CE/PW rows in metrics.csv for this experiment.", out_stem
+    )
 
 
 # --- 3. accuracy vs latency and MACs ---
+
 
 def _plain_log_ticks(ax):
     # 0.3 reads better than 3x10^-1; label the minor ticks only when the axis spans < 1 decade
@@ -288,19 +364,21 @@ def _plain_log_ticks(ax):
 def _tradeoff(d, experiment, split, out_stem):
     trials = trial_table(d, "finetuned")
     trials = trials[trials["loss"].isin(list(MAIN_LABELS))]
-    dense = trial_table(d, "dense").groupby("seed")[
-        ["accuracy", "worst_group_accuracy", "latency_ms", "macs"]].mean().mean()
+    dense = (
+        trial_table(d, "dense")
+        .groupby("seed")[["accuracy", "worst_group_accuracy", "latency_ms", "macs"]]
+        .mean()
+        .mean()
+    )
     methods = sort_methods(trials["method"])
     if not methods:
-        return _placeholder(f"{experiment}: trade-off",
-                            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
-                            out_stem)
+        return _placeholder(
+            f"{experiment}: trade-off", "No fine-tuned CE/PW rows in metrics.csv for this experiment.", out_stem
+        )
     fig = Figure(figsize=(9, 7), layout="constrained")
     axes = _panel_grid(fig, 2, 2, sharey="row")
-    ys = (("accuracy", "overall accuracy (%)"), ("worst_group_accuracy",
-                                                  "worst-group accuracy (%)"))
-    xs = (("latency_ms", "CPU latency (ms / sample, log scale)"),
-          ("mmacs", "MACs per sample (millions, log scale)"))
+    ys = (("accuracy", "overall accuracy (%)"), ("worst_group_accuracy", "worst-group accuracy (%)"))
+    xs = (("latency_ms", "CPU latency (ms / sample, log scale)"), ("mmacs", "MACs per sample (millions, log scale)"))
     trials = trials.assign(mmacs=trials["macs"] / 1e6)
     dense["mmacs"] = dense["macs"] / 1e6
     for r, (yv, ylabel) in enumerate(ys):
@@ -312,37 +390,48 @@ def _tradeoff(d, experiment, split, out_stem):
                     if not len(t):
                         continue
                     pts = []
-                    for tr, g in t.groupby("target_reduction"):
+                    for _, g in t.groupby("target_reduction"):
                         my, hy = t_interval(g[yv])
                         pts.append((t_interval(g[xv])[0], my * 100, hy * 100))
                     px, py, ph = map(np.array, zip(*pts))
-                    ax.errorbar(px, py, yerr=_yerr(py, ph, (0, 100)), color=_color(loss),
-                                marker=MARKERS[mi % len(MARKERS)], markersize=5, capsize=2,
-                                linewidth=1.1, alpha=0.9)
+                    ax.errorbar(
+                        px,
+                        py,
+                        yerr=_yerr(py, ph, (0, 100)),
+                        color=_color(loss),
+                        marker=MARKERS[mi % len(MARKERS)],
+                        markersize=5,
+                        capsize=2,
+                        linewidth=1.1,
+                        alpha=0.9,
+                    )
                     bad = t[t["degenerate"]]
                     if len(bad):
-                        ax.scatter(bad[xv], bad[yv] * 100, marker="x", color="black", s=30,
-                                   zorder=5)
+                        ax.scatter(bad[xv], bad[yv] * 100, marker="x", color="black", s=30, zorder=5)
             if np.isfinite(dense[xv]) and dense[xv] > 0:
-                ax.scatter([dense[xv]], [dense[yv] * 100], marker="*", s=140, color="black",
-                           zorder=6)
+                ax.scatter([dense[xv]], [dense[yv] * 100], marker="*", s=140, color="black", zorder=6)
             ax.set_xscale("log")
             _plain_log_ticks(ax)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
     handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
-    handles += [Line2D([], [], color="black", marker=MARKERS[mi % len(MARKERS)],
-                       linestyle="none", label=f"method: {m}") for mi, m in enumerate(methods)]
-    handles += [Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
-                       label="dense model"), _ci_handle(), _degenerate_handle()]
+    handles += [
+        Line2D([], [], color="black", marker=MARKERS[mi % len(MARKERS)], linestyle="none", label=f"method: {m}")
+        for mi, m in enumerate(methods)
+    ]
+    handles += [
+        Line2D([], [], color="black", marker="*", markersize=10, linestyle="none", label="dense model"),
+        _ci_handle(),
+        _degenerate_handle(),
+    ]
     _legend(fig, handles, ncol=4)
-    fig.suptitle(f"{experiment}: accuracy vs cost after fine-tuning, one point per target "
-                 f"reduction ({split} split)")
+    fig.suptitle(f"{experiment}: accuracy vs cost after fine-tuning, one point per target reduction ({split} split)")
     return _save(fig, out_stem)
 
 
 # --- 4. ablation ---
+
 
 def _ablation(d, experiment, split, out_stem):
     present = [l for l in ABLATION_ONLY_LABELS if (d["loss"] == l).any()]
@@ -351,22 +440,34 @@ def _ablation(d, experiment, split, out_stem):
             f"{experiment}: ablation",
             f"Ablation not run for experiment '{experiment}': metrics.csv has no rows with loss "
             f"in {', '.join(ABLATION_ONLY_LABELS)}.\nEnable the ablation in params.yaml to fill "
-            f"this figure.", out_stem)
+            f"this figure.",
+            out_stem,
+        )
     components = ("ce", "pw_weight", "pw_correct", "pw")
     phases = ("ce", "pw_prune_only", "pw_finetune_only", "pw")
-    cols = [("gap", FAIRNESS_PANELS[0][1], components, "weighting vs correction"),
-            ("gap", FAIRNESS_PANELS[0][1], phases, "pruning vs fine-tuning phase"),
-            ("worst_drop", FAIRNESS_PANELS[1][1], components, "weighting vs correction"),
-            ("worst_drop", FAIRNESS_PANELS[1][1], phases, "pruning vs fine-tuning phase")]
+    cols = [
+        ("gap", FAIRNESS_PANELS[0][1], components, "weighting vs correction"),
+        ("gap", FAIRNESS_PANELS[0][1], phases, "pruning vs fine-tuning phase"),
+        ("worst_drop", FAIRNESS_PANELS[1][1], components, "weighting vs correction"),
+        ("worst_drop", FAIRNESS_PANELS[1][1], phases, "pruning vs fine-tuning phase"),
+    ]
     losses = tuple(dict.fromkeys(components + phases))
     # only methods that have ablation rows get a row of panels
     d = d[d["method"].isin(d.loc[d["loss"].isin(present), "method"])]
-    return _trials_vs_target(d, experiment, split, out_stem, losses, cols,
-                             f"{experiment}: PW ablation after fine-tuning ({split} split)",
-                             ablation=True)
+    return _trials_vs_target(
+        d,
+        experiment,
+        split,
+        out_stem,
+        losses,
+        cols,
+        f"{experiment}: PW ablation after fine-tuning ({split} split)",
+        ablation=True,
+    )
 
 
 # --- 5. where the loss goes: share of the fine-tuning loss per label × group cell ---
+
 
 def loss_share_table(shares_df, experiment):
     """Per method, at its highest target reduction that has both CE and PW runs: the share of the
@@ -381,8 +482,7 @@ def loss_share_table(shares_df, experiment):
     trial = ["method", "loss", "target_reduction", "seed"]
     s = s[s["epoch"] == s.groupby(trial)["epoch"].transform("max")]
     # numeric labels sort as numbers (CIFAR's 10 classes), anything else as text
-    labels = sorted(s["label"].unique(), key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit()
-                    else (1, 0, x))
+    labels = sorted(s["label"].unique(), key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit() else (1, 0, x))
     groups = list(dict.fromkeys(s["group"]))
     out = []
     for method in sort_methods(s["method"]):
@@ -393,42 +493,51 @@ def loss_share_table(shares_df, experiment):
         mean = {}
         for loss in MAIN_LABELS:
             t = m[m["loss"] == loss]
-            mean[loss] = (t.groupby(["label", "group"])["share"].sum() / t["seed"].nunique()
-                          if len(t) else None)
+            mean[loss] = t.groupby(["label", "group"])["share"].sum() / t["seed"].nunique() if len(t) else None
         for lab in labels:
             for g in groups:
-                v = {k: (math.nan if x is None else float(x.get((lab, g), 0.0)))
-                     for k, x in mean.items()}
-                out.append(dict(method=method, target_reduction=target, label=lab, group=g,
-                                ce=v["ce"], pw=v["pw"], change=v["pw"] - v["ce"]))
+                v = {k: (math.nan if x is None else float(x.get((lab, g), 0.0))) for k, x in mean.items()}
+                out.append(
+                    dict(
+                        method=method,
+                        target_reduction=target,
+                        label=lab,
+                        group=g,
+                        ce=v["ce"],
+                        pw=v["pw"],
+                        change=v["pw"] - v["ce"],
+                    )
+                )
     return pd.DataFrame(out, columns=cols)
 
 
 def _loss_shares(shares, experiment, out_stem):
     table = loss_share_table(shares, experiment)
     if not len(table):
-        return _placeholder(f"{experiment}: loss shares",
-                            f"No CE/PW rows for experiment '{experiment}' in loss_shares.csv.",
-                            out_stem)
+        return _placeholder(
+            f"{experiment}: loss shares", f"No CE/PW rows for experiment '{experiment}' in loss_shares.csv.", out_stem
+        )
     labels = list(dict.fromkeys(table["label"]))
     groups = list(dict.fromkeys(table["group"]))
     annotate = len(labels) * len(groups) <= 36
 
     def matrix(t, col):
-        return t.pivot(index="label", columns="group", values=col).loc[labels, groups].to_numpy(
-            dtype=float)
+        return t.pivot(index="label", columns="group", values=col).loc[labels, groups].to_numpy(dtype=float)
 
-    mats = [(method, t["target_reduction"].iloc[0], matrix(t, "ce"), matrix(t, "pw"))
-            for method, t in table.groupby("method", sort=False)]
+    mats = [
+        (method, t["target_reduction"].iloc[0], matrix(t, "ce"), matrix(t, "pw"))
+        for method, t in table.groupby("method", sort=False)
+    ]
     vmax = np.nanmax([np.nanmax(np.r_[a.ravel(), b.ravel(), 0]) for _, _, a, b in mats]) * 100
     dmax = max(np.nanmax(np.r_[np.abs(b - a).ravel(), 1e-6]) for _, _, a, b in mats) * 100
-    fig = Figure(figsize=(3.2 * 3 + 1.2, 0.5 * len(labels) * len(mats) + 1.6 * len(mats) + 0.6),
-                 layout="constrained")
+    fig = Figure(figsize=(3.2 * 3 + 1.2, 0.5 * len(labels) * len(mats) + 1.6 * len(mats) + 0.6), layout="constrained")
     axes = _panel_grid(fig, len(mats), 3, sharey=False)
     for i, (method, target, ce, pw) in enumerate(mats):
-        cells = ((ce * 100, "CE", "Blues", 0, vmax, "{:.1f}%"),
-                 (pw * 100, "PW", "Blues", 0, vmax, "{:.1f}%"),
-                 ((pw - ce) * 100, "PW − CE", "RdBu_r", -dmax, dmax, "{:+.1f}"))
+        cells = (
+            (ce * 100, "CE", "Blues", 0, vmax, "{:.1f}%"),
+            (pw * 100, "PW", "Blues", 0, vmax, "{:.1f}%"),
+            ((pw - ce) * 100, "PW − CE", "RdBu_r", -dmax, dmax, "{:+.1f}"),
+        )
         for j, (mat, name, cmap, lo, hi, fmt) in enumerate(cells):
             ax = axes[i, j]
             im = ax.imshow(mat, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
@@ -440,14 +549,26 @@ def _loss_shares(shares, experiment, out_stem):
                 for (a, b), v in np.ndenumerate(mat):
                     if np.isfinite(v):
                         dark = abs(v) > 0.6 * hi
-                        ax.text(b, a, fmt.format(v), ha="center", va="center", fontsize=8,
-                                color="white" if dark else "black")
+                        ax.text(
+                            b,
+                            a,
+                            fmt.format(v),
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="white" if dark else "black",
+                        )
             if i == len(mats) - 1 or len(mats) == 1:
-                fig.colorbar(im, ax=axes[:, j], location="bottom", shrink=0.8,
-                             label="share of batch loss (%)" if j < 2
-                             else "change in share (pp)")
-    fig.suptitle(f"{experiment}: where the fine-tuning loss goes (last epoch, mean over seeds, "
-                 f"highest target per method)")
+                fig.colorbar(
+                    im,
+                    ax=axes[:, j],
+                    location="bottom",
+                    shrink=0.8,
+                    label="share of batch loss (%)" if j < 2 else "change in share (pp)",
+                )
+    fig.suptitle(
+        f"{experiment}: where the fine-tuning loss goes (last epoch, mean over seeds, highest target per method)"
+    )
     return _save(fig, out_stem)
 
 
@@ -462,19 +583,26 @@ def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test")
         return _loss_shares(shares_df, experiment, out_stem)
     validate_metrics(metrics_df, "metrics_df")
     d = _experiment_rows(clean_metrics(metrics_df), experiment, split)
-    draw = {"group_performance": _group_performance, "fairness_gap": _fairness_gap,
-            "tradeoff": _tradeoff, "ablation": _ablation}[name]
+    draw = {
+        "group_performance": _group_performance,
+        "fairness_gap": _fairness_gap,
+        "tradeoff": _tradeoff,
+        "ablation": _ablation,
+    }[name]
     return draw(d, experiment, split, out_stem)
 
 
 def make_all(metrics_df, shares_df, experiment, out_dir, split="test"):
     """Every figure for one experiment into out_dir/<name>.png|pdf; returns all paths."""
-    return [p for name in FIGURES
-            for p in make_figure(name, metrics_df, shares_df, experiment,
-                                 os.path.join(out_dir, name), split)]
+    return [
+        p
+        for name in FIGURES
+        for p in make_figure(name, metrics_df, shares_df, experiment, os.path.join(out_dir, name), split)
+    ]
 
 
 # --- variants: one experiment's methods run another way, on the same trials (issue 19) ---
+
 
 def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
     """Rows = the variant's methods; columns = fairness gap and worst-group drop; CE/PW in their
@@ -489,8 +617,7 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
     methods = sort_methods(v["method"])
     if not methods or not len(b):
         missing = variant if not methods else base
-        return _placeholder(f"{variant} vs {base}", f"No fine-tuned trials of {missing} in the table.",
-                            out_stem)
+        return _placeholder(f"{variant} vs {base}", f"No fine-tuned trials of {missing} in the table.", out_stem)
     targets = sorted(set(trials.loc[trials["experiment"].isin([variant, base]), "target_reduction"] * 100))
     columns = FAIRNESS_PANELS[:2]
     fig = Figure(figsize=(3.6 * len(columns) + 0.6, 2.9 * len(methods) + 1.2), layout="constrained")
@@ -503,15 +630,28 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
             k = 0
             for _, t, marker, ls in styles:
                 for loss in MAIN_LABELS:
-                    _series(ax, t[t["method"] == method], value, loss, k, 4, _spacing(targets), marker=marker,
-                            linestyle=ls, bounds=(-100, 100) if value == "worst_drop" else (0, 100))
+                    _series(
+                        ax,
+                        t[t["method"] == method],
+                        value,
+                        loss,
+                        k,
+                        4,
+                        _spacing(targets),
+                        marker=marker,
+                        linestyle=ls,
+                        bounds=(-100, 100) if value == "worst_drop" else (0, 100),
+                    )
                     k += 1
             _reduction_axis(ax, targets)
             ax.set_ylabel(ylabel)
             ax.set_title(method, fontsize=10)
             ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=_color(loss), marker=marker, linestyle=ls, label=f"{_label(loss)}, {name}")
-               for name, _, marker, ls in styles for loss in MAIN_LABELS]
+    handles = [
+        Line2D([], [], color=_color(loss), marker=marker, linestyle=ls, label=f"{_label(loss)}, {name}")
+        for name, _, marker, ls in styles
+        for loss in MAIN_LABELS
+    ]
     handles += [_ci_handle(), _degenerate_handle()]
     _legend(fig, handles, ncol=3)
     fig.suptitle(f"{variant} vs {base}: fairness after fine-tuning ({split} split)")

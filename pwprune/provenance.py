@@ -83,8 +83,11 @@ def _imports(path: Path, root: Path) -> tuple[str, ...]:
                 mod = node.module or ""
             names.append(mod)
             names += [f"{mod}.{a.name}" for a in node.names]  # kept only where a module
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
-              == "import_module" and node.args):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+        ):
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 names.append(arg.value)

@@ -16,14 +16,31 @@ from scipy import stats
 from pwprune.names import MAIN_LABELS, METHODS
 
 # columns of the tidy table (results/metrics.csv); a per-job file's are pwprune.stages.jobs.METRIC_COLUMNS
-TABLE_COLUMNS = ("experiment", "dataset", "model", "method", "loss", "prune_loss",
-                   "finetune_loss", "target_reduction", "achieved_reduction", "counted_layers", "seed",
-                   "stage", "group", "n", "accuracy", "auroc", "params", "macs", "latency_ms",
-                   "degenerate", "split")
-SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label",
-                  "group", "share")
+TABLE_COLUMNS = (
+    "experiment",
+    "dataset",
+    "model",
+    "method",
+    "loss",
+    "prune_loss",
+    "finetune_loss",
+    "target_reduction",
+    "achieved_reduction",
+    "counted_layers",
+    "seed",
+    "stage",
+    "group",
+    "n",
+    "accuracy",
+    "auroc",
+    "params",
+    "macs",
+    "latency_ms",
+    "degenerate",
+    "split",
+)
+SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label", "group", "share")
 TRIAL_KEYS = ["experiment", "split", "method", "loss", "target_reduction", "seed"]
-
 
 
 def fairness(rows, dense_rows):
@@ -43,30 +60,35 @@ def fairness(rows, dense_rows):
     drops = {k: dense[k] - acc[k] for k in acc if k in dense}
     missing = sorted(set(acc) - set(dense))
     if missing:
-        raise ValueError(f"fairness: dense_rows lack group(s) {missing}; pass the dense model's "
-                         f"rows for the same groups")
+        raise ValueError(
+            f"fairness: dense_rows lack group(s) {missing}; pass the dense model's rows for the same groups"
+        )
     d = np.array(list(drops.values()))
-    return {"gap": max(acc.values()) - min(acc.values()), "drops": drops,
-            "worst_drop": float(d.max()), "drop_std": float(d.std(ddof=0))}
+    return {
+        "gap": max(acc.values()) - min(acc.values()),
+        "drops": drops,
+        "worst_drop": float(d.max()),
+        "drop_std": float(d.std(ddof=0)),
+    }
 
 
 def _validate(df, path, required, what, producer):
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}. A {what} needs the "
-                         f"columns {', '.join(required)} (see docs/interfaces.md); regenerate it "
-                         f"with {producer}.")
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}. A {what} needs the "
+            f"columns {', '.join(required)} (see docs/interfaces.md); regenerate it "
+            f"with {producer}."
+        )
 
 
 def validate_metrics(df, path):
     """Raise ValueError naming `path` and every missing column, before anything is drawn."""
-    _validate(df, path, TABLE_COLUMNS, "metrics table", "the aggregate step "
-              "(snakemake results/metrics.csv)")
+    _validate(df, path, TABLE_COLUMNS, "metrics table", "the aggregate step (snakemake results/metrics.csv)")
 
 
 def validate_shares(df, path):
-    _validate(df, path, SHARES_COLUMNS, "loss-share table", "the aggregate step "
-              "(snakemake results/loss_shares.csv)")
+    _validate(df, path, SHARES_COLUMNS, "loss-share table", "the aggregate step (snakemake results/loss_shares.csv)")
 
 
 def _as_bool(s):
@@ -80,8 +102,7 @@ def clean_metrics(df):
     df = df.copy()
     df["group"] = df["group"].astype(str)
     df["degenerate"] = _as_bool(df["degenerate"])
-    for c in ("target_reduction", "achieved_reduction", "accuracy", "auroc", "macs", "params",
-              "latency_ms"):
+    for c in ("target_reduction", "achieved_reduction", "accuracy", "auroc", "macs", "params", "latency_ms"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["seed"] = pd.to_numeric(df["seed"]).astype(int)
     return df
@@ -157,16 +178,33 @@ def trial_table(df, stage="finetuned"):
         all_row = t[t["group"] == "all"]
         group_acc = t.loc[t["group"] != "all", "accuracy"]
         first = all_row.iloc[0] if len(all_row) else t.iloc[0]
-        out.append(dict(zip(TRIAL_KEYS, key),
-                        accuracy=float(all_row["accuracy"].mean()) if len(all_row) else math.nan,
-                        worst_group_accuracy=float(group_acc.min()),
-                        gap=f["gap"], worst_drop=f["worst_drop"], drop_std=f["drop_std"],
-                        macs=float(first["macs"]), params=float(first["params"]),
-                        latency_ms=float(first["latency_ms"]),
-                        achieved_reduction=float(first["achieved_reduction"]),
-                        degenerate=bool(t["degenerate"].any())))
-    cols = TRIAL_KEYS + ["accuracy", "worst_group_accuracy", "gap", "worst_drop", "drop_std",
-                         "macs", "params", "latency_ms", "achieved_reduction", "degenerate"]
+        out.append(
+            dict(
+                zip(TRIAL_KEYS, key),
+                accuracy=float(all_row["accuracy"].mean()) if len(all_row) else math.nan,
+                worst_group_accuracy=float(group_acc.min()),
+                gap=f["gap"],
+                worst_drop=f["worst_drop"],
+                drop_std=f["drop_std"],
+                macs=float(first["macs"]),
+                params=float(first["params"]),
+                latency_ms=float(first["latency_ms"]),
+                achieved_reduction=float(first["achieved_reduction"]),
+                degenerate=bool(t["degenerate"].any()),
+            )
+        )
+    cols = TRIAL_KEYS + [
+        "accuracy",
+        "worst_group_accuracy",
+        "gap",
+        "worst_drop",
+        "drop_std",
+        "macs",
+        "params",
+        "latency_ms",
+        "achieved_reduction",
+        "degenerate",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -175,9 +213,15 @@ def aggregate_trials(trials, keys, value):
     rows = []
     for key, t in trials.groupby(keys, sort=True):
         m, h = t_interval(t[value])
-        rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,)),
-                         mean=m, ci95=h, n=int(np.isfinite(t[value].astype(float)).sum()),
-                         n_degenerate=int(t["degenerate"].sum())))
+        rows.append(
+            dict(
+                zip(keys, key if isinstance(key, tuple) else (key,)),
+                mean=m,
+                ci95=h,
+                n=int(np.isfinite(t[value].astype(float)).sum()),
+                n_degenerate=int(t["degenerate"].sum()),
+            )
+        )
     return pd.DataFrame(rows, columns=list(keys) + ["mean", "ci95", "n", "n_degenerate"])
 
 
@@ -223,16 +267,47 @@ def summarize(metrics_df):
         acc_pw = t_interval(pw["accuracy"])[0]
         if len(ce) == 0 or len(pw) == 0:
             note = f"no {'ce' if len(ce) == 0 else 'pw'} trials"
-        out.append(dict(zip(keys, key), n_seeds_ce=len(ce), n_seeds_pw=len(pw), n_pairs=n_pairs,
-                        gap_dense=d.groupby("seed")["gap"].mean().mean() if len(d) else math.nan,
-                        gap_ce=gap_ce, gap_ce_ci95=ci_ce, gap_pw=gap_pw, gap_pw_ci95=ci_pw,
-                        gap_diff=diff, gap_diff_ci95=ci_diff, p_value=p,
-                        acc_ce=acc_ce, acc_pw=acc_pw, acc_cost=acc_ce - acc_pw,
-                        degenerate_ce=int(ce["degenerate"].sum()),
-                        degenerate_pw=int(pw["degenerate"].sum()), note=note))
-    cols = keys + ["n_seeds_ce", "n_seeds_pw", "n_pairs", "gap_dense", "gap_ce", "gap_ce_ci95",
-                   "gap_pw", "gap_pw_ci95", "gap_diff", "gap_diff_ci95", "p_value", "acc_ce",
-                   "acc_pw", "acc_cost", "degenerate_ce", "degenerate_pw", "note"]
+        out.append(
+            dict(
+                zip(keys, key),
+                n_seeds_ce=len(ce),
+                n_seeds_pw=len(pw),
+                n_pairs=n_pairs,
+                gap_dense=d.groupby("seed")["gap"].mean().mean() if len(d) else math.nan,
+                gap_ce=gap_ce,
+                gap_ce_ci95=ci_ce,
+                gap_pw=gap_pw,
+                gap_pw_ci95=ci_pw,
+                gap_diff=diff,
+                gap_diff_ci95=ci_diff,
+                p_value=p,
+                acc_ce=acc_ce,
+                acc_pw=acc_pw,
+                acc_cost=acc_ce - acc_pw,
+                degenerate_ce=int(ce["degenerate"].sum()),
+                degenerate_pw=int(pw["degenerate"].sum()),
+                note=note,
+            )
+        )
+    cols = keys + [
+        "n_seeds_ce",
+        "n_seeds_pw",
+        "n_pairs",
+        "gap_dense",
+        "gap_ce",
+        "gap_ce_ci95",
+        "gap_pw",
+        "gap_pw_ci95",
+        "gap_diff",
+        "gap_diff_ci95",
+        "p_value",
+        "acc_ce",
+        "acc_pw",
+        "acc_cost",
+        "degenerate_ce",
+        "degenerate_pw",
+        "note",
+    ]
     res = pd.DataFrame(out, columns=cols)
     rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
     res["_rank"] = res["method"].map(rank)
@@ -251,24 +326,50 @@ def write_summary(df, md_path, csv_path):
     """summary.csv: the `summarize` frame as is (fractions). summary.md: the same in percentage
     points with a header saying how to read it."""
     df.to_csv(csv_path, index=False)
-    lines = ["# CE vs PW fairness after fine-tuning", "",
-             "Gap = best − worst group accuracy after fine-tuning, in percentage points (pp); "
-             "mean ± 95% t-interval half-width over seeds. PW − CE is paired by seed "
-             "(negative = PW is fairer); p from a paired t-test (scipy.stats.ttest_rel). "
-             "Accuracy cost = CE overall accuracy − PW overall accuracy (positive = PW loses "
-             "accuracy). Degenerate (collapsed) trials are counted and included in the means.", ""]
-    header = ["experiment", "split", "method", "FLOP reduction (%)", "seeds (CE/PW)",
-              "dense gap (pp)", "gap CE (pp)", "gap PW (pp)", "PW − CE (pp)", "p",
-              "acc. cost of PW (pp)", "degenerate (CE/PW)", "note"]
+    lines = [
+        "# CE vs PW fairness after fine-tuning",
+        "",
+        "Gap = best − worst group accuracy after fine-tuning, in percentage points (pp); "
+        "mean ± 95% t-interval half-width over seeds. PW − CE is paired by seed "
+        "(negative = PW is fairer); p from a paired t-test (scipy.stats.ttest_rel). "
+        "Accuracy cost = CE overall accuracy − PW overall accuracy (positive = PW loses "
+        "accuracy). Degenerate (collapsed) trials are counted and included in the means.",
+        "",
+    ]
+    header = [
+        "experiment",
+        "split",
+        "method",
+        "FLOP reduction (%)",
+        "seeds (CE/PW)",
+        "dense gap (pp)",
+        "gap CE (pp)",
+        "gap PW (pp)",
+        "PW − CE (pp)",
+        "p",
+        "acc. cost of PW (pp)",
+        "degenerate (CE/PW)",
+        "note",
+    ]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for r in df.itertuples(index=False):
         p = "–" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"
-        cells = [r.experiment, r.split, r.method, f"{100 * r.target_reduction:.4g}",
-                 f"{r.n_seeds_ce}/{r.n_seeds_pw}", _pp(r.gap_dense), _pp(r.gap_ce, r.gap_ce_ci95),
-                 _pp(r.gap_pw, r.gap_pw_ci95), _pp(r.gap_diff, r.gap_diff_ci95, signed=True), p,
-                 _pp(r.acc_cost, signed=True), f"{r.degenerate_ce}/{r.degenerate_pw}",
-                 r.note or ""]
+        cells = [
+            r.experiment,
+            r.split,
+            r.method,
+            f"{100 * r.target_reduction:.4g}",
+            f"{r.n_seeds_ce}/{r.n_seeds_pw}",
+            _pp(r.gap_dense),
+            _pp(r.gap_ce, r.gap_ce_ci95),
+            _pp(r.gap_pw, r.gap_pw_ci95),
+            _pp(r.gap_diff, r.gap_diff_ci95, signed=True),
+            p,
+            _pp(r.acc_cost, signed=True),
+            f"{r.degenerate_ce}/{r.degenerate_pw}",
+            r.note or "",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
         lines.append("\n(no CE/PW fine-tuned trials in the metrics table)")
@@ -304,16 +405,27 @@ def compare_variants(metrics_df, pairs):
             row = dict(variant=variant, base=base, **dict(zip(keys, key)))
             for col, _ in VARIANT_VALUES:
                 diff, half, p, n, note = _paired_test(b[col], v[col])
-                row.update({f"{col}_base": t_interval(b[col])[0], f"{col}_variant": t_interval(v[col])[0],
-                            f"{col}_diff": diff, f"{col}_diff_ci95": half, f"{col}_p": p})
+                row.update(
+                    {
+                        f"{col}_base": t_interval(b[col])[0],
+                        f"{col}_variant": t_interval(v[col])[0],
+                        f"{col}_diff": diff,
+                        f"{col}_diff_ci95": half,
+                        f"{col}_p": p,
+                    }
+                )
                 row.setdefault("n_pairs", n)
                 row.setdefault("note", note if not len(b) == 0 else f"no trials of {base}")
             row["degenerate_base"] = int(b["degenerate"].sum())
             row["degenerate_variant"] = int(v["degenerate"].sum())
             out.append(row)
-    cols = (["variant", "base"] + keys + ["n_pairs"]
-            + [f"{c}_{s}" for c, _ in VARIANT_VALUES for s in ("base", "variant", "diff", "diff_ci95", "p")]
-            + ["degenerate_base", "degenerate_variant", "note"])
+    cols = (
+        ["variant", "base"]
+        + keys
+        + ["n_pairs"]
+        + [f"{c}_{s}" for c, _ in VARIANT_VALUES for s in ("base", "variant", "diff", "diff_ci95", "p")]
+        + ["degenerate_base", "degenerate_variant", "note"]
+    )
     res = pd.DataFrame(out, columns=cols)
     rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
     res["_rank"] = res["method"].map(rank)
@@ -325,13 +437,17 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
     """variants csv: the compare_variants frame (fractions). md: the same in pp, then the CE-vs-PW
     table (summarize) of every experiment involved, so the PW effect can be read per variant."""
     df.to_csv(csv_path, index=False)
-    lines = ["# Variants: the same trials with the methods run another way", "",
-             "Each variant experiment prunes and fine-tunes the same dense models (its base's: same "
-             "data, model, seeds) with other method options. Per method, loss and FLOP reduction: "
-             "the base's and the variant's mean over seeds, and variant − base paired by seed "
-             "(± 95% t-interval half-width; p from a paired t-test). Gap = best − worst group "
-             "accuracy after fine-tuning; worst drop = the largest group accuracy drop from the "
-             "seed's dense model; all in percentage points (pp).", ""]
+    lines = [
+        "# Variants: the same trials with the methods run another way",
+        "",
+        "Each variant experiment prunes and fine-tunes the same dense models (its base's: same "
+        "data, model, seeds) with other method options. Per method, loss and FLOP reduction: "
+        "the base's and the variant's mean over seeds, and variant − base paired by seed "
+        "(± 95% t-interval half-width; p from a paired t-test). Gap = best − worst group "
+        "accuracy after fine-tuning; worst drop = the largest group accuracy drop from the "
+        "seed's dense model; all in percentage points (pp).",
+        "",
+    ]
     for variant, text in (descriptions or {}).items():
         lines.append(f"- **{variant}**: {text}")
     if descriptions:
@@ -342,25 +458,42 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for r in df.to_dict("records"):
-        cells = [r["variant"], r["base"], r["split"], r["method"], r["loss"],
-                 f"{100 * r['target_reduction']:.4g}", r["n_pairs"]]
+        cells = [
+            r["variant"],
+            r["base"],
+            r["split"],
+            r["method"],
+            r["loss"],
+            f"{100 * r['target_reduction']:.4g}",
+            r["n_pairs"],
+        ]
         for col, _ in VARIANT_VALUES:
             p = r[f"{col}_p"]
-            cells += [_pp(r[f"{col}_base"]), _pp(r[f"{col}_variant"]),
-                      _pp(r[f"{col}_diff"], r[f"{col}_diff_ci95"], signed=True),
-                      "–" if not np.isfinite(p) else f"{p:.3g}"]
+            cells += [
+                _pp(r[f"{col}_base"]),
+                _pp(r[f"{col}_variant"]),
+                _pp(r[f"{col}_diff"], r[f"{col}_diff_ci95"], signed=True),
+                "–" if not np.isfinite(p) else f"{p:.3g}",
+            ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
         lines.append("\n(no fine-tuned trials of any variant in the metrics table)")
-    lines += ["", "## CE vs PW in each experiment", "",
-              "PW − CE of the gap, paired by seed (negative = PW is fairer), per experiment:", "",
-              "| experiment | split | method | FLOP reduction (%) | gap CE (pp) | gap PW (pp) | PW − CE (pp) | p |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## CE vs PW in each experiment",
+        "",
+        "PW − CE of the gap, paired by seed (negative = PW is fairer), per experiment:",
+        "",
+        "| experiment | split | method | FLOP reduction (%) | gap CE (pp) | gap PW (pp) | PW − CE (pp) | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in effects.itertuples(index=False):
         p = "–" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"
-        lines.append(f"| {r.experiment} | {r.split} | {r.method} | {100 * r.target_reduction:.4g} | "
-                     f"{_pp(r.gap_ce, r.gap_ce_ci95)} | {_pp(r.gap_pw, r.gap_pw_ci95)} | "
-                     f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} |")
+        lines.append(
+            f"| {r.experiment} | {r.split} | {r.method} | {100 * r.target_reduction:.4g} | "
+            f"{_pp(r.gap_ce, r.gap_ce_ci95)} | {_pp(r.gap_pw, r.gap_pw_ci95)} | "
+            f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} |"
+        )
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return [md_path, csv_path]

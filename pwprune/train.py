@@ -1,4 +1,5 @@
 """Training and fine-tuning loops (the paper's AdamW + cosine schedule by default)."""
+
 import copy
 import math
 import random
@@ -18,7 +19,7 @@ class DivergenceError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" | "cpu" | "cuda" | "cuda:N" -> torch.device; refuses a CUDA device that is absent."""
+    """ "auto" | "cpu" | "cuda" | "cuda:N" -> torch.device; refuses a CUDA device that is absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -55,15 +56,16 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.uti
         # Without augmentation a SplitDataset gathers a whole batch in one indexing call (several
         # times faster on small images than a call per sample). The sampler is the one DataLoader
         # builds for shuffle=True/False, so the batches and their order are the same as before.
-        base = (torch.utils.data.RandomSampler(dataset, generator=gen) if shuffle
-                else torch.utils.data.SequentialSampler(dataset))
+        base = (
+            torch.utils.data.RandomSampler(dataset, generator=gen)
+            if shuffle
+            else torch.utils.data.SequentialSampler(dataset)
+        )
         sampler = torch.utils.data.BatchSampler(base, batch_size=batch_size, drop_last=False)
         # the generator also goes to the loader: each pass draws its base seed from it, which
         # moves the shuffle order on exactly as before (and keeps the global RNG untouched)
-        return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0,
-                                           generator=gen)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       generator=gen, num_workers=0)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, generator=gen)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0)
 
 
 def defer_dynamo() -> bool:
@@ -109,11 +111,26 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
-def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, loss_fn,
-        teacher=None, device="cpu", optimizer: str = "adamw", scheduler: str = "cosine",
-        log=print, context: str = "", on_divergence: str = "raise", milestones=None,
-        lr_decay: float = 0.1, backbone_lr_scale: float = 1.0,
-        backbone_lr_growth: float = 1.0) -> list[dict]:
+def fit(
+    model: nn.Module,
+    loader,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    loss_fn,
+    teacher=None,
+    device="cpu",
+    optimizer: str = "adamw",
+    scheduler: str = "cosine",
+    log=print,
+    context: str = "",
+    on_divergence: str = "raise",
+    milestones=None,
+    lr_decay: float = 0.1,
+    backbone_lr_scale: float = 1.0,
+    backbone_lr_growth: float = 1.0,
+) -> list[dict]:
     """Train `model` in place on (x, y, g, idx) batches; returns one dict per epoch.
 
     `loss_fn` is called as loss_fn(logits, teacher_logits, targets) and must have a `reduction`
@@ -151,11 +168,16 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     if scheduler == "multistep":
-        if (not isinstance(milestones, (list, tuple)) or not milestones
-                or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)
-                or any(a >= b for a, b in zip(milestones, milestones[1:]))):
-            raise ValueError(f"scheduler 'multistep' needs milestones: a non-empty, strictly increasing "
-                             f"list of positive epoch counts, got milestones={milestones!r}")
+        if (
+            not isinstance(milestones, (list, tuple))
+            or not milestones
+            or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)
+            or any(a >= b for a, b in zip(milestones, milestones[1:]))
+        ):
+            raise ValueError(
+                f"scheduler 'multistep' needs milestones: a non-empty, strictly increasing "
+                f"list of positive epoch counts, got milestones={milestones!r}"
+            )
         if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
     if not (isinstance(backbone_lr_scale, (int, float)) and 0 < backbone_lr_scale <= 1):
@@ -163,11 +185,15 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     if not (isinstance(backbone_lr_growth, (int, float)) and backbone_lr_growth >= 1):
         raise ValueError(f"backbone_lr_growth must be >= 1, got {backbone_lr_growth!r}")
     if not hasattr(loss_fn, "reduction"):
-        raise ValueError("loss_fn must be a PerformanceWeightedLoss-like object with a `reduction` "
-                         "attribute, called as loss_fn(logits, teacher_logits, targets)")
+        raise ValueError(
+            "loss_fn must be a PerformanceWeightedLoss-like object with a `reduction` "
+            "attribute, called as loss_fn(logits, teacher_logits, targets)"
+        )
     if teacher is None and (getattr(loss_fn, "reweight", False) or getattr(loss_fn, "correct_targets", False)):
-        raise ValueError("teacher is None, but loss_fn reweights or corrects targets with the dense "
-                         "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)")
+        raise ValueError(
+            "teacher is None, but loss_fn reweights or corrects targets with the dense "
+            "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)"
+        )
     per_sample_fn = copy.deepcopy(loss_fn)
     per_sample_fn.reduction = "none"
     device = torch.device(device)
@@ -179,9 +205,10 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         from pwprune.models import classifier_layers
 
         head = {id(p) for m in classifier_layers(model) for p in m.parameters()}
-        params = [{"params": [p for p in model.parameters() if id(p) in head]},
-                  {"params": [p for p in model.parameters() if id(p) not in head],
-                   "lr": lr * backbone_lr_scale}]
+        params = [
+            {"params": [p for p in model.parameters() if id(p) in head]},
+            {"params": [p for p in model.parameters() if id(p) not in head], "lr": lr * backbone_lr_scale},
+        ]
     if optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     else:
@@ -237,28 +264,45 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         if bad is None and not _finite_weights(model):
             bad = "weights became non-finite"
         if bad is not None:
-            message = (f"{prefix}{bad} at epoch {epoch}/{epochs} (lr={lr}); "
-                       f"lower the learning rate or check the data")
+            message = f"{prefix}{bad} at epoch {epoch}/{epochs} (lr={lr}); lower the learning rate or check the data"
             if on_divergence == "raise":
                 raise DivergenceError(message)
             log(message + "; stopping and marking the run degenerate")
-            history.append({"epoch": epoch, "loss": float("nan"), "accuracy": float("nan"),
-                            "lr": current_lr, "backbone_lr": backbone_current,
-                            "seconds": time.perf_counter() - start,
-                            "loss_shares": [], "diverged": True})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "loss": float("nan"),
+                    "accuracy": float("nan"),
+                    "lr": current_lr,
+                    "backbone_lr": backbone_current,
+                    "seconds": time.perf_counter() - start,
+                    "loss_shares": [],
+                    "diverged": True,
+                }
+            )
             return history
 
         losses, labels, groups = torch.cat(losses), torch.cat(labels), torch.cat(groups)
-        history.append({"epoch": epoch, "loss": losses.mean().item(), "accuracy": correct / len(labels),
-                        "lr": current_lr, "backbone_lr": backbone_current,
-                        "seconds": time.perf_counter() - start,
-                        "loss_shares": loss_shares(losses, labels, groups), "diverged": False})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": losses.mean().item(),
+                "accuracy": correct / len(labels),
+                "lr": current_lr,
+                "backbone_lr": backbone_current,
+                "seconds": time.perf_counter() - start,
+                "loss_shares": loss_shares(losses, labels, groups),
+                "diverged": False,
+            }
+        )
         if sched is not None:
             sched.step()
         h = history[-1]
         backbone_note = f" backbone lr {backbone_current:.3g}" if len(opt.param_groups) == 2 else ""
-        log(f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-            f"lr {current_lr:.3g}{backbone_note} {h['seconds']:.1f}s")
+        log(
+            f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
+            f"lr {current_lr:.3g}{backbone_note} {h['seconds']:.1f}s"
+        )
     return history
 
 
@@ -269,5 +313,7 @@ def loss_shares(losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
     cells = torch.stack([labels.long(), groups.long()], dim=1)
     keys, inverse = torch.unique(cells, dim=0, return_inverse=True)
     sums = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inverse, losses.double())
-    return [{"label": int(k[0]), "group": int(k[1]), "share": (s / total) if total > 0 else 0.0}
-            for k, s in zip(keys.tolist(), sums.tolist())]
+    return [
+        {"label": int(k[0]), "group": int(k[1]), "share": (s / total) if total > 0 else 0.0}
+        for k, s in zip(keys.tolist(), sums.tolist())
+    ]

@@ -41,20 +41,26 @@ def fetch_hint(name: str, path, url=None) -> str:
     path = Path(path)
     torch_home = path.parent.parent.parent  # <TORCH_HOME>/hub/checkpoints/<file>
     url = url or URL_BASE + path.name
-    return (f"fetch it once on a machine with internet: `TORCH_HOME={torch_home} python -c \"import "
-            f"torchvision; torchvision.models.{name}(weights='DEFAULT')\"` or `wget {url} -P "
-            f"{path.parent}`, and copy it to {path} here")
+    return (
+        f'fetch it once on a machine with internet: `TORCH_HOME={torch_home} python -c "import '
+        f"torchvision; torchvision.models.{name}(weights='DEFAULT')\"` or `wget {url} -P "
+        f"{path.parent}`, and copy it to {path} here"
+    )
 
 
 def check_pretrained_file(name: str, directory=None) -> Path:
     """Path of the ImageNet weights file of model `name`; ValueError naming the path and the
     command that fetches it when it is absent. Presence only (the hash is checked at loading)."""
     if name not in IMAGENET_FILES:
-        raise ValueError(f"pretrained: imagenet is only available for {', '.join(IMAGENET_FILES)}; "
-                         f"model {name!r} has no ImageNet weights (use pretrained: none)")
+        raise ValueError(
+            f"pretrained: imagenet is only available for {', '.join(IMAGENET_FILES)}; "
+            f"model {name!r} has no ImageNet weights (use pretrained: none)"
+        )
     path = (Path(directory) if directory is not None else hub_dir() / "checkpoints") / IMAGENET_FILES[name]
     if not path.is_file():
-        raise ValueError(f"the ImageNet weights of {name} are missing: expected {path} (torch hub "
-                         f"cache; set TORCH_HOME to use another). pwprune never downloads; "
-                         f"{fetch_hint(name, path)}")
+        raise ValueError(
+            f"the ImageNet weights of {name} are missing: expected {path} (torch hub "
+            f"cache; set TORCH_HOME to use another). pwprune never downloads; "
+            f"{fetch_hint(name, path)}"
+        )
     return path

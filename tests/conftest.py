@@ -17,9 +17,12 @@ _deselected_key = pytest.StashKey[int]()  # how many the default selection left 
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true", default=False,
-                     help="run the whole suite, including the tests marked e2e or slow "
-                          "(deselected by default; CI runs with --full)")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="run the whole suite, including the tests marked e2e or slow (deselected by default; CI runs with --full)",
+    )
 
 
 def _named_tests(config) -> tuple[str, ...]:
@@ -59,13 +62,14 @@ def pytest_collection_modifyitems(config, items):
     config.stash[_deselected_key] = len(dropped)
 
 
-
 def pytest_report_header(config):
     if config.option.markexpr:
         return f"selection: -m {config.option.markexpr!r} (instead of the default fast selection)"
     if not config.getoption("--full"):
-        return ("selection: fast unit tests only; tests marked "
-                f"{' or '.join(FULL_ONLY)} are deselected (run everything with: pytest --full)")
+        return (
+            "selection: fast unit tests only; tests marked "
+            f"{' or '.join(FULL_ONLY)} are deselected (run everything with: pytest --full)"
+        )
     return "selection: --full (every test, including e2e and slow)"
 
 
@@ -74,7 +78,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if n:
         terminalreporter.write_line(
             f"{n} test{'s' if n != 1 else ''} marked {' or '.join(FULL_ONLY)} deselected; "
-            "run the whole suite with: .venv/bin/python -m pytest --full", yellow=True)
+            "run the whole suite with: .venv/bin/python -m pytest --full",
+            yellow=True,
+        )
 
 
 @pytest.fixture

@@ -34,16 +34,30 @@ def write_cifar10(root, per_class_train=100, per_class_test=10, seed=0):
     y = y[rng.permutation(len(y))]
     x = rng.integers(0, 201, size=(len(y), 3 * 32 * 32), dtype=np.uint8)  # rows: R plane, G plane, B plane
     for b, (xs, ys) in enumerate(zip(np.array_split(x, 5), np.array_split(y, 5)), 1):
-        _pickle(os.path.join(folder, f"data_batch_{b}"), {
-            "batch_label": f"training batch {b} of 5", "labels": ys.tolist(), "data": xs,
-            "filenames": [f"img_{b}_{i}.png" for i in range(len(ys))]})
+        _pickle(
+            os.path.join(folder, f"data_batch_{b}"),
+            {
+                "batch_label": f"training batch {b} of 5",
+                "labels": ys.tolist(),
+                "data": xs,
+                "filenames": [f"img_{b}_{i}.png" for i in range(len(ys))],
+            },
+        )
     yt = np.repeat(np.arange(10), per_class_test)
     xt = rng.integers(0, 201, size=(len(yt), 3 * 32 * 32), dtype=np.uint8)
-    _pickle(os.path.join(folder, "test_batch"), {
-        "batch_label": "testing batch 1 of 1", "labels": yt.tolist(), "data": xt,
-        "filenames": [f"test_{i}.png" for i in range(len(yt))]})
-    _pickle(os.path.join(folder, "batches.meta"), {
-        "num_cases_per_batch": len(y) // 5, "label_names": list(CLASSES), "num_vis": 3072})
+    _pickle(
+        os.path.join(folder, "test_batch"),
+        {
+            "batch_label": "testing batch 1 of 1",
+            "labels": yt.tolist(),
+            "data": xt,
+            "filenames": [f"test_{i}.png" for i in range(len(yt))],
+        },
+    )
+    _pickle(
+        os.path.join(folder, "batches.meta"),
+        {"num_cases_per_batch": len(y) // 5, "label_names": list(CLASSES), "num_vis": 3072},
+    )
     return y, yt
 
 
@@ -91,8 +105,10 @@ def write_celeba(root, cells_train=None, n_val=6, n_test=6, seed=0, size=(36, 44
         f.write(f"{len(rows)}\nimage_id x_1 y_1 width height\n")
         f.writelines(f"{n}    95  71 226 313\n" for n in names)
     with open(os.path.join(folder, "list_landmarks_align_celeba.txt"), "w") as f:
-        f.write(f"{len(rows)}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
-                "rightmouth_x rightmouth_y\n")
+        f.write(
+            f"{len(rows)}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
+            "rightmouth_x rightmouth_y\n"
+        )
         f.writelines(f"{n}           69  109  106  113   77  142   73  152  108  154\n" for n in names)
     return names, rows
 
@@ -103,13 +119,16 @@ def trust_fixture_md5s(monkeypatch, root):
 
     cifar = os.path.join(root, "cifar-10-batches-py")
     if os.path.isdir(cifar):
+
         def h(name):
             p = os.path.join(cifar, name)
             return md5(p) if os.path.exists(p) else "0" * 32
+
         monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", h(f"data_batch_{i}")] for i in range(1, 6)])
         monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", h("test_batch")]])
-        monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
-                                              "md5": h("batches.meta")})
+        monkeypatch.setattr(
+            CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": h("batches.meta")}
+        )
     celeba = os.path.join(root, "celeba")
     if os.path.isdir(celeba):
         table = []
@@ -121,8 +140,9 @@ def trust_fixture_md5s(monkeypatch, root):
 
 # ---- Fitzpatrick17k: fitzpatrick17k.csv + images/<md5hash>.jpg
 
-FITZ_HEADER = ("md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,three_partition_label,"
-               "qc,url,url_alphanum")
+FITZ_HEADER = (
+    "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,three_partition_label,qc,url,url_alphanum"
+)
 NINE = {"non-neoplastic": "inflammatory", "benign": "benign dermal", "malignant": "malignant melanoma"}
 
 

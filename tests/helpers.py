@@ -16,8 +16,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a run produces or a developer has locally; never part of a copy.
-_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "__pycache__",
-                                 ".pytest_cache", "*.egg-info", "out", ".dvc", "prepared", "raw")
+_IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "results",
+    "logs",
+    ".snakemake",
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    "out",
+    ".dvc",
+    "prepared",
+    "raw",
+)
 
 
 def copy_repo(dest: Path) -> Path:
@@ -34,8 +46,9 @@ def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 900, env
     run_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=run_env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 

@@ -12,7 +12,7 @@ import pickle
 import numpy as np
 import pytest
 
-from data_fixtures import trust_fixture_md5s, write_cifar10, write_fitzpatrick
+from data_fixtures import write_fitzpatrick
 from pwprune.data import DatasetError, load_prepared, prepare, resolve_config
 
 
@@ -41,8 +41,9 @@ def test_fitzpatrick_authors_split(tmp_path, per_cell):
     assert ours["config"]["split"] == "pwprune"  # the default keeps pwprune's held-out 1-2 images
     assert ours["group_counts"]["train"][0] < n
     a, p = load_prepared(tmp_path / "a"), load_prepared(tmp_path / "p")
-    light = sorted(x.tobytes() for name in ("train", "val", "test") for x, g in zip(p.splits[name].x,
-                                                                                     p.splits[name].g) if g == 0)
+    light = sorted(
+        x.tobytes() for name in ("train", "val", "test") for x, g in zip(p.splits[name].x, p.splits[name].g) if g == 0
+    )
     assert pixels(a.splits["train"]) == light
     # val and test split the 3-4 and 5-6 images between them, each exactly once
     dark = sorted(x.tobytes() for name in ("val", "test") for x, g in zip(p.splits[name].x, p.splits[name].g) if g)
@@ -81,21 +82,20 @@ def authors_lines(targets, seed):
     """datasets/helpers.py:115-124 of the authors' code, verbatim but for torchvision's dataset
     object (class_to_idx of cat and dog are 3 and 5)."""
     affected_classes = {3, 5}
-    affected_idx = [[i for i in range(len(targets)) if targets[i] == x]
-                    for x in affected_classes]
+    affected_idx = [[i for i in range(len(targets)) if targets[i] == x] for x in affected_classes]
     rng = np.random.default_rng(seed)
     discarded_idx = sum([rng.choice(x, int(0.8 * len(x))) for x in affected_idx])
     discarded_idx = set(discarded_idx)
-    included_idx = [i for i in range(len(targets))
-                    if i not in discarded_idx]
+    included_idx = [i for i in range(len(targets)) if i not in discarded_idx]
     return included_idx
 
 
 def test_cifar10_imbalanced_authors_is_their_code_as_written(cifar_root, tmp_path):
     x, y = raw_train(cifar_root)
     seed = 123456789  # helpers.py:119: the authors' seed gives their exact draws
-    m = prepare({"kind": "cifar10", "variant": "imbalanced_authors", "seed": seed}, cifar_root, tmp_path / "o",
-                log=quiet)
+    m = prepare(
+        {"kind": "cifar10", "variant": "imbalanced_authors", "seed": seed}, cifar_root, tmp_path / "o", log=quiet
+    )
     assert m["name"] == "cifar10_imbalanced_authors"
     p = load_prepared(tmp_path / "o")
     pool = sorted(s.tobytes() for n in ("train", "val") for s in p.splits[n].x.reshape(len(p.splits[n]), -1))
@@ -108,5 +108,6 @@ def test_cifar10_imbalanced_authors_is_their_code_as_written(cifar_root, tmp_pat
     assert np.bincount(p.splits["test"].y, minlength=10).tolist() == [10] * 10  # test untouched
     # the stated design, variant imbalanced, is another data set
     prepare({"kind": "cifar10", "variant": "imbalanced", "seed": seed}, cifar_root, tmp_path / "i", log=quiet)
-    assert load_prepared(tmp_path / "i").meta["sizes"]["train"] + load_prepared(tmp_path / "i").meta["sizes"]["val"] \
-        == 840
+    assert (
+        load_prepared(tmp_path / "i").meta["sizes"]["train"] + load_prepared(tmp_path / "i").meta["sizes"]["val"] == 840
+    )

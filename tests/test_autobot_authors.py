@@ -72,6 +72,7 @@ def ce(logits, teacher_logits, targets):
 
 class RecordingHooks(ChannelHooks):
     """ChannelHooks that remember every gate vector train_gates sets (one per step, before it)."""
+
     seen = []
 
     @property
@@ -122,12 +123,15 @@ def test_train_gates_uses_the_chosen_flop_term():
     trains the same gates as the symmetric term with twice the beta, and other gates than it."""
     m, layout = model_and_layout()
     run = dict(iterations=12, lr=0.3, binarization=0.0, **QUIET)
-    asym = train_gates(copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=1.5,
-                       flop_loss="asymmetric", **run)
-    double = train_gates(copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=3.0,
-                         flop_loss="symmetric", **run)
-    same_beta = train_gates(copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=1.5,
-                            flop_loss="symmetric", **run)
+    asym = train_gates(
+        copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=1.5, flop_loss="asymmetric", **run
+    )
+    double = train_gates(
+        copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=3.0, flop_loss="symmetric", **run
+    )
+    same_beta = train_gates(
+        copy.deepcopy(m), layout, toy_data(), ce, None, 0.5, "cpu", beta=1.5, flop_loss="symmetric", **run
+    )
     assert torch.allclose(asym, double, atol=1e-5)
     assert not torch.allclose(asym, same_beta, atol=1e-3)
 
@@ -175,8 +179,18 @@ def test_mode_train_prunes_a_model_with_the_dense_bn_statistics():
                 mod.running_mean.uniform_(-1, 1)
                 mod.running_var.uniform_(0.5, 2)
     model = copy.deepcopy(dense)
-    result = prune_to_target(model, "autobot", 0.5, example_input(arch), loader=toy_data(), loss_fn=ce,
-                             tolerance=0.05, iterations=6, mode="train", **QUIET)
+    result = prune_to_target(
+        model,
+        "autobot",
+        0.5,
+        example_input(arch),
+        loader=toy_data(),
+        loss_fn=ce,
+        tolerance=0.05,
+        iterations=6,
+        mode="train",
+        **QUIET,
+    )
     before = dict(dense.named_modules())
     checked = 0
     for name, mod in result.model.named_modules():
@@ -210,8 +224,22 @@ def test_keep_best_is_the_lowest_loss_after_60_percent_of_the_iterations(recorde
     # 7-10 the lowest is step 8's
     values = [0, 0, 0, 0, 0, 0, 5, 1, 3, 4]
     m, layout = model_and_layout()
-    got = train_gates(m, layout, toy_data(), scripted_loss(values), None, 0.5, "cpu", iterations=10, lr=0.2,
-                      beta=0.0, binarization=0.0, keep=keep, best_after=0.6, **QUIET)
+    got = train_gates(
+        m,
+        layout,
+        toy_data(),
+        scripted_loss(values),
+        None,
+        0.5,
+        "cpu",
+        iterations=10,
+        lr=0.2,
+        beta=0.0,
+        binarization=0.0,
+        keep=keep,
+        best_after=0.6,
+        **QUIET,
+    )
     assert len(recorded) == 10
     assert all(not torch.equal(recorded[i], recorded[i + 1]) for i in range(9))  # the gates moved every step
     scored_at_step_8, after_step_8 = recorded[7], recorded[8]
@@ -226,8 +254,22 @@ def test_keep_best_is_the_lowest_loss_after_60_percent_of_the_iterations(recorde
 def test_keep_best_after_zero_counts_every_step(recorded):
     values = [2, 0.5, 3, 4, 5]
     m, layout = model_and_layout()
-    got = train_gates(m, layout, toy_data(), scripted_loss(values), None, 0.5, "cpu", iterations=5, lr=0.2,
-                      beta=0.0, binarization=0.0, keep="best", best_after=0.0, **QUIET)
+    got = train_gates(
+        m,
+        layout,
+        toy_data(),
+        scripted_loss(values),
+        None,
+        0.5,
+        "cpu",
+        iterations=5,
+        lr=0.2,
+        beta=0.0,
+        binarization=0.0,
+        keep="best",
+        best_after=0.0,
+        **QUIET,
+    )
     assert torch.equal(got, recorded[1])
 
 
@@ -299,8 +341,19 @@ def test_prune_to_target_trains_the_gates_on_the_teacher_for_plain_targets_teach
     teacher = lambda x, idx: teacher_logits[idx]  # noqa: E731
     for plain_targets in ("labels", "teacher"):
         m, _ = model_and_layout()
-        prune_to_target(m, "autobot", 0.5, EX, loader=toy_data(), loss_fn=make_loss("ce"), teacher=teacher,
-                        tolerance=0.1, iterations=3, plain_targets=plain_targets, **QUIET)
+        prune_to_target(
+            m,
+            "autobot",
+            0.5,
+            EX,
+            loader=toy_data(),
+            loss_fn=make_loss("ce"),
+            teacher=teacher,
+            tolerance=0.1,
+            iterations=3,
+            plain_targets=plain_targets,
+            **QUIET,
+        )
     assert [lf.soft_targets for lf in losses] == [False, True]
 
 
@@ -309,6 +362,7 @@ def test_prune_to_target_trains_the_gates_on_the_teacher_for_plain_targets_teach
 
 class LinearLayout:
     """A stand-in layout: 8 channels, each 1/8 of the MACs."""
+
     total = 8
     macs = 8.0
 
@@ -335,9 +389,20 @@ def test_tolerance_pw_is_the_tolerance_of_reweighting_losses_only():
     for kind in ("ce", "pw_correct", "pw_weight", "pw"):
         logs = []
         m, _ = model_and_layout()
-        result = prune_to_target(m, "autobot", 0.5, EX, loader=toy_data(), loss_fn=make_loss(kind), teacher=teacher,
-                                 tolerance=0.001, iterations=3, search="threshold", tolerance_pw=0.15,
-                                 log=logs.append)
+        result = prune_to_target(
+            m,
+            "autobot",
+            0.5,
+            EX,
+            loader=toy_data(),
+            loss_fn=make_loss(kind),
+            teacher=teacher,
+            tolerance=0.001,
+            iterations=3,
+            search="threshold",
+            tolerance_pw=0.15,
+            log=logs.append,
+        )
         found[kind] = [t for t in (0.001, 0.15) if any(f"tolerance {t})" in line for line in logs)]
         assert result.within_tolerance == (abs(result.achieved_reduction - 0.5) <= found[kind][0])
     assert found == {"ce": [0.001], "pw_correct": [0.001], "pw_weight": [0.15], "pw": [0.15]}
@@ -348,8 +413,9 @@ def test_threshold_search_prunes_the_channels_below_the_threshold(monkeypatch):
     monkeypatch.setattr(scorers, "train_gates", lambda *a, **k: fixed.clone())
     m, _ = model_and_layout()
     dense = copy.deepcopy(m)
-    result = prune_to_target(m, "autobot", 0.5, EX, loader=toy_data(), loss_fn=ce, tolerance=0.2,
-                             search="threshold", **QUIET)
+    result = prune_to_target(
+        m, "autobot", 0.5, EX, loader=toy_data(), loss_fn=ce, tolerance=0.2, search="threshold", **QUIET
+    )
     kept = [i for i in range(C) if any(torch.equal(dense.conv.weight[i], w) for w in result.model.conv.weight)]
     # threshold 0.5 is within 0.2 of the target: every gate <= 0.5 goes
     assert kept == [0, 2, 4, 6]
@@ -358,10 +424,22 @@ def test_threshold_search_prunes_the_channels_below_the_threshold(monkeypatch):
 # ---------------------------------------------------------------- the options themselves
 
 
-@pytest.mark.parametrize("bad", [{"flop_loss": "abs"}, {"mode": "training"}, {"keep": "first"},
-                                 {"plain_targets": "soft"}, {"search": "bisect"}, {"best_after": 1.0},
-                                 {"best_after": -0.1}, {"init": math.nan}, {"init": "2"},
-                                 {"tolerance_pw": 0}, {"tolerance_pw": 0.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"flop_loss": "abs"},
+        {"mode": "training"},
+        {"keep": "first"},
+        {"plain_targets": "soft"},
+        {"search": "bisect"},
+        {"best_after": 1.0},
+        {"best_after": -0.1},
+        {"init": math.nan},
+        {"init": "2"},
+        {"tolerance_pw": 0},
+        {"tolerance_pw": 0.5},
+    ],
+)
 def test_bad_options_are_refused_by_name(bad):
     m, _ = model_and_layout()
     with pytest.raises(ValueError, match=f"autobot option {next(iter(bad))}"):

@@ -6,16 +6,20 @@ import sys
 
 import pytest
 
-from helpers import REPO
-
 from benchmarks import BENCHMARKS, result
 from benchmarks.__main__ import table
+from helpers import REPO
 
 
 @pytest.mark.slow
 def test_json_lines_of_a_cheap_benchmark():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--json", "--only", "pw_overhead_cached",
-                           "--repeats", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--json", "--only", "pw_overhead_cached", "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["name"] for r in lines] == ["pw_overhead_cached"]
@@ -28,8 +32,18 @@ def test_json_lines_of_a_cheap_benchmark():
 
 
 def test_result_and_table():
-    r = result("latency_speedup", 2, "x dense", ">= 0.7 x macs_ratio", True, model="m", batch=1,
-               method="random", target_reduction=0.75, macs_ratio=4.0)
+    r = result(
+        "latency_speedup",
+        2,
+        "x dense",
+        ">= 0.7 x macs_ratio",
+        True,
+        model="m",
+        batch=1,
+        method="random",
+        target_reduction=0.75,
+        macs_ratio=4.0,
+    )
     assert r["value"] == 2.0 and r["met"] is True
     assert "latency_speedup" in table([r]) and "macs_ratio=4" in table([r])
     assert result("dry_run_s", float("nan"), "s", "<= 3", False)["met"] is None
@@ -37,6 +51,7 @@ def test_result_and_table():
 
 @pytest.mark.slow
 def test_unknown_name_is_refused():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0 and "dry_run_s" in proc.stderr

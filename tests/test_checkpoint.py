@@ -16,8 +16,13 @@ ARCH = models.arch_dict("resnet20", 10, in_channels=3, input_size=16)
 def _pruned_resnet20():
     torch.manual_seed(0)
     model = models.build_from_arch(ARCH)
-    pruner = tp.pruner.BasePruner(model, models.example_input(ARCH), importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=0.5, ignored_layers=models.classifier_layers(model))
+    pruner = tp.pruner.BasePruner(
+        model,
+        models.example_input(ARCH),
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=0.5,
+        ignored_layers=models.classifier_layers(model),
+    )
     pruner.step()
     # give BatchNorm non-default running stats so the round trip has to carry buffers too
     model.train()
@@ -107,8 +112,14 @@ def test_unsafe_pickle_is_refused_and_never_runs(tmp_path, writer):
     marker = tmp_path / "pwned"
     exploit = _Exploit()
     exploit.marker = marker
-    payload = {"format": "pwprune-checkpoint", "version": 1, "arch": ARCH, "history": [],
-               "state_dict": {}, "meta": {"x": exploit}}
+    payload = {
+        "format": "pwprune-checkpoint",
+        "version": 1,
+        "arch": ARCH,
+        "history": [],
+        "state_dict": {},
+        "meta": {"x": exploit},
+    }
     path = tmp_path / "evil.pt"
     if writer == "torch":
         torch.save(payload, path)

@@ -37,6 +37,7 @@ def problems(config) -> str:
 
 # ---------------------------------------------------------------- the registries (pwprune.names)
 
+
 def _placeholders(node, found=None):
     """(key, registry name) of every placeholder in a raw schema."""
     found = [] if found is None else found
@@ -67,6 +68,7 @@ def test_schema_names_registries_instead_of_listing_them():
         elif isinstance(node, list):
             for v in node:
                 yield from enums(v)
+
     assert not registries & set(enums(raw))
 
 
@@ -84,8 +86,11 @@ def test_schema_enums_equal_the_registries_after_loading():
     assert prune["tolerance"]["default"] == names.PRUNE_TOLERANCE
     assert prune["layers"]["enum"] == list(names.LAYER_SCOPES)
     assert prune["taylor"]["properties"]["schedule"]["enum"] == list(names.TAYLOR_SCHEDULES)
-    assert (loop["optimizer"]["enum"], loop["scheduler"]["enum"], loop["on_divergence"]["enum"]) == \
-        (list(names.OPTIMIZERS), list(names.SCHEDULERS), list(names.ON_DIVERGENCE))
+    assert (loop["optimizer"]["enum"], loop["scheduler"]["enum"], loop["on_divergence"]["enum"]) == (
+        list(names.OPTIMIZERS),
+        list(names.SCHEDULERS),
+        list(names.ON_DIVERGENCE),
+    )
     # every method can get its own PW settings; every method with options has its block
     assert list(exp["pw"]["properties"]["methods"]["properties"]) == list(names.METHODS)
     assert set(names.METHODS) - {"random"} <= set(prune)
@@ -102,8 +107,11 @@ def test_registries_are_consistent():
     assert set(names.DATA_FREE_METHODS) < set(names.METHODS)
     assert set(names.MAIN_FIGURES) < set(names.FIGURES) and names.ABLATION_FIGURE in names.FIGURES
     # config re-exports the vocabulary the workflow's rules use
-    assert (pc.LOSS_LABELS, pc.ABLATION_LABELS, pc.DATA_FREE_METHODS) == \
-        (names.LOSS_LABELS, names.ABLATION_LABELS, names.DATA_FREE_METHODS)
+    assert (pc.LOSS_LABELS, pc.ABLATION_LABELS, pc.DATA_FREE_METHODS) == (
+        names.LOSS_LABELS,
+        names.ABLATION_LABELS,
+        names.DATA_FREE_METHODS,
+    )
 
 
 def test_code_checks_against_the_registries():
@@ -115,23 +123,37 @@ def test_code_checks_against_the_registries():
     assert loss.LOSS_KINDS is names.LOSS_KINDS and tuple(loss.SWITCHES) == names.LOSS_KINDS
     assert models.MODEL_NAMES is names.MODEL_NAMES
     assert data.DATASET_KINDS is names.DATASET_KINDS
-    assert (train.OPTIMIZERS, train.SCHEDULERS, train.ON_DIVERGENCE) == \
-        (names.OPTIMIZERS, names.SCHEDULERS, names.ON_DIVERGENCE)
+    assert (train.OPTIMIZERS, train.SCHEDULERS, train.ON_DIVERGENCE) == (
+        names.OPTIMIZERS,
+        names.SCHEDULERS,
+        names.ON_DIVERGENCE,
+    )
     assert tuple(PRUNING_METHODS) == names.METHODS
     assert tuple(target.OPTIONS) == names.METHODS
-    assert (graph.LAYER_SCOPES, target.TAYLOR_SCHEDULES, target.RESTORE_WEIGHTS, importance.TAYLOR_SITES) == \
-        (names.LAYER_SCOPES, names.TAYLOR_SCHEDULES, names.RESTORE_WEIGHTS, names.TAYLOR_SITES)
-    assert (autobot.FLOP_LOSSES, autobot.MODES, autobot.KEEPS, autobot.PLAIN_TARGETS, autobot.SEARCHES) == \
-        (names.AUTOBOT_FLOP_LOSSES, names.AUTOBOT_MODES, names.AUTOBOT_KEEPS, names.AUTOBOT_PLAIN_TARGETS,
-         names.AUTOBOT_SEARCHES)
+    assert (graph.LAYER_SCOPES, target.TAYLOR_SCHEDULES, target.RESTORE_WEIGHTS, importance.TAYLOR_SITES) == (
+        names.LAYER_SCOPES,
+        names.TAYLOR_SCHEDULES,
+        names.RESTORE_WEIGHTS,
+        names.TAYLOR_SITES,
+    )
+    assert (autobot.FLOP_LOSSES, autobot.MODES, autobot.KEEPS, autobot.PLAIN_TARGETS, autobot.SEARCHES) == (
+        names.AUTOBOT_FLOP_LOSSES,
+        names.AUTOBOT_MODES,
+        names.AUTOBOT_KEEPS,
+        names.AUTOBOT_PLAIN_TARGETS,
+        names.AUTOBOT_SEARCHES,
+    )
 
 
-@pytest.mark.parametrize("placeholder", [
-    {"x-enum": "NO_SUCH_REGISTRY"},
-    {"x-default": "NO_SUCH_REGISTRY"},
-    {"type": "object", "x-properties": {"names": "NO_SUCH_REGISTRY", "schema": {"type": "number"}}},
-    {"x-enum": "methods"},  # registries are the upper-case names of pwprune.names
-])
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        {"x-enum": "NO_SUCH_REGISTRY"},
+        {"x-default": "NO_SUCH_REGISTRY"},
+        {"type": "object", "x-properties": {"names": "NO_SUCH_REGISTRY", "schema": {"type": "number"}}},
+        {"x-enum": "methods"},  # registries are the upper-case names of pwprune.names
+    ],
+)
 def test_a_placeholder_naming_no_registry_is_refused(tmp_path, cfg, placeholder):
     schema = pc.load_yaml_strict(SCHEMA)
     schema["$defs"]["experiment"]["properties"]["colour"] = placeholder
@@ -139,8 +161,11 @@ def test_a_placeholder_naming_no_registry_is_refused(tmp_path, cfg, placeholder)
     path.write_text(yaml.safe_dump(schema))
     bad = next(iter(v for k, v in placeholder.items() if k.startswith("x-")))
     bad = bad["names"] if isinstance(bad, dict) else bad
-    with pytest.raises(pc.ConfigError, match=rf"schema placeholder x-\w+: '{bad}' names no registry in "
-                                             r"pwprune.names; defined: METHODS, "):
+    with pytest.raises(
+        pc.ConfigError,
+        match=rf"schema placeholder x-\w+: '{bad}' names no registry in "
+        r"pwprune.names; defined: METHODS, ",
+    ):
         pc.validate(cfg, path)
 
 
@@ -162,8 +187,11 @@ def test_path_wildcards_accept_exactly_the_registered_names(dry_copy):
     """common.smk's wildcard constraints come from pwprune.names: a dry run builds a job for
     every registered method and loss kind, and has no rule for a name outside them."""
     tuned = "results/smoke/seed0/finetuned/{m}-{p}-{f}/0.5/model.pt"
-    good = [tuned.format(m=m, p=pc.phase_losses(label, m)[0], f=pc.phase_losses(label, m)[1])
-            for m in names.METHODS for label in names.LOSS_LABELS]
+    good = [
+        tuned.format(m=m, p=pc.phase_losses(label, m)[0], f=pc.phase_losses(label, m)[1])
+        for m in names.METHODS
+        for label in names.LOSS_LABELS
+    ]
     proc = _dry(dry_copy, *good)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for bad in (tuned.format(m="l1norm", p="none", f="ce"), tuned.format(m="taylor", p="ce", f="focal")):
@@ -172,6 +200,7 @@ def test_path_wildcards_accept_exactly_the_registered_names(dry_copy):
 
 
 # ---------------------------------------------------------------- strict YAML
+
 
 def test_duplicate_key_refused(tmp_path):
     f = tmp_path / "dup.yaml"
@@ -202,38 +231,88 @@ def test_shipped_configs_are_valid(params):
 
 # ---------------------------------------------------------------- validate() messages
 
-@pytest.mark.parametrize("mutate, key, what", [
-    (lambda c: c["experiments"]["default"].update(learning_rate=1), "experiments.default",
-     r"unknown key\(s\) 'learning_rate'; valid keys: .*ablation.*seeds"),
-    (lambda c: c.update(colour="red"), r"\(top level\)", r"unknown key\(s\) 'colour'; valid keys: active, device, experiments"),
-    (lambda c: c["experiments"]["default"]["train"].update(epochs="ten"), "experiments.default.train.epochs",
-     r"'ten' has the wrong type; expected integer"),
-    (lambda c: c["experiments"]["default"]["prune"].update(targets=[0.5, 1.0]),
-     r"experiments.default.prune.targets.1", r"1.0 is out of range; must be < 1"),
-    (lambda c: c["experiments"]["default"]["prune"].update(targets=[0]),
-     r"experiments.default.prune.targets.0", r"0 is out of range; must be > 0"),
-    (lambda c: c["experiments"]["default"]["pw"].update(min_weight=1.5), "experiments.default.pw.min_weight",
-     r"1.5 is out of range; must be <= 1"),
-    (lambda c: c["experiments"]["default"]["pw"].update(min_weight=-0.1), "experiments.default.pw.min_weight",
-     r"-0.1 is out of range; must be >= 0"),
-    (lambda c: c["experiments"]["default"]["pw"].update(gamma=-1), "experiments.default.pw.gamma",
-     r"-1 is out of range; must be >= 0"),
-    (lambda c: c["experiments"]["celeba_resnet18"]["pw"]["methods"]["taylor"].update(gamma=-2),
-     "experiments.celeba_resnet18.pw.methods.taylor.gamma", r"-2 is out of range; must be >= 0"),
-    (lambda c: c["experiments"]["default"].update(seeds=[]), "experiments.default.seeds",
-     r"must list at least 1 item\(s\); got \[\]"),
-    (lambda c: c["experiments"]["default"]["dataset"].update(kind="mnist"), "experiments.default.dataset.kind",
-     r"'mnist' is not valid; valid values: digits, cifar10, celeba, fitzpatrick17k"),
-    (lambda c: c["experiments"]["default"].update(model="resnet50"), "experiments.default.model",
-     r"'resnet50' is not valid; valid values: small_cnn, resnet20, .*efficientnet_v2_m"),
-    (lambda c: c["experiments"]["default"]["prune"].update(methods=["taylor", "l1"]),
-     "experiments.default.prune.methods.1", r"'l1' is not valid; valid values: random, magnitude, taylor, autobot"),
-    (lambda c: c["experiments"]["default"].update(losses=["ce", "focal"]), "experiments.default.losses.1",
-     r"'focal' is not valid; valid values: ce, pw"),
-    (lambda c: c.update(active=["default", "nope"]), "active",
-     r"experiment 'nope' is not defined; defined: default, digits_memorised, default_authors, celeba_resnet18"),
-    (lambda c: c.update(device="tpu"), "device", r"'tpu' does not match"),
-])
+
+@pytest.mark.parametrize(
+    "mutate, key, what",
+    [
+        (
+            lambda c: c["experiments"]["default"].update(learning_rate=1),
+            "experiments.default",
+            r"unknown key\(s\) 'learning_rate'; valid keys: .*ablation.*seeds",
+        ),
+        (
+            lambda c: c.update(colour="red"),
+            r"\(top level\)",
+            r"unknown key\(s\) 'colour'; valid keys: active, device, experiments",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["train"].update(epochs="ten"),
+            "experiments.default.train.epochs",
+            r"'ten' has the wrong type; expected integer",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["prune"].update(targets=[0.5, 1.0]),
+            r"experiments.default.prune.targets.1",
+            r"1.0 is out of range; must be < 1",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["prune"].update(targets=[0]),
+            r"experiments.default.prune.targets.0",
+            r"0 is out of range; must be > 0",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["pw"].update(min_weight=1.5),
+            "experiments.default.pw.min_weight",
+            r"1.5 is out of range; must be <= 1",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["pw"].update(min_weight=-0.1),
+            "experiments.default.pw.min_weight",
+            r"-0.1 is out of range; must be >= 0",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["pw"].update(gamma=-1),
+            "experiments.default.pw.gamma",
+            r"-1 is out of range; must be >= 0",
+        ),
+        (
+            lambda c: c["experiments"]["celeba_resnet18"]["pw"]["methods"]["taylor"].update(gamma=-2),
+            "experiments.celeba_resnet18.pw.methods.taylor.gamma",
+            r"-2 is out of range; must be >= 0",
+        ),
+        (
+            lambda c: c["experiments"]["default"].update(seeds=[]),
+            "experiments.default.seeds",
+            r"must list at least 1 item\(s\); got \[\]",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["dataset"].update(kind="mnist"),
+            "experiments.default.dataset.kind",
+            r"'mnist' is not valid; valid values: digits, cifar10, celeba, fitzpatrick17k",
+        ),
+        (
+            lambda c: c["experiments"]["default"].update(model="resnet50"),
+            "experiments.default.model",
+            r"'resnet50' is not valid; valid values: small_cnn, resnet20, .*efficientnet_v2_m",
+        ),
+        (
+            lambda c: c["experiments"]["default"]["prune"].update(methods=["taylor", "l1"]),
+            "experiments.default.prune.methods.1",
+            r"'l1' is not valid; valid values: random, magnitude, taylor, autobot",
+        ),
+        (
+            lambda c: c["experiments"]["default"].update(losses=["ce", "focal"]),
+            "experiments.default.losses.1",
+            r"'focal' is not valid; valid values: ce, pw",
+        ),
+        (
+            lambda c: c.update(active=["default", "nope"]),
+            "active",
+            r"experiment 'nope' is not defined; defined: default, digits_memorised, default_authors, celeba_resnet18",
+        ),
+        (lambda c: c.update(device="tpu"), "device", r"'tpu' does not match"),
+    ],
+)
 def test_validate_names_key_and_valid_values(cfg, mutate, key, what):
     mutate(cfg)
     msg = problems(cfg)
@@ -253,8 +332,12 @@ def test_validate_fills_loop_defaults(cfg):
     out = pc.validate(cfg, SCHEMA)
     train = out["experiments"]["default"]["train"]
     assert train["weight_decay"] == 0.0
-    assert (train["optimizer"], train["scheduler"], train["augment"], train["on_divergence"]) == \
-        ("adamw", "cosine", False, "raise")
+    assert (train["optimizer"], train["scheduler"], train["augment"], train["on_divergence"]) == (
+        "adamw",
+        "cosine",
+        False,
+        "raise",
+    )
     assert out["experiments"]["default"]["finetune"]["weight_decay"] == 0.0005  # given values kept
 
 
@@ -267,8 +350,11 @@ def test_validate_fills_every_schema_default_in_one_pass(cfg):
     exp["prune"].pop("taylor", None)
     exp["finetune"].pop("optimizer", None)
     out = pc.validate(cfg, SCHEMA)["experiments"]["default"]
-    assert (out["prune"]["tolerance"], out["prune"]["layers"], out["pretrained"]) == \
-        (names.PRUNE_TOLERANCE, "all", "none")
+    assert (out["prune"]["tolerance"], out["prune"]["layers"], out["pretrained"]) == (
+        names.PRUNE_TOLERANCE,
+        "all",
+        "none",
+    )
     assert out["finetune"]["optimizer"] == "adamw"
     # objects without a default stay absent: nothing the config did not say is invented
     assert "evaluate" not in out and "taylor" not in out["prune"]
@@ -277,39 +363,54 @@ def test_validate_fills_every_schema_default_in_one_pass(cfg):
 
 
 def test_fill_defaults_follows_refs_maps_and_lists():
-    schema = {"$defs": {"leaf": {"type": "object", "properties": {"a": {"default": 1},
-                                                                  "b": {"type": "object", "default": {}}}}},
-              "type": "object",
-              "properties": {"one": {"$ref": "#/$defs/leaf"},
-                             "many": {"type": "array", "items": {"$ref": "#/$defs/leaf"}},
-                             "absent": {"$ref": "#/$defs/leaf"}},
-              "additionalProperties": {"$ref": "#/$defs/leaf"}}
+    schema = {
+        "$defs": {
+            "leaf": {"type": "object", "properties": {"a": {"default": 1}, "b": {"type": "object", "default": {}}}}
+        },
+        "type": "object",
+        "properties": {
+            "one": {"$ref": "#/$defs/leaf"},
+            "many": {"type": "array", "items": {"$ref": "#/$defs/leaf"}},
+            "absent": {"$ref": "#/$defs/leaf"},
+        },
+        "additionalProperties": {"$ref": "#/$defs/leaf"},
+    }
     got = pc.fill_defaults({"one": {"a": 5}, "many": [{}, {"b": {"x": 1}}], "other": {}}, schema)
-    assert got == {"one": {"a": 5, "b": {}}, "many": [{"a": 1, "b": {}}, {"a": 1, "b": {"x": 1}}],
-                   "other": {"a": 1, "b": {}}}
+    assert got == {
+        "one": {"a": 5, "b": {}},
+        "many": [{"a": 1, "b": {}}, {"a": 1, "b": {"x": 1}}],
+        "other": {"a": 1, "b": {}},
+    }
 
 
 def test_check_datasets_names_experiment_and_key(cfg):
     cfg["experiments"]["default"]["dataset"]["colour"] = "blue"
     pc.validate(cfg, SCHEMA)  # the schema leaves kind-specific keys to the dataset code
-    with pytest.raises(pc.ConfigError, match=r"experiments\.default\.dataset: unknown dataset key\(s\) "
-                                             r"'colour' for kind 'digits'; valid keys: kind, "):
+    with pytest.raises(
+        pc.ConfigError,
+        match=r"experiments\.default\.dataset: unknown dataset key\(s\) "
+        r"'colour' for kind 'digits'; valid keys: kind, ",
+    ):
         pc.check_datasets(cfg)
 
 
 # ---------------------------------------------------------------- the loss vocabulary
 
-@pytest.mark.parametrize("label, method, expected", [
-    ("ce", "taylor", ("ce", "ce")),
-    ("pw", "autobot", ("pw", "pw")),
-    ("pw", "random", ("none", "pw")),
-    ("ce", "magnitude", ("none", "ce")),
-    ("pw_weight", "taylor", ("pw_weight", "pw_weight")),
-    ("pw_correct", "taylor", ("pw_correct", "pw_correct")),
-    ("pw_prune_only", "taylor", ("pw", "ce")),
-    ("pw_prune_only", "magnitude", ("none", "ce")),
-    ("pw_finetune_only", "autobot", ("ce", "pw")),
-])
+
+@pytest.mark.parametrize(
+    "label, method, expected",
+    [
+        ("ce", "taylor", ("ce", "ce")),
+        ("pw", "autobot", ("pw", "pw")),
+        ("pw", "random", ("none", "pw")),
+        ("ce", "magnitude", ("none", "ce")),
+        ("pw_weight", "taylor", ("pw_weight", "pw_weight")),
+        ("pw_correct", "taylor", ("pw_correct", "pw_correct")),
+        ("pw_prune_only", "taylor", ("pw", "ce")),
+        ("pw_prune_only", "magnitude", ("none", "ce")),
+        ("pw_finetune_only", "autobot", ("ce", "pw")),
+    ],
+)
 def test_phase_losses(label, method, expected):
     assert pc.phase_losses(label, method) == expected
 

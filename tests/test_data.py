@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pwprune.data import (DATASET_KINDS, DatasetError, load_prepared, prepare, resolve_config, split_names)
-
 from data_fixtures import trust_fixture_md5s, write_celeba, write_cifar10, write_fitzpatrick
+from pwprune.data import DATASET_KINDS, DatasetError, load_prepared, prepare, resolve_config, split_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 quiet = lambda *_: None  # noqa: E731
@@ -62,8 +61,15 @@ def test_digits_minority_is_visually_different(digits_dir):
 
 
 def test_digits_config_knobs_and_determinism(tmp_path):
-    cfg = {"kind": "digits", "minority_share": 0.2, "image_size": 12, "seed": 3, "style": "invert",
-           "val_fraction": 0.1, "test_fraction": 0.2}
+    cfg = {
+        "kind": "digits",
+        "minority_share": 0.2,
+        "image_size": 12,
+        "seed": 3,
+        "style": "invert",
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+    }
     a = prepare(cfg, None, tmp_path / "a", log=quiet)
     prepare(cfg, None, tmp_path / "b", log=quiet)
     assert a["input_size"] == 12 and abs(a["group_counts"]["train"][1] / a["sizes"]["train"] - 0.2) < 0.02
@@ -71,16 +77,20 @@ def test_digits_config_knobs_and_determinism(tmp_path):
         za, zb = np.load(tmp_path / "a" / f"{n}.npz"), np.load(tmp_path / "b" / f"{n}.npz")
         assert all(np.array_equal(za[k], zb[k]) for k in "xyg")  # seeded: identical
     c = prepare({**cfg, "seed": 4}, None, tmp_path / "c", log=quiet)
-    assert not np.array_equal(np.load(tmp_path / "a" / "train.npz")["g"], np.load(tmp_path / "c" / "train.npz")["g"]) \
+    assert (
+        not np.array_equal(np.load(tmp_path / "a" / "train.npz")["g"], np.load(tmp_path / "c" / "train.npz")["g"])
         or a["sizes"] != c["sizes"]
+    )
 
 
 @pytest.mark.slow
 def test_digits_does_not_import_torchvision(tmp_path):
-    code = ("import sys; from pwprune.data import prepare, load_prepared; "
-            f"prepare({{'kind': 'digits'}}, None, {str(tmp_path)!r}, log=lambda *_: None); "
-            f"load_prepared({str(tmp_path)!r}).splits['train']; "
-            "assert 'torchvision' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    code = (
+        "import sys; from pwprune.data import prepare, load_prepared; "
+        f"prepare({{'kind': 'digits'}}, None, {str(tmp_path)!r}, log=lambda *_: None); "
+        f"load_prepared({str(tmp_path)!r}).splits['train']; "
+        "assert 'torchvision' not in sys.modules and 'torch' not in sys.modules, 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -121,17 +131,20 @@ def test_split_names_from_config_alone(tmp_path):
     assert set(DATASET_KINDS) == {"digits", "cifar10", "celeba", "fitzpatrick17k"}
 
 
-@pytest.mark.parametrize("cfg, words", [
-    ({"kind": "digits", "minorty_share": 0.1}, ["'minorty_share'", "minority_share", "valid keys"]),
-    ({"kind": "mnist"}, ["'mnist'", "digits", "cifar10", "celeba", "fitzpatrick17k"]),
-    ({"kind": "digits", "style": ["invert", "sepia"]}, ["'sepia'", "invert", "recolor", "texture"]),
-    ({"kind": "cifar10", "variant": "noisy"}, ["'noisy'", "standard", "imbalanced", "shortcut"]),
-    ({"kind": "cifar10", "imbalanced_classes": ["kitten"]}, ["'kitten'", "cat", "dog"]),
-    ({"kind": "celeba", "target": "Blonde_Hair"}, ["'Blonde_Hair'", "Blond_Hair", "Male", "Young"]),
-    ({"kind": "celeba", "group": "Gender"}, ["'Gender'", "Male"]),
-    ({"kind": "celeba", "rebalance": {"alpha": 5, "gamma": 1}}, ["rebalance", "alpha", "beta"]),
-    ({"kind": "digits", "val_fraction": 1.5}, ["val_fraction", "1.5"]),
-])
+@pytest.mark.parametrize(
+    "cfg, words",
+    [
+        ({"kind": "digits", "minorty_share": 0.1}, ["'minorty_share'", "minority_share", "valid keys"]),
+        ({"kind": "mnist"}, ["'mnist'", "digits", "cifar10", "celeba", "fitzpatrick17k"]),
+        ({"kind": "digits", "style": ["invert", "sepia"]}, ["'sepia'", "invert", "recolor", "texture"]),
+        ({"kind": "cifar10", "variant": "noisy"}, ["'noisy'", "standard", "imbalanced", "shortcut"]),
+        ({"kind": "cifar10", "imbalanced_classes": ["kitten"]}, ["'kitten'", "cat", "dog"]),
+        ({"kind": "celeba", "target": "Blonde_Hair"}, ["'Blonde_Hair'", "Blond_Hair", "Male", "Young"]),
+        ({"kind": "celeba", "group": "Gender"}, ["'Gender'", "Male"]),
+        ({"kind": "celeba", "rebalance": {"alpha": 5, "gamma": 1}}, ["rebalance", "alpha", "beta"]),
+        ({"kind": "digits", "val_fraction": 1.5}, ["val_fraction", "1.5"]),
+    ],
+)
 def test_bad_config_names_the_key_and_the_valid_ones(cfg, words):
     with pytest.raises(DatasetError) as e:
         resolve_config(cfg)
@@ -178,8 +191,9 @@ def test_cifar10_imbalanced(cifar_root, tmp_path):
     assert counts[3] == counts[5] == 20  # 20% of 100 cats / dogs kept
     assert all(counts[c] == 100 for c in range(10) if c not in (3, 5))
     assert np.bincount(p.splits["test"].y, minlength=10).tolist() == [10] * 10  # test untouched
-    m2 = prepare({"kind": "cifar10", "variant": "imbalanced", "keep_fraction": 0.5}, cifar_root, tmp_path / "o2",
-                 log=quiet)
+    m2 = prepare(
+        {"kind": "cifar10", "variant": "imbalanced", "keep_fraction": 0.5}, cifar_root, tmp_path / "o2", log=quiet
+    )
     assert m2["sizes"]["train"] + m2["sizes"]["val"] == 900
 
 
@@ -225,10 +239,16 @@ def test_celeba_labels_groups_splits(celeba_root, tmp_path):
     names = [a for a in ds.attr_names if a]
     assert p.splits["train"].y.tolist() == ds.attr[:, names.index("Blond_Hair")].tolist()
     assert p.splits["train"].g.tolist() == ds.attr[:, names.index("Male")].tolist()
-    cells = {(a, b): int(((p.splits["train"].y == a) & (p.splits["train"].g == b)).sum()) for a in (0, 1) for b in (0, 1)}
+    cells = {
+        (a, b): int(((p.splits["train"].y == a) & (p.splits["train"].g == b)).sum()) for a in (0, 1) for b in (0, 1)
+    }
     assert cells == {(1, 1): 2, (1, 0): 8, (0, 1): 12, (0, 0): 18}
-    m2 = prepare({"kind": "celeba", "image_size": 8, "target": "Smiling", "group": "Young"}, celeba_root,
-                 tmp_path / "o2", log=quiet)
+    m2 = prepare(
+        {"kind": "celeba", "image_size": 8, "target": "Smiling", "group": "Young"},
+        celeba_root,
+        tmp_path / "o2",
+        log=quiet,
+    )
     assert m2["class_names"] == ["not Smiling", "Smiling"] and m2["group_names"] == ["old", "young"]
 
 
@@ -240,8 +260,12 @@ def test_celeba_rebalance(celeba_root, tmp_path):
     males), (1, 0) 8, (0, 1) 12, (0, 0) 18."""
 
     def cells(name, alpha, beta):
-        m = prepare({"kind": "celeba", "image_size": 8, "rebalance": {"alpha": alpha, "beta": beta}},
-                    celeba_root, tmp_path / name, log=quiet)
+        m = prepare(
+            {"kind": "celeba", "image_size": 8, "rebalance": {"alpha": alpha, "beta": beta}},
+            celeba_root,
+            tmp_path / name,
+            log=quiet,
+        )
         tr = load_prepared(tmp_path / name).splits["train"]
         return m, {(a, b): int(((tr.y == a) & (tr.g == b)).sum()) for a in (0, 1) for b in (0, 1)}
 
@@ -279,8 +303,12 @@ def test_fitzpatrick_splits_groups_labels(tmp_path):
 def test_fitzpatrick_labels_follow_the_csv(tmp_path):
     root = tmp_path / "raw"
     write_fitzpatrick(root, per_cell=2)
-    m = prepare({"kind": "fitzpatrick17k", "image_size": 8, "val_fraction": 0.25, "test_fraction": 0.25},
-                root, tmp_path / "out", log=quiet)
+    m = prepare(
+        {"kind": "fitzpatrick17k", "image_size": 8, "val_fraction": 0.25, "test_fraction": 0.25},
+        root,
+        tmp_path / "out",
+        log=quiet,
+    )
     assert m["config"]["val_fraction"] == 0.25
     p = load_prepared(tmp_path / "out")
     assert all(set(np.unique(p.splits[n].y)) <= {0, 1, 2} for n in p.meta["splits"])
@@ -315,8 +343,10 @@ def test_fitzpatrick_every_sample_has_its_csv_rows_label_and_group(tmp_path):
         sp = p.splits[name]
         for x, y, g in zip(sp.x, sp.y, sp.g):
             r = by_pixels[x.tobytes()]
-            assert (int(y), int(g)) == (label_of[r["three_partition_label"]],
-                                        group_of[int(r["fitzpatrick_scale"])]), (name, r)
+            assert (int(y), int(g)) == (label_of[r["three_partition_label"]], group_of[int(r["fitzpatrick_scale"])]), (
+                name,
+                r,
+            )
             seen.append(r["md5hash"])
     assert sorted(seen) == sorted(r["md5hash"] for r in rows)
 
@@ -336,33 +366,42 @@ def _assert_refused(cfg, raw, out, words):
 
 def test_missing_cifar10(tmp_path):
     raw = tmp_path / "nothing"
-    _assert_refused({"kind": "cifar10"}, raw, tmp_path / "out",
-                    [str(raw / "cifar-10-batches-py"), "dvc pull", "download=True"])
+    _assert_refused(
+        {"kind": "cifar10"}, raw, tmp_path / "out", [str(raw / "cifar-10-batches-py"), "dvc pull", "download=True"]
+    )
 
 
 def test_incomplete_cifar10(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     write_cifar10(raw, per_class_train=5, per_class_test=1)
     os.remove(raw / "cifar-10-batches-py" / "data_batch_4")
-    _assert_refused({"kind": "cifar10"}, raw, tmp_path / "out",
-                    [str(raw / "cifar-10-batches-py" / "data_batch_4"), "dvc pull", "download=True"])
+    _assert_refused(
+        {"kind": "cifar10"},
+        raw,
+        tmp_path / "out",
+        [str(raw / "cifar-10-batches-py" / "data_batch_4"), "dvc pull", "download=True"],
+    )
 
 
 def test_cifar10_not_the_official_files(tmp_path):
     # the real md5 check stays on: fixture files are not the official ones, so the real loader refuses
     raw = tmp_path / "raw"
     write_cifar10(raw, per_class_train=5, per_class_test=1)
-    _assert_refused({"kind": "cifar10"}, raw, tmp_path / "out",
-                    [str(raw / "cifar-10-batches-py"), "integrity", "download=True"])
+    _assert_refused(
+        {"kind": "cifar10"}, raw, tmp_path / "out", [str(raw / "cifar-10-batches-py"), "integrity", "download=True"]
+    )
 
 
 def test_missing_celeba_file(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     write_celeba(raw)
     os.remove(raw / "celeba" / "list_landmarks_align_celeba.txt")
-    _assert_refused({"kind": "celeba"}, raw, tmp_path / "out",
-                    [str(raw / "celeba" / "list_landmarks_align_celeba.txt"), "dvc pull", "download=True",
-                     "mmlab.ie.cuhk.edu.hk"])
+    _assert_refused(
+        {"kind": "celeba"},
+        raw,
+        tmp_path / "out",
+        [str(raw / "celeba" / "list_landmarks_align_celeba.txt"), "dvc pull", "download=True", "mmlab.ie.cuhk.edu.hk"],
+    )
 
 
 def test_celeba_broken_image(tmp_path, monkeypatch):
@@ -378,14 +417,22 @@ def test_celeba_unknown_attribute_in_file(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     write_celeba(raw)
     trust_fixture_md5s(monkeypatch, raw)
-    _assert_refused({"kind": "celeba", "target": "Purple_Hair"}, raw, tmp_path / "out",
-                    ["'Purple_Hair'", "Blond_Hair", "Wearing_Necktie"])
+    _assert_refused(
+        {"kind": "celeba", "target": "Purple_Hair"},
+        raw,
+        tmp_path / "out",
+        ["'Purple_Hair'", "Blond_Hair", "Wearing_Necktie"],
+    )
 
 
 def test_missing_fitzpatrick_csv(tmp_path):
     raw = tmp_path / "nothing"
-    _assert_refused({"kind": "fitzpatrick17k"}, raw, tmp_path / "out",
-                    [str(raw / "fitzpatrick17k.csv"), "python -m pwprune.data.fitzpatrick17k download", "dvc pull"])
+    _assert_refused(
+        {"kind": "fitzpatrick17k"},
+        raw,
+        tmp_path / "out",
+        [str(raw / "fitzpatrick17k.csv"), "python -m pwprune.data.fitzpatrick17k download", "dvc pull"],
+    )
 
 
 def test_fitzpatrick_missing_and_broken_images(tmp_path):
@@ -393,11 +440,19 @@ def test_fitzpatrick_missing_and_broken_images(tmp_path):
     rows = write_fitzpatrick(raw, per_cell=2)
     gone = raw / "images" / f"{rows[4][0]}.jpg"
     os.remove(gone)
-    _assert_refused({"kind": "fitzpatrick17k"}, raw, tmp_path / "out",
-                    [str(gone), "1 of", "python -m pwprune.data.fitzpatrick17k download"])
+    _assert_refused(
+        {"kind": "fitzpatrick17k"},
+        raw,
+        tmp_path / "out",
+        [str(gone), "1 of", "python -m pwprune.data.fitzpatrick17k download"],
+    )
     gone.write_bytes(b"\xff\xd8 truncated")
-    _assert_refused({"kind": "fitzpatrick17k"}, raw, tmp_path / "out",
-                    [str(gone), "does not decode", "python -m pwprune.data.fitzpatrick17k download"])
+    _assert_refused(
+        {"kind": "fitzpatrick17k"},
+        raw,
+        tmp_path / "out",
+        [str(gone), "does not decode", "python -m pwprune.data.fitzpatrick17k download"],
+    )
 
 
 # ---- the prepared form is atomic: meta.json last, never a half-written dataset
@@ -428,17 +483,31 @@ def test_interrupted_prepare_is_not_accepted(tmp_path, monkeypatch, digits_dir):
 
 def test_meta_json_is_plain_json(digits_dir):
     meta = json.loads((digits_dir / "meta.json").read_text())
-    for key in ("name", "kind", "num_classes", "class_names", "group_names", "in_channels", "input_size",
-                "mean", "std", "splits", "eval_splits"):
+    for key in (
+        "name",
+        "kind",
+        "num_classes",
+        "class_names",
+        "group_names",
+        "in_channels",
+        "input_size",
+        "mean",
+        "std",
+        "splits",
+        "eval_splits",
+    ):
         assert key in meta
     assert len(meta["mean"]) == len(meta["std"]) == 3 and all(0 < s <= 1 for s in meta["std"])
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("cifar10", "cifar-10-batches-py"),
-    ("celeba", "img_align_celeba"),
-    ("fitzpatrick17k", "fitzpatrick17k.csv"),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("cifar10", "cifar-10-batches-py"),
+        ("celeba", "img_align_celeba"),
+        ("fitzpatrick17k", "fitzpatrick17k.csv"),
+    ],
+)
 def test_check_raw_names_the_missing_path_without_decoding(tmp_path, kind, expected):
     # the start-up check: presence only, the expected path and how to get the data
     from pwprune.data import check_raw

@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
+from helpers import REPO
 from pwprune.data import DatasetError, SplitDataset, load_prepared, prepare, resolve_config
 from pwprune.data.digits import distort
 from pwprune.train import make_loader
-from helpers import REPO
 
 
 def _params_default():
@@ -18,8 +18,9 @@ def _params_default():
 
 def _per_sample_batches(ds, batch_size, shuffle, seed):
     """What the loader gave before it gathered whole batches: DataLoader's own collation."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle,
-                                         generator=torch.Generator().manual_seed(seed), num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed), num_workers=0
+    )
     return list(loader)
 
 
@@ -28,8 +29,20 @@ def small_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits_copies")
     # noise 0: a majority image is then its stroke map times a random brightness, so two renderings
     # of one distortion are proportional and only a new distortion makes them differ in shape
-    prepare({"kind": "digits", "image_size": 8, "train_copies": 3, "rotation": 15, "shift": 0.1,
-             "occlusion": 0.4, "noise": 0.0, "seed": 3}, out_dir=out, log=lambda *a: None)
+    prepare(
+        {
+            "kind": "digits",
+            "image_size": 8,
+            "train_copies": 3,
+            "rotation": 15,
+            "shift": 0.1,
+            "occlusion": 0.4,
+            "noise": 0.0,
+            "seed": 3,
+        },
+        out_dir=out,
+        log=lambda *a: None,
+    )
     return load_prepared(out)
 
 
@@ -78,7 +91,7 @@ def test_copies_are_distinct_renderings_that_keep_label_and_group(small_prepared
         assert (x[a] != x[b]).any(axis=1).all()
         xa, xb = x[a][maj].astype(float), x[b][maj].astype(float)
         xa, xb = xa - xa.mean(1, keepdims=True), xb - xb.mean(1, keepdims=True)
-        corr = (xa * xb).sum(1) / np.sqrt((xa ** 2).sum(1) * (xb ** 2).sum(1))
+        corr = (xa * xb).sum(1) / np.sqrt((xa**2).sum(1) * (xb**2).sum(1))
         assert np.median(corr) < 0.95, np.median(corr)
     # evaluation splits get one distorted view per scan, not copies
     assert len(small_prepared.splits["test"]) + len(small_prepared.splits["val"]) + n_scans == 1797
@@ -104,11 +117,17 @@ def test_distort_identity_and_occlusion():
     assert not np.allclose(rotated, v) and rotated.min() >= 0 and rotated.max() <= 1
 
 
-@pytest.mark.parametrize("bad, key", [({"train_copies": 0}, "train_copies"),
-                                      ({"train_copies": 2.5, "rotation": 10}, "train_copies"),
-                                      ({"train_copies": 4}, "train_copies > 1 needs a distortion"),
-                                      ({"shift": 0.7}, "'shift'"), ({"occlusion": 1.5}, "'occlusion'"),
-                                      ({"rotation": -5}, "'rotation'")])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"train_copies": 0}, "train_copies"),
+        ({"train_copies": 2.5, "rotation": 10}, "train_copies"),
+        ({"train_copies": 4}, "train_copies > 1 needs a distortion"),
+        ({"shift": 0.7}, "'shift'"),
+        ({"occlusion": 1.5}, "'occlusion'"),
+        ({"rotation": -5}, "'rotation'"),
+    ],
+)
 def test_bad_distortion_settings_are_refused_by_name(bad, key):
     with pytest.raises(DatasetError, match=key):
         resolve_config({"kind": "digits", **bad})
@@ -126,10 +145,17 @@ def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
     prepare(exp["dataset"], out_dir=tmp_path / "prep", log=lambda *a: None)
     out = {k: tmp_path / f"{k}.out" for k in ("model", "metrics", "history", "teacher")}
     torch.manual_seed(0)
-    train_dense_stage(tmp_path / "prep", exp["model"], exp["train"], 0, torch.device("cpu"), "default dense", out,
-                      log=lambda *a: None)
-    evaluate_stage(out["model"], tmp_path / "prep", {"batch_size": 512, "latency_repeats": 1}, "cpu",
-                   out["metrics"], log=lambda *a: None)
+    train_dense_stage(
+        tmp_path / "prep", exp["model"], exp["train"], 0, torch.device("cpu"), "default dense", out, log=lambda *a: None
+    )
+    evaluate_stage(
+        out["model"],
+        tmp_path / "prep",
+        {"batch_size": 512, "latency_repeats": 1},
+        "cpu",
+        out["metrics"],
+        log=lambda *a: None,
+    )
     import pandas as pd
 
     test = pd.read_csv(out["metrics"]).query("split == 'test'").set_index("group")["accuracy"]
@@ -155,9 +181,11 @@ torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
 x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 3, (40,))
-loader = [(x[i:i + 10], y[i:i + 10], torch.zeros(10, dtype=torch.long), torch.arange(i, i + 10)) for i in range(0, 40, 10)]
+loader = [(x[i:i + 10], y[i:i + 10], torch.zeros(10, dtype=torch.long), torch.arange(i, i + 10))
+          for i in range(0, 40, 10)]
 for opt in ("adamw", "sgd"):
-    fit(model, loader, epochs=2, lr=0.01, weight_decay=0.01, loss_fn=make_loss("ce"), optimizer=opt, log=lambda *a: None)
+    fit(model, loader, epochs=2, lr=0.01, weight_decay=0.01, loss_fn=make_loss("ce"), optimizer=opt,
+        log=lambda *a: None)
 real = type(sys.modules.get("torch._dynamo")).__name__
 torch.save({k: v for k, v in model.state_dict().items()}, sys.argv[2])
 print(real)
@@ -171,8 +199,12 @@ def test_deferred_dynamo_trains_identically_without_importing_it(tmp_path):
 
     outs = {}
     for m in ("defer", "plain"):
-        proc = subprocess.run([sys.executable, "-c", DEFER_SCRIPT, m, str(tmp_path / f"{m}.pt")],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", DEFER_SCRIPT, m, str(tmp_path / f"{m}.pt")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[m] = proc.stdout.strip()
     # with the stand-in, AdamW and SGD steps never load the real torch._dynamo; without it they do
@@ -186,12 +218,14 @@ def test_deferred_dynamo_hands_over_on_real_use():
     import subprocess
     import sys
 
-    code = ("import sys, torch\nfrom pwprune.train import defer_dynamo\ndefer_dynamo()\n"
-            "assert defer_dynamo() is False or type(sys.modules['torch._dynamo']).__name__ == '_Deferred'\n"
-            "f = torch.compile(lambda t: t * 2 + 1, backend='eager')\n"
-            "assert torch.equal(f(torch.ones(3)), torch.full((3,), 3.0))\n"
-            "assert type(sys.modules['torch._dynamo']).__name__ == 'module'\n"
-            "assert defer_dynamo() is False\nprint('ok')")
+    code = (
+        "import sys, torch\nfrom pwprune.train import defer_dynamo\ndefer_dynamo()\n"
+        "assert defer_dynamo() is False or type(sys.modules['torch._dynamo']).__name__ == '_Deferred'\n"
+        "f = torch.compile(lambda t: t * 2 + 1, backend='eager')\n"
+        "assert torch.equal(f(torch.ones(3)), torch.full((3,), 3.0))\n"
+        "assert type(sys.modules['torch._dynamo']).__name__ == 'module'\n"
+        "assert defer_dynamo() is False\nprint('ok')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
@@ -202,12 +236,34 @@ def test_job_csv_writer_matches_pandas(tmp_path):
 
     from pwprune.stages.jobs import write_rows
 
-    rows = [{"stage": "finetuned", "split": "test", "group": "types 3-4, light", "n": np.int64(270),
-             "accuracy": np.float64(0.7185185185185186), "auroc": float("nan"), "degenerate": np.bool_(False),
-             "params": 12345, "macs": 2.5e6, "latency_ms": 0.1 + 0.2, "achieved_reduction": 0.0},
-            {"stage": "finetuned", "split": "test", "group": "all", "n": 539, "accuracy": 1.0, "auroc": None,
-             "degenerate": True, "params": 12345, "macs": 2500000.0, "latency_ms": 1e-7,
-             "achieved_reduction": 0.7519}]
+    rows = [
+        {
+            "stage": "finetuned",
+            "split": "test",
+            "group": "types 3-4, light",
+            "n": np.int64(270),
+            "accuracy": np.float64(0.7185185185185186),
+            "auroc": float("nan"),
+            "degenerate": np.bool_(False),
+            "params": 12345,
+            "macs": 2.5e6,
+            "latency_ms": 0.1 + 0.2,
+            "achieved_reduction": 0.0,
+        },
+        {
+            "stage": "finetuned",
+            "split": "test",
+            "group": "all",
+            "n": 539,
+            "accuracy": 1.0,
+            "auroc": None,
+            "degenerate": True,
+            "params": 12345,
+            "macs": 2500000.0,
+            "latency_ms": 1e-7,
+            "achieved_reduction": 0.7519,
+        },
+    ]
     cols = list(rows[0])
     write_rows(tmp_path / "mine.csv", rows, cols)
     pd.DataFrame(rows)[cols].to_csv(tmp_path / "pandas.csv", index=False)

@@ -17,10 +17,14 @@ from pwprune.loss import make_loss
 
 def _multiclass():
     """4 samples, 3 classes; logits = log(probabilities), so softmax gives these exactly."""
-    probs = np.array([[0.7, 0.2, 0.1],   # y 0, group a: s .7, right
-                      [0.2, 0.5, 0.3],   # y 1, group a: s .5, right
-                      [0.6, 0.3, 0.1],   # y 1, group b: s .3, wrong
-                      [0.1, 0.1, 0.8]])  # y 2, group b: s .8, right
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],  # y 0, group a: s .7, right
+            [0.2, 0.5, 0.3],  # y 1, group a: s .5, right
+            [0.6, 0.3, 0.1],  # y 1, group b: s .3, wrong
+            [0.1, 0.1, 0.8],
+        ]
+    )  # y 2, group b: s .8, right
     return torch.tensor(np.log(probs), dtype=torch.float32), np.array([0, 1, 1, 2]), np.array([0, 0, 1, 1])
 
 
@@ -32,8 +36,7 @@ def _row(t, level, label, group):
 
 def test_multiclass_numbers_by_hand():
     logits, y, g = _multiclass()
-    t = dg.diagnose(logits, y, g, min_weight=0.5, gamma=2.0, class_names=["cat", "dog", "eel"],
-                    group_names=["a", "b"])
+    t = dg.diagnose(logits, y, g, min_weight=0.5, gamma=2.0, class_names=["cat", "dog", "eel"], group_names=["a", "b"])
     # w = .5 + .5 (1 - s)^2
     w = {"s.7": 0.545, "s.5": 0.625, "s.3": 0.745, "s.8": 0.52}
     assert list(t["level"]) == ["all", "group", "group", "cell", "cell", "cell", "cell"]
@@ -90,8 +93,9 @@ def test_weights_are_the_losses_own(binary):
     w = dg.pw_weights(s, 0.3, 1.7)
     student = torch.randn(logits.shape, generator=gen)
     target = y.float() if binary else y
-    ratio = (make_loss("pw_weight", 0.3, 1.7, reduction="none")(student, logits, target)
-             / make_loss("ce", reduction="none")(student, None, target))
+    ratio = make_loss("pw_weight", 0.3, 1.7, reduction="none")(student, logits, target) / make_loss(
+        "ce", reduction="none"
+    )(student, None, target)
     np.testing.assert_allclose(w, ratio.numpy(), rtol=1e-5)
 
 
@@ -159,8 +163,9 @@ def test_warning_fires_on_a_memorising_teacher_with_one_slightly_soft_cell():
     assert dg.uniform_weight_warning(t) is not None
     # softer targets in that cell (p(true) 0.8: half of label smoothing 0.1 and more) act: silent
     p_true[101::2] = 0.8
-    logits[torch.arange(len(y)), torch.as_tensor(y)] = torch.as_tensor(np.log(p_true / (1 - p_true)),
-                                                                         dtype=torch.float32)
+    logits[torch.arange(len(y)), torch.as_tensor(y)] = torch.as_tensor(
+        np.log(p_true / (1 - p_true)), dtype=torch.float32
+    )
     t = dg.diagnose(logits, y, g, 0.95, 1.0)
     assert dg.uniform_weight_warning(t) is None
 
@@ -211,22 +216,25 @@ def test_figure_draws_seed_means_and_ranges():
     by_m = {float(b.get_label().split()[1].rstrip(",")): b for b in bars}
     assert set(by_m) == {0.5, 0.2}
     for m, container in by_m.items():
-        rows = [c[(c["min_weight"] == m) & (c["label"] == lab) & (c["group"] == grp)]["weight_mean"]
-                for lab, grp in cells]
-        np.testing.assert_allclose([p.get_height() for p in container.patches],
-                                   [r.mean() for r in rows], rtol=1e-9)
+        rows = [
+            c[(c["min_weight"] == m) & (c["label"] == lab) & (c["group"] == grp)]["weight_mean"] for lab, grp in cells
+        ]
+        np.testing.assert_allclose([p.get_height() for p in container.patches], [r.mean() for r in rows], rtol=1e-9)
         # error bars span the seeds' values: the vertical segment of each bar
         segments = container.errorbar.lines[2][0].get_segments()
-        np.testing.assert_allclose([(sg[:, 1].min(), sg[:, 1].max()) for sg in segments],
-                                   [(r.min(), r.max()) for r in rows], atol=1e-9)
+        np.testing.assert_allclose(
+            [(sg[:, 1].min(), sg[:, 1].max()) for sg in segments], [(r.min(), r.max()) for r in rows], atol=1e-9
+        )
     # minority "no" cell at m .5: seed 0 sure of both samples (~.5), seed 1 wrong on one (.75)
     sure = 0.5 + 0.5 * (1 - 1 / (1 + math.exp(-12)))
     assert by_m[0.5].patches[1].get_height() == pytest.approx((sure + 0.75) / 2)
     assert by_m[0.5].patches[0].get_height() == pytest.approx(sure)
-    acc_bars, = [b for b in ax_a.containers if hasattr(b, "patches")]
+    (acc_bars,) = [b for b in ax_a.containers if hasattr(b, "patches")]
     acc = [p.get_height() for p in acc_bars.patches]
-    want = [100 * c[(c["min_weight"] == 0.5) & (c["label"] == lab) & (c["group"] == grp)]["teacher_accuracy"].mean()
-            for lab, grp in cells]
+    want = [
+        100 * c[(c["min_weight"] == 0.5) & (c["label"] == lab) & (c["group"] == grp)]["teacher_accuracy"].mean()
+        for lab, grp in cells
+    ]
     np.testing.assert_allclose(acc, want)
     assert acc[1] == pytest.approx(75.0)  # minority "no": 100% (seed 0) and 50% (seed 1)
     # seed 0 is saturated: the title says the warning fired, for that seed only
@@ -262,6 +270,7 @@ def test_foreign_csv_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- the rule in a real run
+
 
 def _job_counts(out: str) -> dict:
     """{rule: count} from a Snakemake dry run's "Job stats" table."""
@@ -300,8 +309,9 @@ def test_rule_per_seed_and_gamma_reruns_only_the_diagnostic(repo_copy):
     counts = _job_counts(snakemake(repo_copy, *targets, "-n", *conf, str(gamma)).stdout)
     assert counts == {"teacher_diagnostic": 2}
     # and the whole grid would redraw the teacher figure from them
-    counts = _job_counts(snakemake(repo_copy, "results/figures/smoke/teacher_weights.png", "-n",
-                                   *conf, str(gamma)).stdout)
+    counts = _job_counts(
+        snakemake(repo_copy, "results/figures/smoke/teacher_weights.png", "-n", *conf, str(gamma)).stdout
+    )
     assert counts == {"teacher_diagnostic": 2, "teacher_figure": 1}
 
 
@@ -314,7 +324,7 @@ def test_smoke_run_shows_the_diagnostic(smoke_run):
     t = dg.read_diagnostics([csv])
     summary = (smoke_run / "results/summary.md").read_text()
     assert "# CE vs PW fairness after fine-tuning" in summary  # the existing table stays
-    section = summary[summary.index("## Teacher diagnostic: smoke"):]
+    section = summary[summary.index("## Teacher diagnostic: smoke") :]
     for r in t[t["level"] == "cell"].itertuples():
         assert f"| {r.label} | {r.group} | {r.n} | {100 * r.teacher_accuracy:.1f} | {r.weight_mean:.3f} |" in section
     fires = dg.uniform_weight_warning(t) is not None

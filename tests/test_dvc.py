@@ -28,19 +28,29 @@ COMPUTE_RULES = {"prepare_data", "train_dense", "prune", "finetune"}
 
 def _env(tmp: Path) -> dict:
     # Keep DVC's per-user state and git's identity out of the developer's home.
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site"),
-            "DVC_GLOBAL_CONFIG_DIR": str(tmp / "dvc-global"), "DVC_SYSTEM_CONFIG_DIR": str(tmp / "dvc-system"),
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
-            "GIT_CONFIG_GLOBAL": str(tmp / "gitconfig"), "GIT_CONFIG_NOSYSTEM": "1"}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site"),
+        "DVC_GLOBAL_CONFIG_DIR": str(tmp / "dvc-global"),
+        "DVC_SYSTEM_CONFIG_DIR": str(tmp / "dvc-system"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "GIT_CONFIG_GLOBAL": str(tmp / "gitconfig"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
 
 
 def _run(cmd, cwd, env, timeout=1800):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}) in {cwd}:\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}) in {cwd}:\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -50,8 +60,10 @@ def planned_rules(dry_run_output: str) -> set[str]:
 
 
 def test_planned_rules_parses_snakemake_dry_run():
-    out = ("Building DAG of jobs...\nJob stats:\njob   count\n\nrule train_dense:\n    input: x\n"
-           "localrule all_figures:\n    output: y\n")
+    out = (
+        "Building DAG of jobs...\nJob stats:\njob   count\n\nrule train_dense:\n    input: x\n"
+        "localrule all_figures:\n    output: y\n"
+    )
     assert planned_rules(out) == {"train_dense", "all_figures"}
     assert planned_rules("Nothing to be done (all requested files are present and up to date).") == set()
 
@@ -62,14 +74,20 @@ def test_headline_is_flat_numbers_per_experiment_method_reduction(tmp_path):
         "experiment,split,method,target_reduction,gap_ce,gap_pw,gap_diff,acc_ce,acc_pw,note\n"
         "e,test,taylor,0.875,0.30,0.10,-0.20,0.81,0.80,\n"
         "e,test,taylor,0.5,0.20,,,0.9,0.9,\n"
-        "e,val,taylor,0.875,9,9,9,9,9,\n")
+        "e,val,taylor,0.875,9,9,9,9,9,\n"
+    )
     out = tmp_path / "sub" / "headline.json"
     data = write_headline(summary, out)
     assert json.loads(out.read_text()) == data
     # test split only; no '.' inside keys (DVC flattens nested keys with '.'); NaN -> null
-    assert data == {"e": {"taylor": {
-        "r875": {"gap_ce": 0.3, "gap_pw": 0.1, "gap_diff": -0.2, "acc_ce": 0.81, "acc_pw": 0.8},
-        "r5": {"gap_ce": 0.2, "gap_pw": None, "gap_diff": None, "acc_ce": 0.9, "acc_pw": 0.9}}}}
+    assert data == {
+        "e": {
+            "taylor": {
+                "r875": {"gap_ce": 0.3, "gap_pw": 0.1, "gap_diff": -0.2, "acc_ce": 0.81, "acc_pw": 0.8},
+                "r5": {"gap_ce": 0.2, "gap_pw": None, "gap_diff": None, "acc_ce": 0.9, "acc_pw": 0.9},
+            }
+        }
+    }
 
 
 def test_headline_names_missing_columns(tmp_path):

@@ -11,10 +11,9 @@ import threading
 
 import pytest
 
+from data_fixtures import jpeg_bytes, write_fitzpatrick
 from pwprune.data import DatasetError, load_prepared, prepare
 from pwprune.data.fitzpatrick17k import download_fitzpatrick17k
-
-from data_fixtures import jpeg_bytes, write_fitzpatrick
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 quiet = lambda *_: None  # noqa: E731
@@ -51,10 +50,12 @@ def server(tmp_path):
 
 def test_no_network_gives_a_clear_error(tmp_path):
     csv = tmp_path / "fitzpatrick17k.csv"
-    csv.write_text("md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,"
-                   "three_partition_label,qc,url,url_alphanum\n"
-                   "0123456789abcdef0123456789abcdef,1,1,psoriasis,inflammatory,non-neoplastic,,"
-                   "http://127.0.0.1:9/x.jpg,x.jpg\n")  # port 9 (discard): closed, connection refused
+    csv.write_text(
+        "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,"
+        "three_partition_label,qc,url,url_alphanum\n"
+        "0123456789abcdef0123456789abcdef,1,1,psoriasis,inflammatory,non-neoplastic,,"
+        "http://127.0.0.1:9/x.jpg,x.jpg\n"
+    )  # port 9 (discard): closed, connection refused
     with pytest.raises(DatasetError) as e:
         download_fitzpatrick17k(csv, tmp_path / "images", log=quiet, timeout=3)
     msg = str(e.value)
@@ -66,9 +67,24 @@ def test_no_network_gives_a_clear_error(tmp_path):
 def test_cli_reports_no_network(tmp_path):
     csv = tmp_path / "f.csv"
     csv.write_text("md5hash,fitzpatrick_scale,three_partition_label,url\nabc,1,benign,http://127.0.0.1:9/a.jpg\n")
-    r = subprocess.run([sys.executable, "-m", "pwprune.data.fitzpatrick17k", "download", "--csv", str(csv),
-                        "--images", str(tmp_path / "img"), "--timeout", "3"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pwprune.data.fitzpatrick17k",
+            "download",
+            "--csv",
+            str(csv),
+            "--images",
+            str(tmp_path / "img"),
+            "--timeout",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "no network" in r.stderr
 
 
@@ -99,8 +115,11 @@ def test_download_resumes_and_verifies(tmp_path, server):
     # second run: everything present is skipped, only the two bad links are tried again
     hits.clear()
     stats = download_fitzpatrick17k(raw / "fitzpatrick17k.csv", images, log=quiet, timeout=5)
-    assert stats["skipped"] == n - 2 and stats["downloaded"] == 0 and sorted(hits) == sorted(
-        [f"/{dead}.jpg", f"/{junk}.jpg"])
+    assert (
+        stats["skipped"] == n - 2
+        and stats["downloaded"] == 0
+        and sorted(hits) == sorted([f"/{dead}.jpg", f"/{junk}.jpg"])
+    )
     # preparation refuses while images are missing, and names the download step
     with pytest.raises(DatasetError, match="python -m pwprune.data.fitzpatrick17k download"):
         prepare({"kind": "fitzpatrick17k"}, raw, tmp_path / "out", log=quiet)

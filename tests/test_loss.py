@@ -5,8 +5,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pwprune.loss import (LOSS_KINDS, CachedTeacher, FrozenTeacher, PerformanceWeightedLoss,
-                          make_loss, probabilities, teacher_outputs)
+from pwprune.loss import (
+    LOSS_KINDS,
+    CachedTeacher,
+    FrozenTeacher,
+    PerformanceWeightedLoss,
+    make_loss,
+    probabilities,
+    teacher_outputs,
+)
 
 torch.set_num_threads(1)
 
@@ -56,8 +63,9 @@ def test_multiclass_matches_hand_computation():
     got = loss(torch.tensor(logits), torch.tensor(teacher), torch.tensor(labels))
     assert got.shape == (2,)
     assert got.tolist() == pytest.approx(expected, rel=1e-6)
-    mean = PerformanceWeightedLoss(min_weight=m, gamma=gamma)(torch.tensor(logits), torch.tensor(teacher),
-                                                             torch.tensor(labels))
+    mean = PerformanceWeightedLoss(min_weight=m, gamma=gamma)(
+        torch.tensor(logits), torch.tensor(teacher), torch.tensor(labels)
+    )
     # plain mean of weighted losses, not divided by the weight sum
     assert mean.item() == pytest.approx(sum(expected) / 2, rel=1e-6)
 
@@ -135,7 +143,11 @@ def test_correct_only_uses_soft_targets_where_teacher_is_right():
 
 def test_reductions():
     gen = torch.Generator().manual_seed(3)
-    z, t, y = torch.randn(8, 3, generator=gen), torch.randn(8, 3, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    z, t, y = (
+        torch.randn(8, 3, generator=gen),
+        torch.randn(8, 3, generator=gen),
+        torch.randint(0, 3, (8,), generator=gen),
+    )
     none = PerformanceWeightedLoss(reduction="none")(z, t, y)
     assert none.shape == (8,)
     torch.testing.assert_close(PerformanceWeightedLoss(reduction="sum")(z, t, y), none.sum())
@@ -157,34 +169,40 @@ def test_no_gradient_reaches_teacher():
 Z, T, Y = torch.zeros(4, 3), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"min_weight": -0.1}, "min_weight"),
-    ({"min_weight": 1.5}, "min_weight"),
-    ({"gamma": -1.0}, "gamma"),
-    ({"gamma": float("nan")}, "gamma"),
-    ({"reduction": "average"}, "reduction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_weight": -0.1}, "min_weight"),
+        ({"min_weight": 1.5}, "min_weight"),
+        ({"gamma": -1.0}, "gamma"),
+        ({"gamma": float("nan")}, "gamma"),
+        ({"reduction": "average"}, "reduction"),
+    ],
+)
 def test_bad_constructor_args_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PerformanceWeightedLoss(**kwargs)
 
 
-@pytest.mark.parametrize("args, match", [
-    ((Z, torch.zeros(4, 2), Y), "teacher_logits"),         # shape mismatch with logits
-    ((Z, torch.zeros(3, 3), Y), "teacher_logits"),
-    ((Z, T, torch.tensor([0, 1, 2])), "targets"),          # wrong length
-    ((Z, T, Y.float()), "targets"),                        # float labels for multi-class
-    ((Z, T, torch.tensor([0, 1, 3, 0])), "targets"),       # label out of range
-    ((Z, T, torch.tensor([0, -1, 2, 0])), "targets"),
-    ((Z, torch.tensor([[0.0, float("nan"), 0]] * 4), Y), "teacher_logits"),
-    ((Z, torch.full((4, 3), float("inf")), Y), "teacher_logits"),
-    ((Z, None, Y), "teacher_logits"),                      # teacher needed but missing
-    ((torch.zeros(4), torch.zeros(4), torch.tensor([0.0, 1.0, 0.5, 1.0])), "targets"),  # binary not 0/1
-    ((torch.zeros(4), torch.zeros(4), torch.tensor([0, 1, 2, 1])), "targets"),
-    ((torch.zeros(4), torch.zeros(5), torch.tensor([0, 1, 0, 1])), "teacher_logits"),
-    ((torch.zeros(4, 3, 2), T, Y), "logits"),
-    ((Y, T, Y), "logits"),                                  # integer logits
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((Z, torch.zeros(4, 2), Y), "teacher_logits"),  # shape mismatch with logits
+        ((Z, torch.zeros(3, 3), Y), "teacher_logits"),
+        ((Z, T, torch.tensor([0, 1, 2])), "targets"),  # wrong length
+        ((Z, T, Y.float()), "targets"),  # float labels for multi-class
+        ((Z, T, torch.tensor([0, 1, 3, 0])), "targets"),  # label out of range
+        ((Z, T, torch.tensor([0, -1, 2, 0])), "targets"),
+        ((Z, torch.tensor([[0.0, float("nan"), 0]] * 4), Y), "teacher_logits"),
+        ((Z, torch.full((4, 3), float("inf")), Y), "teacher_logits"),
+        ((Z, None, Y), "teacher_logits"),  # teacher needed but missing
+        ((torch.zeros(4), torch.zeros(4), torch.tensor([0.0, 1.0, 0.5, 1.0])), "targets"),  # binary not 0/1
+        ((torch.zeros(4), torch.zeros(4), torch.tensor([0, 1, 2, 1])), "targets"),
+        ((torch.zeros(4), torch.zeros(5), torch.tensor([0, 1, 0, 1])), "teacher_logits"),
+        ((torch.zeros(4, 3, 2), T, Y), "logits"),
+        ((Y, T, Y), "logits"),  # integer logits
+    ],
+)
 def test_bad_call_args_name_the_argument(args, match):
     with pytest.raises(ValueError, match=match):
         PerformanceWeightedLoss()(*args)
@@ -192,8 +210,12 @@ def test_bad_call_args_name_the_argument(args, match):
 
 def test_make_loss_kinds():
     switches = {k: (make_loss(k, 0.4, 1.0).reweight, make_loss(k, 0.4, 1.0).correct_targets) for k in LOSS_KINDS}
-    assert switches == {"ce": (False, False), "pw": (True, True), "pw_weight": (True, False),
-                        "pw_correct": (False, True)}
+    assert switches == {
+        "ce": (False, False),
+        "pw": (True, True),
+        "pw_weight": (True, False),
+        "pw_correct": (False, True),
+    }
     loss = make_loss("pw", 0.4, 1.0, reduction="sum")
     assert (loss.min_weight, loss.gamma, loss.reduction) == (0.4, 1.0, "sum")
     with pytest.raises(ValueError, match="kind"):
@@ -206,8 +228,9 @@ def test_probabilities():
     p = probabilities(torch.tensor([0.0, math.log(3.0)]))
     torch.testing.assert_close(p, torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
     torch.testing.assert_close(probabilities(torch.tensor([[0.0], [math.log(3.0)]])), p)
-    torch.testing.assert_close(probabilities(torch.tensor([[0.0, math.log(3.0), 0.0]])),
-                               torch.tensor([[0.2, 0.6, 0.2]]))
+    torch.testing.assert_close(
+        probabilities(torch.tensor([[0.0, math.log(3.0), 0.0]])), torch.tensor([[0.2, 0.6, 0.2]])
+    )
 
 
 def _model():
@@ -219,8 +242,7 @@ def _model():
 def test_teacher_outputs_index_order_with_shuffled_loader():
     data = TinySplit()
     model = _model().train()
-    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     assert next(iter(loader))[3].tolist() != [0, 1, 2, 3]  # really shuffled
     out = teacher_outputs(model, loader)
     assert model.training  # mode restored
@@ -242,8 +264,7 @@ def test_teacher_outputs_refuses_incomplete_coverage():
 def test_cached_and_frozen_teacher_agree():
     data = TinySplit()
     model = _model().train()
-    loader = torch.utils.data.DataLoader(data, batch_size=5, shuffle=True,
-                                         generator=torch.Generator().manual_seed(1))
+    loader = torch.utils.data.DataLoader(data, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(1))
     cached = CachedTeacher(teacher_outputs(model, loader))
     frozen = FrozenTeacher(model)
     assert all(not p.requires_grad for p in frozen.model.parameters())

@@ -74,12 +74,20 @@ def toy_data(seed=0, n=96, bs=32):
     y = torch.arange(n) % CLASSES
     x = 0.3 * torch.randn(n, 1, SIZE, SIZE, generator=g)
     for c in range(CLASSES):
-        x[y == c, :, :, 2 * c:2 * c + 2] += 2.0
-    return [(x[i:i + bs], y[i:i + bs], torch.zeros(len(y[i:i + bs]), dtype=torch.long),
-             torch.arange(i, min(i + bs, n))) for i in range(0, n, bs)]
+        x[y == c, :, :, 2 * c : 2 * c + 2] += 2.0
+    return [
+        (
+            x[i : i + bs],
+            y[i : i + bs],
+            torch.zeros(len(y[i : i + bs]), dtype=torch.long),
+            torch.arange(i, min(i + bs, n)),
+        )
+        for i in range(0, n, bs)
+    ]
 
 
 # ---------------------------------------------------------------- magnitude
+
 
 def magnitude_model():
     """Filters 0-3 are spiky (one weight a), 4-7 spread (nine weights b): by L1 the spiky ones
@@ -120,6 +128,7 @@ def test_magnitude_counts_the_weights_that_read_a_channel():
 
 
 # ---------------------------------------------------------------- Taylor
+
 
 def trained_model(seed=0, steps=60):
     torch.manual_seed(seed)
@@ -214,8 +223,7 @@ def test_autobot_removes_the_channels_whose_gates_are_lowest(monkeypatch):
 
     monkeypatch.setattr(scorers, "train_gates", spy)
     m = model_with_dead_channels()
-    removed = prune(m, "autobot", loader=toy_data(), loss_fn=ce, iterations=60, beta=2.0,
-                    binarization=0.1)
+    removed = prune(m, "autobot", loader=toy_data(), loss_fn=ce, iterations=60, beta=2.0, binarization=0.1)
     (g,) = seen
     assert removed == lowest(g, 4)
     assert removed == DEAD  # and those are the channels the loss does not need
@@ -257,8 +265,11 @@ def test_a_scorer_registered_in_the_table_is_a_method_pruned_by_its_scores(monke
     assert prune(m, "toy") == {3, 0, 7, 5}
     assert prune(m, "toy", order=(6, 2, 4, 1, 0, 3, 5, 7)) == {6, 2, 4, 1}
     assert calls == [(C, 0.5, (3, 0, 7, 5, 1, 6, 2, 4)), (C, 0.5, (6, 2, 4, 1, 0, 3, 5, 7))]
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['norm'\] for pruning method 'toy'; "
-                                         r"valid options: \['min_channels', 'order'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown option\(s\) \['norm'\] for pruning method 'toy'; "
+        r"valid options: \['min_channels', 'order'\]",
+    ):
         prune(m, "toy", norm=1)
     monkeypatch.delitem(scorers.SCORERS, "toy")
     with pytest.raises(ValueError, match="unknown pruning method 'toy'"):

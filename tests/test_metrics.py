@@ -25,8 +25,7 @@ def test_binary_group_metrics_by_hand(shape):
     logits = torch.tensor(LOGITS)
     if shape == "column":
         logits = logits[:, None]  # (N, 1) is the same single logit
-    rows = by_group(group_metrics(logits, torch.tensor(LABELS), torch.tensor(GROUPS),
-                                  ["female", "male"]))
+    rows = by_group(group_metrics(logits, torch.tensor(LABELS), torch.tensor(GROUPS), ["female", "male"]))
     assert list(rows) == ["female", "male", "all"]
     # female: correct = [1==1, 0==0, 1!=0] -> 2/3; AUROC: the positive (2) beats both negatives -> 1
     assert rows["female"]["n"] == 3
@@ -47,8 +46,11 @@ def test_binary_group_metrics_by_hand(shape):
 
 def test_single_class_group_has_nan_auroc():
     # group 1 holds only label 1: AUROC undefined there, still defined overall
-    rows = by_group(group_metrics(torch.tensor([1.0, -1.0, 2.0, -2.0]), torch.tensor([1, 0, 1, 1]),
-                                  torch.tensor([0, 0, 1, 1]), ["a", "b"]))
+    rows = by_group(
+        group_metrics(
+            torch.tensor([1.0, -1.0, 2.0, -2.0]), torch.tensor([1, 0, 1, 1]), torch.tensor([0, 0, 1, 1]), ["a", "b"]
+        )
+    )
     assert math.isnan(rows["b"]["auroc"])
     assert rows["b"]["accuracy"] == pytest.approx(0.5)  # preds [1, 0] vs labels [1, 1]
     assert rows["a"]["auroc"] == pytest.approx(1.0)
@@ -56,25 +58,33 @@ def test_single_class_group_has_nan_auroc():
 
 
 def test_degenerate_flag_when_one_class_predicted_everywhere():
-    rows = group_metrics(torch.tensor([0.3, 1.0, 2.0, 0.1]), torch.tensor([1, 0, 1, 0]),
-                         torch.tensor([0, 0, 1, 1]), ["a", "b"])
+    rows = group_metrics(
+        torch.tensor([0.3, 1.0, 2.0, 0.1]), torch.tensor([1, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), ["a", "b"]
+    )
     assert all(r["degenerate"] for r in rows)  # a model-level flag, repeated on every row
     assert by_group(rows)["all"]["accuracy"] == pytest.approx(0.5)
 
 
 def test_diverged_model_gives_nan_auroc_not_an_error():
-    rows = by_group(group_metrics(torch.full((4,), float("nan")), torch.tensor([1, 0, 1, 0]),
-                                  torch.tensor([0, 0, 1, 1]), ["a", "b"]))
+    rows = by_group(
+        group_metrics(
+            torch.full((4,), float("nan")), torch.tensor([1, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), ["a", "b"]
+        )
+    )
     assert math.isnan(rows["all"]["auroc"])
     assert rows["all"]["degenerate"]  # NaN > 0 is False: class 0 everywhere
 
 
 def test_multiclass_accuracy_and_ovr_auroc():
-    logits = torch.tensor([[2.0, 0.0, 0.0],   # label 0, pred 0
-                           [0.0, 2.0, 0.0],   # label 1, pred 1
-                           [0.0, 1.0, 0.5],   # label 2, pred 1 (wrong)
-                           [0.5, 0.0, 1.5],   # label 2, pred 2
-                           [1.0, 0.2, 0.1]])  # label 1, pred 0 (wrong)
+    logits = torch.tensor(
+        [
+            [2.0, 0.0, 0.0],  # label 0, pred 0
+            [0.0, 2.0, 0.0],  # label 1, pred 1
+            [0.0, 1.0, 0.5],  # label 2, pred 1 (wrong)
+            [0.5, 0.0, 1.5],  # label 2, pred 2
+            [1.0, 0.2, 0.1],
+        ]
+    )  # label 1, pred 0 (wrong)
     labels = torch.tensor([0, 1, 2, 2, 1])
     groups = torch.tensor([0, 0, 1, 1, 1])
     rows = by_group(group_metrics(logits, labels, groups, ["g0", "g1"]))
@@ -83,8 +93,7 @@ def test_multiclass_accuracy_and_ovr_auroc():
     assert rows["all"]["accuracy"] == pytest.approx(3 / 5)
     # with every class present, the macro one-vs-rest AUROC equals sklearn's
     probs = torch.softmax(logits, 1).numpy()
-    assert rows["all"]["auroc"] == pytest.approx(roc_auc_score(labels.numpy(), probs,
-                                                               multi_class="ovr"))
+    assert rows["all"]["auroc"] == pytest.approx(roc_auc_score(labels.numpy(), probs, multi_class="ovr"))
     # g0 holds classes 0 and 1, one sample each, ranked right by both columns: class 0 OvR = 1,
     # class 1 OvR = 1, class 2 absent and skipped -> macro 1
     assert rows["g0"]["auroc"] == pytest.approx(1.0)
@@ -96,10 +105,12 @@ def test_group_id_out_of_range_is_a_clear_error():
 
 
 def test_fairness_by_hand():
-    rows = [{"group": "female", "accuracy": 0.9}, {"group": "male", "accuracy": 0.6},
-            {"group": "all", "accuracy": 0.8}]
-    dense = [{"group": "female", "accuracy": 0.95}, {"group": "male", "accuracy": 0.85},
-             {"group": "all", "accuracy": 0.9}]
+    rows = [{"group": "female", "accuracy": 0.9}, {"group": "male", "accuracy": 0.6}, {"group": "all", "accuracy": 0.8}]
+    dense = [
+        {"group": "female", "accuracy": 0.95},
+        {"group": "male", "accuracy": 0.85},
+        {"group": "all", "accuracy": 0.9},
+    ]
     f = fairness(rows, dense)
     assert f["gap"] == pytest.approx(0.3)  # 0.9 - 0.6, `all` excluded
     assert f["drops"] == pytest.approx({"female": 0.05, "male": 0.25})
@@ -120,8 +131,8 @@ def test_fairness_three_groups_population_std():
 def test_count_macs_params_conv_by_hand():
     model = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
     macs, params = count_macs_params(model, torch.zeros(1, 3, 8, 8))
-    assert params == 4 * 3 * 3 * 3            # 108 weights
-    assert macs == 4 * 3 * 3 * 3 * 8 * 8      # each weight used once per output pixel: 6912
+    assert params == 4 * 3 * 3 * 3  # 108 weights
+    assert macs == 4 * 3 * 3 * 3 * 8 * 8  # each weight used once per output pixel: 6912
 
 
 def tiny_model():
@@ -139,8 +150,10 @@ def test_predict_shapes_order_and_mode():
     torch.manual_seed(0)
     model = tiny_model().train()
     x = torch.randn(5, 3, 2, 2)
-    loader = [(x[:3], torch.tensor([0, 1, 0]), torch.tensor([1, 1, 0]), torch.arange(3)),
-              (x[3:], torch.tensor([1, 1]), torch.tensor([0, 1]), torch.arange(3, 5))]
+    loader = [
+        (x[:3], torch.tensor([0, 1, 0]), torch.tensor([1, 1, 0]), torch.arange(3)),
+        (x[3:], torch.tensor([1, 1]), torch.tensor([0, 1]), torch.arange(3, 5)),
+    ]
     logits, labels, groups = predict(model, loader, "cpu")
     assert logits.shape == (5,)  # single logit squeezed
     assert torch.allclose(logits, model(x)[:, 0].detach())
@@ -188,12 +201,20 @@ def test_groups_are_classes_single_logit_and_absent_class():
     rows = by_group(group_metrics(logits, y, y, ["neg", "pos"], groups_are_classes=True))
     auc = roc_auc_score(y.numpy(), logits.numpy())
     assert rows["pos"]["auroc"] == pytest.approx(auc) and rows["neg"]["auroc"] == pytest.approx(auc)
-    absent = by_group(group_metrics(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 0, 1]),
-                                    ["x", "y", "z"], groups_are_classes=True))
+    absent = by_group(
+        group_metrics(
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 0, 1]),
+            torch.tensor([0, 1, 0, 1]),
+            ["x", "y", "z"],
+            groups_are_classes=True,
+        )
+    )
     assert math.isnan(absent["z"]["auroc"]) and absent["z"]["n"] == 0
 
 
 def test_groups_are_classes_refuses_groups_that_are_not_the_labels():
     with pytest.raises(ValueError, match="groups_are_classes"):
-        group_metrics(torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"],
-                      groups_are_classes=True)
+        group_metrics(
+            torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"], groups_are_classes=True
+        )

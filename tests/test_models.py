@@ -5,12 +5,29 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pwprune.models import (MODEL_NAMES, arch_dict, build_from_arch, build_model, classifier_layers,
-                            example_input, num_outputs)
+from pwprune.models import (
+    MODEL_NAMES,
+    arch_dict,
+    build_from_arch,
+    build_model,
+    classifier_layers,
+    example_input,
+    num_outputs,
+)
 
 # small inputs keep the torchvision models cheap on CPU
-SIZES = {"small_cnn": 16, "resnet20": 32, "resnet56": 32, "resnet20_a": 16, "resnet56_a": 16, "resnet18": 32,
-         "resnet34": 32, "vgg16": 32, "efficientnet_v2_s": 32, "efficientnet_v2_m": 32}
+SIZES = {
+    "small_cnn": 16,
+    "resnet20": 32,
+    "resnet56": 32,
+    "resnet20_a": 16,
+    "resnet56_a": 16,
+    "resnet18": 32,
+    "resnet34": 32,
+    "vgg16": 32,
+    "efficientnet_v2_s": 32,
+    "efficientnet_v2_m": 32,
+}
 
 
 def test_num_outputs_binary_is_one_logit():
@@ -20,8 +37,9 @@ def test_num_outputs_binary_is_one_logit():
         num_outputs(1)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n
-                                  for n in MODEL_NAMES])  # vgg16: ~1.5 s
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in MODEL_NAMES]
+)  # vgg16: ~1.5 s
 @pytest.mark.parametrize("num_classes,in_channels", [(10, 3), (2, 1)])
 def test_every_model_builds_and_runs(name, num_classes, in_channels):
     arch = arch_dict(name, num_classes, in_channels, SIZES[name])
@@ -75,6 +93,8 @@ def test_arch_dict_is_json_able():
 
 @pytest.mark.slow
 def test_small_cnn_does_not_import_torchvision():
-    code = ("import sys; from pwprune.models import build_model; build_model('small_cnn', 10, 1, 16); "
-            "build_model('resnet20', 2); assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    code = (
+        "import sys; from pwprune.models import build_model; build_model('small_cnn', 10, 1, 16); "
+        "build_model('resnet20', 2); assert 'torchvision' not in sys.modules, 'torchvision imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

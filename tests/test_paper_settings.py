@@ -8,29 +8,63 @@ from __future__ import annotations
 
 import re
 from collections import namedtuple
-from pathlib import Path
 
 import pytest
 import yaml
 
 import pwprune.config as pc
-from helpers import REPO, snakemake
 from data_fixtures import write_celeba, write_cifar10, write_fitzpatrick
+from helpers import REPO, snakemake
 
 DOC = REPO / "docs" / "paper-settings.md"
-NOT_PAPER = ("default", "digits_memorised", "default_authors")  # the embedded experiments; every other one is a paper setting
+NOT_PAPER = (
+    "default",
+    "digits_memorised",
+    "default_authors",
+)  # the embedded experiments; every other one is a paper setting
 NOT_HYPERPARAMETERS = ("description", "evaluate", "resources")  # keys of an experiment the table skips
 # rows every section must have, whatever the setting
-CORE_KEYS = ["dataset.kind", "dataset.image_size", "model", "pretrained", "seeds", "losses",
-             "train.optimizer", "train.lr", "train.epochs", "train.batch_size", "train.weight_decay",
-             "train.scheduler", "train.backbone_lr_scale", "train.backbone_lr_growth", "train.augment",
-             "finetune.optimizer", "finetune.lr", "finetune.epochs", "finetune.batch_size",
-             "finetune.weight_decay", "finetune.scheduler", "finetune.augment",
-             "prune.methods", "prune.targets", "prune.tolerance", "prune.batch_size",
-             "prune.autobot.iterations", "prune.autobot.lr", "prune.autobot.beta", "prune.autobot.binarization",
-             "prune.taylor.schedule", "prune.taylor.batches_per_step", "prune.taylor.prunes_per_step",
-             "prune.taylor.lr", "prune.taylor.momentum", "pw.methods.autobot", "pw.methods.taylor",
-             "pw.min_weight", "pw.gamma"]
+CORE_KEYS = [
+    "dataset.kind",
+    "dataset.image_size",
+    "model",
+    "pretrained",
+    "seeds",
+    "losses",
+    "train.optimizer",
+    "train.lr",
+    "train.epochs",
+    "train.batch_size",
+    "train.weight_decay",
+    "train.scheduler",
+    "train.backbone_lr_scale",
+    "train.backbone_lr_growth",
+    "train.augment",
+    "finetune.optimizer",
+    "finetune.lr",
+    "finetune.epochs",
+    "finetune.batch_size",
+    "finetune.weight_decay",
+    "finetune.scheduler",
+    "finetune.augment",
+    "prune.methods",
+    "prune.targets",
+    "prune.tolerance",
+    "prune.batch_size",
+    "prune.autobot.iterations",
+    "prune.autobot.lr",
+    "prune.autobot.beta",
+    "prune.autobot.binarization",
+    "prune.taylor.schedule",
+    "prune.taylor.batches_per_step",
+    "prune.taylor.prunes_per_step",
+    "prune.taylor.lr",
+    "prune.taylor.momentum",
+    "pw.methods.autobot",
+    "pw.methods.taylor",
+    "pw.min_weight",
+    "pw.gamma",
+]
 
 Row = namedtuple("Row", "hyperparameter key authors pwprune source notes")
 UNSET = "(unset)"
@@ -38,6 +72,7 @@ _MISSING = object()
 
 
 # ---------------------------------------------------------------- reading the table
+
 
 def parse(text: str) -> dict:
     """{section name: [Row, ...]} from the markdown: a section is a `## name` heading, its rows
@@ -128,6 +163,7 @@ def problems(sections: dict, experiments: dict) -> list[str]:
 
 # ---------------------------------------------------------------- the shipped table and params.yaml
 
+
 @pytest.fixture(scope="module")
 def experiments():
     return pc.load_yaml_strict(REPO / "params.yaml")["experiments"]
@@ -175,9 +211,14 @@ SAMPLE = """# t
 
 
 def test_checker_reports_mismatches_gaps_and_unexplained_differences():
-    exps = {"default": {}, "exp_a": {"dataset": {"image_size": 178}, "train": {"lr": 0.01, "weight_decay": 0.01,
-                                                                             "backbone_lr_scale": 0.1}},
-            "exp_b": {"model": "x"}}
+    exps = {
+        "default": {},
+        "exp_a": {
+            "dataset": {"image_size": 178},
+            "train": {"lr": 0.01, "weight_decay": 0.01, "backbone_lr_scale": 0.1},
+        },
+        "exp_b": {"model": "x"},
+    }
     sections = parse(SAMPLE)
     assert [r.authors for r in sections["exp_a"]][-1] == "|x| mean"  # escaped pipes stay in the cell
     found = "\n".join(problems(sections, exps))
@@ -192,6 +233,7 @@ def test_checker_reports_mismatches_gaps_and_unexplained_differences():
 
 
 # ---------------------------------------------------------------- Snakemake accepts them all
+
 
 @pytest.mark.e2e
 @pytest.mark.slow
@@ -214,15 +256,26 @@ def test_dry_run_builds_the_dag_of_every_paper_setting(repo_copy, tmp_path):
     paper = [n for n in config["experiments"] if n not in NOT_PAPER]
     config["active"] = paper
     (repo_copy / "paper.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = snakemake(repo_copy, "results/figures/all", "-n", "--configfile", "paper.yaml",
-                     env={"TORCH_HOME": str(torch_home)}, timeout=600)
+    proc = snakemake(
+        repo_copy,
+        "results/figures/all",
+        "-n",
+        "--configfile",
+        "paper.yaml",
+        env={"TORCH_HOME": str(torch_home)},
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))  # Snakemake's "Job stats" table
     exps = config["experiments"]
     assert int(counts["prepare_data"]) == len(paper), out[-3000:]
     assert int(counts["train_dense"]) == sum(len(exps[n]["seeds"]) for n in paper)
-    assert int(counts["finetune"]) == sum(len(exps[n]["seeds"]) * len(exps[n]["prune"]["methods"])
-                                          * len(exps[n]["prune"]["targets"]) * len(exps[n]["losses"])
-                                          for n in paper)
+    assert int(counts["finetune"]) == sum(
+        len(exps[n]["seeds"])
+        * len(exps[n]["prune"]["methods"])
+        * len(exps[n]["prune"]["targets"])
+        * len(exps[n]["losses"])
+        for n in paper
+    )
     for name in paper:
         assert f"results/{name}/seed0/dense/model.pt" in out, name

@@ -34,9 +34,16 @@ TORCHVISION_MODELS = ("resnet18", "resnet34", "vgg16", "efficientnet_v2_s", "eff
 
 # ---------------------------------------------------------------- one source of truth
 
+
 def test_weights_table_matches_torchvision():
     assert tuple(weights.IMAGENET_FILES) == TORCHVISION_MODELS
-    assert set(weights.IMAGENET_FILES) == set(models.MODEL_NAMES) - {"small_cnn", "resnet20", "resnet56", "resnet20_a", "resnet56_a"}
+    assert set(weights.IMAGENET_FILES) == set(models.MODEL_NAMES) - {
+        "small_cnn",
+        "resnet20",
+        "resnet56",
+        "resnet20_a",
+        "resnet56_a",
+    }
     for name, file in weights.IMAGENET_FILES.items():
         default = torchvision.models.get_model_weights(name).DEFAULT
         assert Path(default.url).name == file
@@ -58,6 +65,7 @@ def test_torch_free_hub_dir_is_torch_hub_get_dir(monkeypatch, tmp_path, env):
 
 
 # ---------------------------------------------------------------- the weights file
+
 
 def _state_bytes(model) -> bytes:
     buf = io.BytesIO()
@@ -86,7 +94,9 @@ def imagenet_resnet18(hub, monkeypatch):
     torch.manual_seed(123)
     reference = torchvision.models.resnet18(weights=None)
     with torch.no_grad():
-        reference.conv1.weight.copy_(torch.arange(reference.conv1.weight.numel()).view_as(reference.conv1.weight) / 1000)
+        reference.conv1.weight.copy_(
+            torch.arange(reference.conv1.weight.numel()).view_as(reference.conv1.weight) / 1000
+        )
         reference.fc.weight.fill_(7.0)
     data = _state_bytes(reference)
     name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
@@ -115,9 +125,15 @@ def test_imagenet_weights_are_loaded_with_a_new_head(imagenet_resnet18, hub, num
     assert sorted(p.name for p in hub.iterdir()) == before  # nothing fetched or written
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n in ("vgg16", "efficientnet_v2_m", "efficientnet_v2_s", "resnet34")
-                                  else n for n in TORCHVISION_MODELS])  # those: ~14, ~13, ~5, ~2 s
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow)
+        if n in ("vgg16", "efficientnet_v2_m", "efficientnet_v2_s", "resnet34")
+        else n
+        for n in TORCHVISION_MODELS
+    ],
+)  # those: ~14, ~13, ~5, ~2 s
 def test_every_torchvision_model_gets_its_weights_and_a_new_head(name, hub, monkeypatch, tmp_path):
     """The fixture file of each model (a real state dict, its 1000-class head set to 7): the built
     model has the ImageNet backbone, a new n_out head, the layout of weights=None, and its
@@ -191,10 +207,12 @@ def test_pretrained_refuses_other_channels_and_models(hub):
 
 # ---------------------------------------------------------------- input normalisation
 
+
 def _prepared(n=10, c=3, size=8):
     rng = np.random.default_rng(0)
-    split = SimpleNamespace(x=rng.integers(0, 256, (n, c, size, size), dtype=np.uint8),
-                            y=np.arange(n) % 2, g=np.arange(n) % 2)
+    split = SimpleNamespace(
+        x=rng.integers(0, 256, (n, c, size, size), dtype=np.uint8), y=np.arange(n) % 2, g=np.arange(n) % 2
+    )
     meta = {"mean": [0.5] * c, "std": [0.25] * c, "input_size": size}
     return SimpleNamespace(splits={"train": split, "test": split}, meta=meta)
 
@@ -208,8 +226,10 @@ def test_loaders_use_the_arch_normalisation_when_it_has_one():
     imagenet = models.arch_dict("resnet18", 2, 3, 8, pretrained="imagenet")
     plain = models.arch_dict("resnet18", 2, 3, 8)  # as every checkpoint written before
     for arch, want in ((imagenet, (raw - mean) / std), (plain, (raw - 0.5) / 0.25), (None, (raw - 0.5) / 0.25)):
-        for loader in (train_loader(prepared, 10, 0, False, shuffle=False, arch=arch),
-                       eval_loader(prepared, "test", 10, arch)):
+        for loader in (
+            train_loader(prepared, 10, 0, False, shuffle=False, arch=arch),
+            eval_loader(prepared, "test", 10, arch),
+        ):
             x = next(iter(loader))[0]
             assert torch.allclose(x, want, atol=1e-6)
     with pytest.raises(ValueError, match="input_mean/input_std"):
@@ -223,8 +243,7 @@ def test_train_dense_stage_starts_from_imagenet(imagenet_resnet18, tmp_path):
 
     data = tmp_path / "prepared"
     prepare({"kind": "digits", "image_size": 8, "train_copies": 1, "seed": 0}, out_dir=data, log=lambda *a: None)
-    out = {k: tmp_path / "dense" / f"{k}.{ext}" for k, ext in
-           (("model", "pt"), ("history", "json"), ("teacher", "pt"))}
+    out = {k: tmp_path / "dense" / f"{k}.{ext}" for k, ext in (("model", "pt"), ("history", "json"), ("teacher", "pt"))}
     loop = {"epochs": 1, "lr": 0.0, "batch_size": 512, "backbone_lr_scale": 0.1}
     train_dense_stage(data, "resnet18", loop, 0, "cpu", "t", out, log=lambda *a: None, pretrained="imagenet")
     model, info = load_checkpoint(out["model"])
@@ -239,6 +258,7 @@ def test_train_dense_stage_starts_from_imagenet(imagenet_resnet18, tmp_path):
 
 
 # ---------------------------------------------------------------- start-up presence check
+
 
 def _config_with_pretrained(root: Path) -> Path:
     smoke = yaml.safe_load((REPO / "tests" / "smoke.yaml").read_text())
@@ -296,6 +316,7 @@ def test_changing_pretrained_reruns_dense_training(repo_copy, tmp_path):
 
 # ---------------------------------------------------------------- learning-rate schedules
 
+
 class TinySplit(torch.utils.data.Dataset):
     def __init__(self, n=32, d=6, seed=0):
         gen = torch.Generator().manual_seed(seed)
@@ -342,7 +363,7 @@ def test_backbone_lr_follows_lightning_backbone_finetuning(optimizers):
     head = [lr / 2 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
     assert [h["lr"] for h in history] == pytest.approx(head)
     # min(lr * scale * growth**(e-1), head_lr(e)): 1e-3, 2e-3, 4e-3, then aligned with the head
-    want = [min(lr * scale * growth ** e, head[e]) for e in range(epochs)]
+    want = [min(lr * scale * growth**e, head[e]) for e in range(epochs)]
     assert [h["backbone_lr"] for h in history] == pytest.approx(want)
     assert want[2] < head[2] and want[3] == head[3]  # the test crosses the alignment point
     (opt,) = optimizers
@@ -354,8 +375,15 @@ def test_backbone_lr_follows_lightning_backbone_finetuning(optimizers):
 
 def test_backbone_lr_without_growth_and_with_multistep():
     lr = 1e-2
-    history = _fit(_model(), lr=lr, backbone_lr_scale=0.3, backbone_lr_growth=1.0,
-                   scheduler="multistep", milestones=[2, 4], lr_decay=0.1)
+    history = _fit(
+        _model(),
+        lr=lr,
+        backbone_lr_scale=0.3,
+        backbone_lr_growth=1.0,
+        scheduler="multistep",
+        milestones=[2, 4],
+        lr_decay=0.1,
+    )
     head = [lr, lr, lr * 0.1, lr * 0.1, lr * 0.01, lr * 0.01]
     assert [h["lr"] for h in history] == pytest.approx(head)
     assert [h["backbone_lr"] for h in history] == pytest.approx([min(lr * 0.3, h) for h in head])
@@ -383,8 +411,9 @@ def test_scale_one_is_the_single_group_of_before(optimizers):
 
 
 def test_multistep_drops_by_lr_decay_exactly_at_the_milestones():
-    history = _fit(_model(), epochs=7, lr=0.1, optimizer="sgd", scheduler="multistep",
-                   milestones=[2, 3, 5], lr_decay=0.5)
+    history = _fit(
+        _model(), epochs=7, lr=0.1, optimizer="sgd", scheduler="multistep", milestones=[2, 3, 5], lr_decay=0.5
+    )
     lrs = [h["lr"] for h in history]
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.025, 0.0125, 0.0125])
     # torch's MultiStepLR semantics: epochs 1..m train with the lr before the drop at milestone m
@@ -392,21 +421,25 @@ def test_multistep_drops_by_lr_decay_exactly_at_the_milestones():
         assert lrs[m] == pytest.approx(lrs[m - 1] * 0.5)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(scheduler="multistep"), "milestones"),
-    (dict(scheduler="multistep", milestones=[3, 3]), "strictly increasing"),
-    (dict(scheduler="multistep", milestones=[0, 2]), "positive"),
-    (dict(scheduler="multistep", milestones=[2], lr_decay=1.5), "lr_decay"),
-    (dict(backbone_lr_scale=0.0), "backbone_lr_scale"),
-    (dict(backbone_lr_scale=1.5), "backbone_lr_scale"),
-    (dict(backbone_lr_growth=0.5), "backbone_lr_growth"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(scheduler="multistep"), "milestones"),
+        (dict(scheduler="multistep", milestones=[3, 3]), "strictly increasing"),
+        (dict(scheduler="multistep", milestones=[0, 2]), "positive"),
+        (dict(scheduler="multistep", milestones=[2], lr_decay=1.5), "lr_decay"),
+        (dict(backbone_lr_scale=0.0), "backbone_lr_scale"),
+        (dict(backbone_lr_scale=1.5), "backbone_lr_scale"),
+        (dict(backbone_lr_growth=0.5), "backbone_lr_growth"),
+    ],
+)
 def test_fit_refuses_bad_schedule_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         _fit(_model(), **kw)
 
 
 # ---------------------------------------------------------------- configuration
+
 
 @pytest.fixture
 def cfg():
@@ -426,21 +459,26 @@ def _problems(config) -> str:
 def test_pretrained_on_a_model_without_imagenet_weights_names_the_key(cfg):
     cfg["experiments"]["smoke"].update(model="small_cnn", pretrained="imagenet")
     msg = _problems(cfg)
-    assert ("experiments.smoke.pretrained: 'imagenet' is not available for model 'small_cnn'; "
-            "valid models: resnet18, resnet34, vgg16, efficientnet_v2_s, efficientnet_v2_m") in msg
+    assert (
+        "experiments.smoke.pretrained: 'imagenet' is not available for model 'small_cnn'; "
+        "valid models: resnet18, resnet34, vgg16, efficientnet_v2_s, efficientnet_v2_m"
+    ) in msg
     cfg["experiments"]["smoke"]["pretrained"] = "imagenet21k"
     assert "experiments.smoke.pretrained: 'imagenet21k' is not valid; valid values: none, imagenet" in _problems(cfg)
 
 
-@pytest.mark.parametrize("loop, mutate, what", [
-    ("train", dict(scheduler="multistep"), "milestones: required with scheduler: multistep"),
-    ("finetune", dict(scheduler="multistep", milestones=[5, 3]), "milestones: [5, 3] must be strictly increasing"),
-    ("train", dict(milestones=[5]), "milestones: only used with scheduler: multistep"),
-    ("train", dict(scheduler="multistep", milestones=[0]), "milestones.0: 0 is out of range; must be >= 1"),
-    ("train", dict(backbone_lr_scale=1.5), "backbone_lr_scale: 1.5 is out of range; must be <= 1"),
-    ("train", dict(backbone_lr_growth=0.5), "backbone_lr_growth: 0.5 is out of range; must be >= 1"),
-    ("finetune", dict(lr_decay=0), "lr_decay: 0 is out of range; must be > 0"),
-])
+@pytest.mark.parametrize(
+    "loop, mutate, what",
+    [
+        ("train", dict(scheduler="multistep"), "milestones: required with scheduler: multistep"),
+        ("finetune", dict(scheduler="multistep", milestones=[5, 3]), "milestones: [5, 3] must be strictly increasing"),
+        ("train", dict(milestones=[5]), "milestones: only used with scheduler: multistep"),
+        ("train", dict(scheduler="multistep", milestones=[0]), "milestones.0: 0 is out of range; must be >= 1"),
+        ("train", dict(backbone_lr_scale=1.5), "backbone_lr_scale: 1.5 is out of range; must be <= 1"),
+        ("train", dict(backbone_lr_growth=0.5), "backbone_lr_growth: 0.5 is out of range; must be >= 1"),
+        ("finetune", dict(lr_decay=0), "lr_decay: 0 is out of range; must be > 0"),
+    ],
+)
 def test_schedule_config_errors_name_the_key(cfg, loop, mutate, what):
     cfg["experiments"]["smoke"][loop].update(mutate)
     assert f"experiments.smoke.{loop}.{what}" in _problems(cfg)
@@ -450,7 +488,11 @@ def test_defaults_and_the_start_up_check(cfg, monkeypatch, tmp_path):
     out = pc.validate(cfg, SCHEMA)
     exp = out["experiments"]["smoke"]
     assert exp["pretrained"] == "none"
-    assert (exp["train"]["backbone_lr_scale"], exp["train"]["backbone_lr_growth"], exp["train"]["lr_decay"]) == (1.0, 1.0, 0.1)
+    assert (exp["train"]["backbone_lr_scale"], exp["train"]["backbone_lr_growth"], exp["train"]["lr_decay"]) == (
+        1.0,
+        1.0,
+        0.1,
+    )
     assert "milestones" not in exp["train"]
     pc.check_pretrained(out)  # nothing pretrained, nothing needed
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -461,4 +503,3 @@ def test_defaults_and_the_start_up_check(cfg, monkeypatch, tmp_path):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth").write_bytes(b"x")
     pc.check_pretrained(out)
-

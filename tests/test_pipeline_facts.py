@@ -22,9 +22,11 @@ pytestmark = pytest.mark.e2e
 
 FACTS = ("--configfile", "tests/smoke.yaml", "tests/pw_per_method.yaml")
 SEED = "results/smoke/seed0"
-TARGETS = [f"{SEED}/finetuned/magnitude-none-ce/0.5/model.pt",
-           f"{SEED}/finetuned/magnitude-none-pw/0.5/model.pt",
-           f"{SEED}/finetuned/taylor-pw-pw/0.5/model.pt"]
+TARGETS = [
+    f"{SEED}/finetuned/magnitude-none-ce/0.5/model.pt",
+    f"{SEED}/finetuned/magnitude-none-pw/0.5/model.pt",
+    f"{SEED}/finetuned/taylor-pw-pw/0.5/model.pt",
+]
 # PW settings of tests/pw_per_method.yaml per method, as the loss's repr writes them
 PER_METHOD = {"magnitude": "min_weight=0.3, gamma=2.0", "taylor": "min_weight=0.8, gamma=0.5"}
 CE_REPR = "reweight=False, correct_targets=False"
@@ -85,10 +87,12 @@ def test_each_job_logs_the_loss_settings_it_used(facts_run):
 
 # ---------------------------------------------------------------- the augmented path
 
+
 @pytest.fixture(scope="module")
 def augmented_run(tmp_path_factory):
-    return completed_run(tmp_path_factory, "augmented", "results/figures/all", "--configfile",
-                         "tests/smoke_augment.yaml")
+    return completed_run(
+        tmp_path_factory, "augmented", "results/figures/all", "--configfile", "tests/smoke_augment.yaml"
+    )
 
 
 def test_augmented_run_uses_the_on_the_fly_teacher(augmented_run):

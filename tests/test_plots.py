@@ -1,12 +1,10 @@
 import math
-
 from pathlib import Path
 
 import matplotlib.image as mpimg
-from matplotlib.colors import to_hex
-import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from pwprune import plots
@@ -16,14 +14,14 @@ from pwprune.summary import TABLE_COLUMNS, read_table, summarize, trial_table, w
 
 # finetuned per-group accuracies, (female, male) per seed; `all` = their mean (50 samples each)
 FIN = {
-    ("magnitude", 0.5, "ce"): {0: (.88, .70), 1: (.86, .72), 2: (.90, .74)},
-    ("magnitude", 0.5, "pw"): {0: (.87, .77), 1: (.85, .73), 2: (.88, .80)},
-    ("magnitude", 0.75, "ce"): {0: (.84, .62), 1: (.82, .66), 2: (.85, .64)},
-    ("magnitude", 0.75, "pw"): {0: (.83, .70), 1: (.82, .69), 2: (.84, .72)},
-    ("taylor", 0.5, "ce"): {0: (.87, .71), 1: (.88, .70), 2: (.86, .73)},
-    ("taylor", 0.5, "pw"): {0: (.86, .76)},  # one seed only: no paired t-test possible
-    ("taylor", 0.75, "ce"): {0: (.83, .60), 1: (.84, .63), 2: (.50, .50)},  # seed 2 collapsed
-    ("taylor", 0.75, "pw"): {0: (.82, .70), 1: (.83, .71), 2: (.81, .69)},
+    ("magnitude", 0.5, "ce"): {0: (0.88, 0.70), 1: (0.86, 0.72), 2: (0.90, 0.74)},
+    ("magnitude", 0.5, "pw"): {0: (0.87, 0.77), 1: (0.85, 0.73), 2: (0.88, 0.80)},
+    ("magnitude", 0.75, "ce"): {0: (0.84, 0.62), 1: (0.82, 0.66), 2: (0.85, 0.64)},
+    ("magnitude", 0.75, "pw"): {0: (0.83, 0.70), 1: (0.82, 0.69), 2: (0.84, 0.72)},
+    ("taylor", 0.5, "ce"): {0: (0.87, 0.71), 1: (0.88, 0.70), 2: (0.86, 0.73)},
+    ("taylor", 0.5, "pw"): {0: (0.86, 0.76)},  # one seed only: no paired t-test possible
+    ("taylor", 0.75, "ce"): {0: (0.83, 0.60), 1: (0.84, 0.63), 2: (0.50, 0.50)},  # seed 2 collapsed
+    ("taylor", 0.75, "pw"): {0: (0.82, 0.70), 1: (0.83, 0.71), 2: (0.81, 0.69)},
 }
 DEGENERATE = {("taylor", 0.75, "ce", 2)}
 DENSE = (0.90, 0.80)  # every seed's dense model: gap 0.10
@@ -37,14 +35,30 @@ def metric_rows(extra=None, dense=None):
     def add(method, target, loss, seed, stage, accs, degenerate=False):
         reduction = 0.0 if stage == "dense" else target
         for group, acc in (("female", accs[0]), ("male", accs[1]), ("all", sum(accs) / 2)):
-            rows.append(dict(
-                experiment="toy", dataset="digits", model="small_cnn", method=method, loss=loss,
-                prune_loss="none" if method == "magnitude" else loss, finetune_loss=loss,
-                target_reduction=target, achieved_reduction=reduction, seed=seed, stage=stage,
-                group=group, n=100 if group == "all" else 50, accuracy=acc,
-                auroc=0.5 if degenerate else min(acc + 0.05, 1.0), params=10_000 * (1 - reduction),
-                macs=1e6 * (1 - reduction), latency_ms=0.5 * (1 - reduction) + 0.05,
-                degenerate=degenerate, split="test"))
+            rows.append(
+                dict(
+                    experiment="toy",
+                    dataset="digits",
+                    model="small_cnn",
+                    method=method,
+                    loss=loss,
+                    prune_loss="none" if method == "magnitude" else loss,
+                    finetune_loss=loss,
+                    target_reduction=target,
+                    achieved_reduction=reduction,
+                    seed=seed,
+                    stage=stage,
+                    group=group,
+                    n=100 if group == "all" else 50,
+                    accuracy=acc,
+                    auroc=0.5 if degenerate else min(acc + 0.05, 1.0),
+                    params=10_000 * (1 - reduction),
+                    macs=1e6 * (1 - reduction),
+                    latency_ms=0.5 * (1 - reduction) + 0.05,
+                    degenerate=degenerate,
+                    split="test",
+                )
+            )
 
     for (method, target, loss), seeds in fin.items():
         for seed, accs in seeds.items():
@@ -59,8 +73,12 @@ def share_rows():
     rows = []
     # epoch 1 shares for magnitude @ 0.75, cells (label, group) in order
     # (0, female), (0, male), (1, female), (1, male)
-    last = {("ce", 0): (.40, .10, .30, .20), ("ce", 1): (.30, .20, .30, .20),
-            ("pw", 0): (.30, .20, .20, .30), ("pw", 1): (.20, .30, .20, .30)}
+    last = {
+        ("ce", 0): (0.40, 0.10, 0.30, 0.20),
+        ("ce", 1): (0.30, 0.20, 0.30, 0.20),
+        ("pw", 0): (0.30, 0.20, 0.20, 0.30),
+        ("pw", 1): (0.20, 0.30, 0.20, 0.30),
+    }
     cells = [(0, "female"), (0, "male"), (1, "female"), (1, "male")]
     for method in ("magnitude", "taylor"):
         for target in (0.5, 0.75):
@@ -69,12 +87,23 @@ def share_rows():
                     continue  # taylor's highest target with both losses is then 0.5
                 for seed in (0, 1):
                     for epoch in (0, 1):
-                        shares = (last[(loss, seed)] if (method, target, epoch) ==
-                                  ("magnitude", 0.75, 1) else (.25,) * 4)
+                        shares = (
+                            last[(loss, seed)] if (method, target, epoch) == ("magnitude", 0.75, 1) else (0.25,) * 4
+                        )
                         for (label, group), share in zip(cells, shares):
-                            rows.append(dict(experiment="toy", method=method, loss=loss,
-                                             target_reduction=target, seed=seed, epoch=epoch,
-                                             label=label, group=group, share=share))
+                            rows.append(
+                                dict(
+                                    experiment="toy",
+                                    method=method,
+                                    loss=loss,
+                                    target_reduction=target,
+                                    seed=seed,
+                                    epoch=epoch,
+                                    label=label,
+                                    group=group,
+                                    share=share,
+                                )
+                            )
     return pd.DataFrame(rows)
 
 
@@ -123,8 +152,9 @@ def test_summary_numbers_by_hand():
 
 def test_trial_fairness_against_same_seed_dense():
     t = trial_table(metric_rows(), "finetuned")
-    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce")
-          & (t["seed"] == 0)].iloc[0]
+    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce") & (t["seed"] == 0)].iloc[
+        0
+    ]
     # drops from dense (.90, .80): female .02, male .10 -> worst .10, population std .04
     assert r.gap == pytest.approx(0.18)
     assert r.worst_drop == pytest.approx(0.10)
@@ -138,10 +168,10 @@ def test_loss_share_table_last_epoch_mean_over_seeds():
     m = t[t["method"] == "magnitude"].set_index(["label", "group"])
     assert set(m["target_reduction"]) == {0.75}  # highest target
     # last epoch, mean over seeds 0 and 1: CE (.40+.30)/2, (.10+.20)/2, .30, .20
-    assert m["ce"].to_list() == pytest.approx([.35, .15, .30, .20])
+    assert m["ce"].to_list() == pytest.approx([0.35, 0.15, 0.30, 0.20])
     # PW (.30+.20)/2, (.20+.30)/2, .20, .30
-    assert m["pw"].to_list() == pytest.approx([.25, .25, .20, .30])
-    assert m["change"].to_list() == pytest.approx([-.10, .10, -.10, .10])
+    assert m["pw"].to_list() == pytest.approx([0.25, 0.25, 0.20, 0.30])
+    assert m["change"].to_list() == pytest.approx([-0.10, 0.10, -0.10, 0.10])
     # taylor has PW shares only at 0.5, so its comparison uses 0.5
     assert set(t.loc[t["method"] == "taylor", "target_reduction"]) == {0.5}
 
@@ -170,10 +200,11 @@ def test_every_figure_written_as_png_and_pdf(figures):
 
 
 def test_ablation_with_rows_draws_panels(tmp_path, drawn):
-    extra = {("magnitude", 0.5, "pw_weight"): {0: (.87, .75), 1: (.86, .74)},
-             ("magnitude", 0.75, "pw_correct"): {0: (.83, .68), 1: (.82, .69)}}
-    paths = make_figure("ablation", metric_rows(extra), share_rows(), "toy",
-                        str(tmp_path / "ablation"))
+    extra = {
+        ("magnitude", 0.5, "pw_weight"): {0: (0.87, 0.75), 1: (0.86, 0.74)},
+        ("magnitude", 0.75, "pw_correct"): {0: (0.83, 0.68), 1: (0.82, 0.69)},
+    }
+    paths = make_figure("ablation", metric_rows(extra), share_rows(), "toy", str(tmp_path / "ablation"))
     assert all((tmp_path / f"ablation.{e}").exists() for e in ("png", "pdf"))
     assert len(paths) == 2
     # what it drew: one row of panels (only magnitude has ablation rows), four columns
@@ -225,8 +256,9 @@ def series(ax, marker=None):
 
 
 def hlines(ax):
-    return sorted(float(l.get_ydata()[0]) for l in ax.lines
-                  if len(l.get_ydata()) == 2 and l.get_ydata()[0] == l.get_ydata()[1])
+    return sorted(
+        float(l.get_ydata()[0]) for l in ax.lines if len(l.get_ydata()) == 2 and l.get_ydata()[0] == l.get_ydata()[1]
+    )
 
 
 def test_group_performance_draws_each_groups_mean_over_seeds(tmp_path, drawn):
@@ -244,8 +276,7 @@ def test_group_performance_draws_each_groups_mean_over_seeds(tmp_path, drawn):
 
 @pytest.mark.slow
 def test_fairness_gap_draws_drops_against_each_seeds_dense_model(tmp_path, drawn):
-    make_figure("fairness_gap", metric_rows(dense=SEED_DENSE), share_rows(), "toy",
-                str(tmp_path / "f"))
+    make_figure("fairness_gap", metric_rows(dense=SEED_DENSE), share_rows(), "toy", str(tmp_path / "f"))
     gap, drop = drawn["f"].axes[0], drawn["f"].axes[1]
     assert gap.get_title() == drop.get_title() == "magnitude"
     assert series(gap)[PALETTE["ce"]] == pytest.approx([16.0, 19.0 + 2 / 3])
@@ -256,7 +287,7 @@ def test_fairness_gap_draws_drops_against_each_seeds_dense_model(tmp_path, drawn
 
 # dense accuracies (female, male) that differ between seeds, so a trial compared with another
 # seed's dense model (or with their average) gets other drops than with its own
-SEED_DENSE = {0: (.90, .80), 1: (.95, .70), 2: (.85, .85)}
+SEED_DENSE = {0: (0.90, 0.80), 1: (0.95, 0.70), 2: (0.85, 0.85)}
 
 
 def test_each_trial_is_compared_with_its_own_seeds_dense_model():
@@ -265,22 +296,23 @@ def test_each_trial_is_compared_with_its_own_seeds_dense_model():
     m = m.set_index("seed")
     # finetuned (.88 .70), (.86 .72), (.90 .74) against their own seed's dense model:
     # drops (.02, .10), (.09, -.02), (-.05, .11)
-    assert m["worst_drop"].to_list() == pytest.approx([.10, .09, .11])
-    assert m["drop_std"].to_list() == pytest.approx([.04, .055, .08])
+    assert m["worst_drop"].to_list() == pytest.approx([0.10, 0.09, 0.11])
+    assert m["drop_std"].to_list() == pytest.approx([0.04, 0.055, 0.08])
     # against the seed-averaged dense model (.90, .7833) seed 1 would have dropped .0633 at most
-    assert m.loc[1, "worst_drop"] != pytest.approx(.72 - (.80 + .70 + .85) / 3 + .06)
+    assert m.loc[1, "worst_drop"] != pytest.approx(0.72 - (0.80 + 0.70 + 0.85) / 3 + 0.06)
 
 
 def test_a_seed_without_dense_rows_falls_back_to_the_seed_averaged_dense_model():
     df = metric_rows(dense=SEED_DENSE)
     df = df[~((df["stage"] == "dense") & (df["seed"] == 2))]
     t = trial_table(df, "finetuned")
-    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce")
-          & (t["seed"] == 2)].iloc[0]
+    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce") & (t["seed"] == 2)].iloc[
+        0
+    ]
     # seeds 0 and 1 average to dense (.925, .75); seed 2 finetuned (.90, .74): drops .025, .01
-    assert r.worst_drop == pytest.approx(.025)
-    assert r.drop_std == pytest.approx(.0075)
-    assert r.gap == pytest.approx(.16)
+    assert r.worst_drop == pytest.approx(0.025)
+    assert r.drop_std == pytest.approx(0.0075)
+    assert r.gap == pytest.approx(0.16)
 
 
 def test_palette_covers_every_comparison_label():

@@ -48,14 +48,20 @@ def loader(ds, batch_size=8):
 def hand_conv_macs(model, x):
     """in x out x kernel x output positions of every groups == 1 conv, from the shapes alone."""
     sizes = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o.shape[-2] * o.shape[-1]))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o.shape[-2] * o.shape[-1]))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
         h.remove()
-    return sum(m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * hw
-               for m, hw in sizes.items() if m.groups == 1)
+    return sum(
+        m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * hw
+        for m, hw in sizes.items()
+        if m.groups == 1
+    )
 
 
 # ---------------------------------------------------------------- item 5: prune.layers
@@ -127,8 +133,10 @@ def test_vgg16_conv_scope_leaves_hidden_fc_units_whole_and_uncounted():
     layout = Layout(model, build_graph(model, x), x, layers="conv")
     assert layout.macs == conv_total
     assert not any(k.startswith("classifier") for k in layout.keys())
-    assert {k for k in Layout(model, build_graph(model, x), x).keys() if k.startswith("classifier")} \
-        == {"classifier.0", "classifier.3"}  # layers: all prunes the hidden units
+    assert {k for k in Layout(model, build_graph(model, x), x).keys() if k.startswith("classifier")} == {
+        "classifier.0",
+        "classifier.3",
+    }  # layers: all prunes the hidden units
     r = prune_to_target(model, "magnitude", 0.99, x, layers="conv", tolerance=0.005, log=quiet)
     assert r.within_tolerance, r.note
     assert r.macs_before == conv_total and r.macs_after == hand_conv_macs(r.model, x)
@@ -164,8 +172,7 @@ def test_option_a_shortcut_is_a_subsampled_zero_padded_identity():
 
 def _stream(model):
     """Output widths of the residual stream's writers and of the blocks' inner convs."""
-    return ([m.out_channels for m in fixed_layers(model)[1:]],
-            [b.conv1.out_channels for b in model.layers])
+    return ([m.out_channels for m in fixed_layers(model)[1:]], [b.conv1.out_channels for b in model.layers])
 
 
 @pytest.mark.parametrize("layers", ["all", "conv"])
@@ -208,10 +215,24 @@ def test_resnet20_a_taylor_prunes_to_target_and_reloads(tmp_path, schedule):
     arch = arch_dict("resnet20_a", 10, 3, 8)
     model, x = build_from_arch(arch), example_input(arch)
     stream_before, _ = _stream(model)
-    opts = ({"steps": 2, "batches_per_step": 2} if schedule == "geometric"
-            else {"batches_per_step": 1, "prunes_per_step": 16, "lr": 0.01, "momentum": 0.0})
-    r = prune_to_target(model, "taylor", 0.5, x, loader=loader(dataset()), loss_fn=ce, layers="conv",
-                        tolerance=0.05, log=quiet, schedule=schedule, **opts)
+    opts = (
+        {"steps": 2, "batches_per_step": 2}
+        if schedule == "geometric"
+        else {"batches_per_step": 1, "prunes_per_step": 16, "lr": 0.01, "momentum": 0.0}
+    )
+    r = prune_to_target(
+        model,
+        "taylor",
+        0.5,
+        x,
+        loader=loader(dataset()),
+        loss_fn=ce,
+        layers="conv",
+        tolerance=0.05,
+        log=quiet,
+        schedule=schedule,
+        **opts,
+    )
     assert r.counted_layers == "conv" and abs(r.achieved_reduction - 0.5) <= 0.05, r.note
     assert r.macs_after == hand_conv_macs(r.model, x)
     assert _stream(r.model)[0] == stream_before

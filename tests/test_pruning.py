@@ -11,8 +11,7 @@ from pwprune.pruning import PRUNING_METHODS, PruneResult, prune_to_target
 
 TOL = 0.02
 # small but real settings for the data-driven methods, so the suite stays fast on CPU
-FAST = {"random": {}, "magnitude": {}, "taylor": {"steps": 3, "batches_per_step": 2},
-        "autobot": {"iterations": 15}}
+FAST = {"random": {}, "magnitude": {}, "taylor": {"steps": 3, "batches_per_step": 2}, "autobot": {"iterations": 15}}
 
 
 def make_loader(num_classes=10, c=3, s=32, n=48, bs=16, seed=0):
@@ -20,7 +19,7 @@ def make_loader(num_classes=10, c=3, s=32, n=48, bs=16, seed=0):
     x = torch.randn(n, c, s, s, generator=g)
     y = torch.randint(0, num_classes, (n,), generator=g)
     grp = torch.randint(0, 2, (n,), generator=g)
-    return [(x[i:i + bs], y[i:i + bs], grp[i:i + bs], torch.arange(i, min(i + bs, n))) for i in range(0, n, bs)]
+    return [(x[i : i + bs], y[i : i + bs], grp[i : i + bs], torch.arange(i, min(i + bs, n))) for i in range(0, n, bs)]
 
 
 def ce(logits, teacher_logits, targets):
@@ -29,8 +28,19 @@ def ce(logits, teacher_logits, targets):
     return F.cross_entropy(logits, targets)
 
 
-def run(name, method, target, num_classes=10, in_channels=3, size=32, seed=0, loss_fn=ce, teacher=None, tolerance=TOL,
-        **options):
+def run(
+    name,
+    method,
+    target,
+    num_classes=10,
+    in_channels=3,
+    size=32,
+    seed=0,
+    loss_fn=ce,
+    teacher=None,
+    tolerance=TOL,
+    **options,
+):
     torch.manual_seed(0)
     arch = arch_dict(name, num_classes, in_channels, size)
     model = build_from_arch(arch)
@@ -39,8 +49,9 @@ def run(name, method, target, num_classes=10, in_channels=3, size=32, seed=0, lo
         data = {"loader": make_loader(num_classes, in_channels, size), "loss_fn": loss_fn, "teacher": teacher}
     opts = {**FAST[method], **options}
     logs = []
-    result = prune_to_target(model, method, target, example_input(arch), seed=seed, tolerance=tolerance,
-                             log=logs.append, **data, **opts)
+    result = prune_to_target(
+        model, method, target, example_input(arch), seed=seed, tolerance=tolerance, log=logs.append, **data, **opts
+    )
     return arch, result, logs
 
 

@@ -73,8 +73,9 @@ def files(root: Path, *, skip=(".snakemake",)) -> dict[str, str]:
 
 def produced(root: Path) -> dict[str, str]:
     """What runs produce: results, logs, prepared data, benchmarks."""
-    return {k: v for k, v in files(root).items()
-            if k.startswith(("results/", "logs/", "data/prepared/", "benchmarks/out/"))}
+    return {
+        k: v for k, v in files(root).items() if k.startswith(("results/", "logs/", "data/prepared/", "benchmarks/out/"))
+    }
 
 
 def clone(src: Path, dest: Path) -> Path:
@@ -103,74 +104,116 @@ def done(tiny_done, tmp_path):
 
 # ---------------------------------------------------------------- 1. bad configuration
 
+
 def _mut(path, value):
     """Set experiments.tiny.<path> (dotted) to value."""
+
     def apply(cfg):
         node = cfg["experiments"]["tiny"]
         *parents, last = path.split(".")
         for p in parents:
             node = node[p]
         node[last] = value
+
     return apply
 
 
 def _top(key, value):
     def apply(cfg):
         cfg[key] = value
+
     return apply
 
 
 # (id, mutation, expected fragments of the message: key path, and what would be valid)
 BAD_CONFIGS = [
-    ("unknown-top-key", _top("actve", ["tiny"]),
-     ["(top level): unknown key(s) 'actve'", "valid keys: active, device, experiments"]),
-    ("unknown-experiment-key", _mut("trian", {"epochs": 1}),
-     ["experiments.tiny: unknown key(s) 'trian'", "valid keys:", "train"]),
-    ("unknown-loop-key", _mut("finetune.epoch", 3),
-     ["experiments.tiny.finetune: unknown key(s) 'epoch'", "epochs"]),
-    ("wrong-type-epochs", _mut("train.epochs", "two"),
-     ["experiments.tiny.train.epochs: 'two' has the wrong type; expected integer"]),
-    ("wrong-type-seeds", _mut("seeds", 0),
-     ["experiments.tiny.seeds: 0 has the wrong type; expected array"]),
-    ("target-above-1", _mut("prune.targets", [0.5, 1.5]),
-     ["experiments.tiny.prune.targets.1: 1.5 is out of range; must be < 1"]),
-    ("target-1", _mut("prune.targets", [1.0]),
-     ["experiments.tiny.prune.targets.0: 1.0 is out of range; must be < 1"]),
-    ("target-0", _mut("prune.targets", [0]),
-     ["experiments.tiny.prune.targets.0: 0 is out of range; must be > 0"]),
-    ("ablation-target-negative", _mut("ablation", {"methods": ["magnitude"], "targets": [-0.5]}),
-     ["experiments.tiny.ablation.targets.0: -0.5 is out of range; must be > 0"]),
-    ("min-weight-above-1", _mut("pw.min_weight", 1.5),
-     ["experiments.tiny.pw.min_weight: 1.5 is out of range; must be <= 1"]),
-    ("min-weight-negative", _mut("pw.min_weight", -0.1),
-     ["experiments.tiny.pw.min_weight: -0.1 is out of range; must be >= 0"]),
-    ("per-method-min-weight", _mut("pw.methods", {"taylor": {"min_weight": 2}}),
-     ["experiments.tiny.pw.methods.taylor.min_weight: 2 is out of range; must be <= 1"]),
-    ("gamma-negative", _mut("pw.gamma", -1),
-     ["experiments.tiny.pw.gamma: -1 is out of range; must be >= 0"]),
-    ("empty-seeds", _mut("seeds", []),
-     ["experiments.tiny.seeds: must list at least 1 item(s)"]),
-    ("unknown-dataset-kind", _mut("dataset", {"kind": "mnist"}),
-     ["experiments.tiny.dataset.kind: 'mnist' is not valid", "digits, cifar10, celeba, fitzpatrick17k"]),
-    ("unknown-model", _mut("model", "resnet999"),
-     ["experiments.tiny.model: 'resnet999' is not valid", "small_cnn", "resnet56", "efficientnet_v2_m"]),
-    ("unknown-method", _mut("prune.methods", ["magnitude", "l1norm"]),
-     ["experiments.tiny.prune.methods.1: 'l1norm' is not valid", "random, magnitude, taylor, autobot"]),
-    ("unknown-loss", _mut("losses", ["ce", "focal"]),
-     ["experiments.tiny.losses.1: 'focal' is not valid", "valid values: ce, pw"]),
-    ("unknown-on-divergence", _mut("finetune.on_divergence", "ignore"),
-     ["experiments.tiny.finetune.on_divergence: 'ignore' is not valid", "raise, degenerate"]),
-    ("bad-device", _top("device", "gpu"),
-     ["device: 'gpu' does not match", "auto|cpu|cuda"]),
-    ("undefined-active", _top("active", ["tiny", "tyni"]),
-     ["active: experiment 'tyni' is not defined", "tiny"]),
-    ("unknown-dataset-specific-key", _mut("dataset", {"kind": "digits", "minorty_share": 0.1}),
-     ["experiments.tiny.dataset: unknown dataset key(s) 'minorty_share' for kind 'digits'",
-      "valid keys:", "minority_share"]),
-    ("unknown-celeba-attribute",
-     _mut("dataset", {"kind": "celeba", "target": "Blond_Hiar", "group": "Male"}),
-     ["experiments.tiny.dataset:", "target attribute 'Blond_Hiar' is unknown", "valid attributes:",
-      "Blond_Hair"]),
+    (
+        "unknown-top-key",
+        _top("actve", ["tiny"]),
+        ["(top level): unknown key(s) 'actve'", "valid keys: active, device, experiments"],
+    ),
+    (
+        "unknown-experiment-key",
+        _mut("trian", {"epochs": 1}),
+        ["experiments.tiny: unknown key(s) 'trian'", "valid keys:", "train"],
+    ),
+    ("unknown-loop-key", _mut("finetune.epoch", 3), ["experiments.tiny.finetune: unknown key(s) 'epoch'", "epochs"]),
+    (
+        "wrong-type-epochs",
+        _mut("train.epochs", "two"),
+        ["experiments.tiny.train.epochs: 'two' has the wrong type; expected integer"],
+    ),
+    ("wrong-type-seeds", _mut("seeds", 0), ["experiments.tiny.seeds: 0 has the wrong type; expected array"]),
+    (
+        "target-above-1",
+        _mut("prune.targets", [0.5, 1.5]),
+        ["experiments.tiny.prune.targets.1: 1.5 is out of range; must be < 1"],
+    ),
+    ("target-1", _mut("prune.targets", [1.0]), ["experiments.tiny.prune.targets.0: 1.0 is out of range; must be < 1"]),
+    ("target-0", _mut("prune.targets", [0]), ["experiments.tiny.prune.targets.0: 0 is out of range; must be > 0"]),
+    (
+        "ablation-target-negative",
+        _mut("ablation", {"methods": ["magnitude"], "targets": [-0.5]}),
+        ["experiments.tiny.ablation.targets.0: -0.5 is out of range; must be > 0"],
+    ),
+    (
+        "min-weight-above-1",
+        _mut("pw.min_weight", 1.5),
+        ["experiments.tiny.pw.min_weight: 1.5 is out of range; must be <= 1"],
+    ),
+    (
+        "min-weight-negative",
+        _mut("pw.min_weight", -0.1),
+        ["experiments.tiny.pw.min_weight: -0.1 is out of range; must be >= 0"],
+    ),
+    (
+        "per-method-min-weight",
+        _mut("pw.methods", {"taylor": {"min_weight": 2}}),
+        ["experiments.tiny.pw.methods.taylor.min_weight: 2 is out of range; must be <= 1"],
+    ),
+    ("gamma-negative", _mut("pw.gamma", -1), ["experiments.tiny.pw.gamma: -1 is out of range; must be >= 0"]),
+    ("empty-seeds", _mut("seeds", []), ["experiments.tiny.seeds: must list at least 1 item(s)"]),
+    (
+        "unknown-dataset-kind",
+        _mut("dataset", {"kind": "mnist"}),
+        ["experiments.tiny.dataset.kind: 'mnist' is not valid", "digits, cifar10, celeba, fitzpatrick17k"],
+    ),
+    (
+        "unknown-model",
+        _mut("model", "resnet999"),
+        ["experiments.tiny.model: 'resnet999' is not valid", "small_cnn", "resnet56", "efficientnet_v2_m"],
+    ),
+    (
+        "unknown-method",
+        _mut("prune.methods", ["magnitude", "l1norm"]),
+        ["experiments.tiny.prune.methods.1: 'l1norm' is not valid", "random, magnitude, taylor, autobot"],
+    ),
+    (
+        "unknown-loss",
+        _mut("losses", ["ce", "focal"]),
+        ["experiments.tiny.losses.1: 'focal' is not valid", "valid values: ce, pw"],
+    ),
+    (
+        "unknown-on-divergence",
+        _mut("finetune.on_divergence", "ignore"),
+        ["experiments.tiny.finetune.on_divergence: 'ignore' is not valid", "raise, degenerate"],
+    ),
+    ("bad-device", _top("device", "gpu"), ["device: 'gpu' does not match", "auto|cpu|cuda"]),
+    ("undefined-active", _top("active", ["tiny", "tyni"]), ["active: experiment 'tyni' is not defined", "tiny"]),
+    (
+        "unknown-dataset-specific-key",
+        _mut("dataset", {"kind": "digits", "minorty_share": 0.1}),
+        [
+            "experiments.tiny.dataset: unknown dataset key(s) 'minorty_share' for kind 'digits'",
+            "valid keys:",
+            "minority_share",
+        ],
+    ),
+    (
+        "unknown-celeba-attribute",
+        _mut("dataset", {"kind": "celeba", "target": "Blond_Hiar", "group": "Male"}),
+        ["experiments.tiny.dataset:", "target attribute 'Blond_Hiar' is unknown", "valid attributes:", "Blond_Hair"],
+    ),
 ]
 
 # A duplicated experiment name cannot be written as a dict; it is raw YAML.
@@ -190,8 +233,9 @@ def clean_copy(tmp_path_factory):
 def _assert_refused(root: Path, cfg_name: str, expected: list[str]):
     before = produced(root)
     for extra in (["-n"], []):
-        proc = snakemake(root, f"{DENSE}/model.pt", "--cores", "1", *extra, "--configfile", cfg_name,
-                         check=False, timeout=120)
+        proc = snakemake(
+            root, f"{DENSE}/model.pt", "--cores", "1", *extra, "--configfile", cfg_name, check=False, timeout=120
+        )
         out = out_of(proc)
         assert proc.returncode != 0, out
         for fragment in expected:
@@ -215,12 +259,19 @@ def test_bad_config_stops_before_any_job(clean_copy, case):
 def test_duplicated_experiment_name_stops_before_any_job(clean_copy):
     body = yaml.safe_dump(TINY, default_flow_style=True, width=10_000).strip()
     (clean_copy / "dup.yaml").write_text(DUPLICATED.replace("{experiments_placeholder}", body))
-    _assert_refused(clean_copy, "dup.yaml",
-                    ["duplicated key 'tiny' at line 4 (first at line 3)", "dup.yaml",
-                     "each key (e.g. an experiment name) may appear once"])
+    _assert_refused(
+        clean_copy,
+        "dup.yaml",
+        [
+            "duplicated key 'tiny' at line 4 (first at line 3)",
+            "dup.yaml",
+            "each key (e.g. an experiment name) may appear once",
+        ],
+    )
 
 
 # ---------------------------------------------------------------- 2. missing or corrupt inputs
+
 
 @pytest.mark.e2e
 def test_missing_raw_data_names_the_path_and_how_to_get_it(clean_copy):
@@ -229,8 +280,17 @@ def test_missing_raw_data_names_the_path_and_how_to_get_it(clean_copy):
     cfg["experiments"]["cif"] = {**copy.deepcopy(TINY), "dataset": {"kind": "cifar10", "variant": "standard"}}
     name = write_config(clean_copy, cfg, "cifar.yaml")
     for dry in (["-n"], []):
-        proc = snakemake(clean_copy, "results/cif/seed0/dense/model.pt", "--cores", "1", *dry,
-                         "--configfile", name, check=False, timeout=300)
+        proc = snakemake(
+            clean_copy,
+            "results/cif/seed0/dense/model.pt",
+            "--cores",
+            "1",
+            *dry,
+            "--configfile",
+            name,
+            check=False,
+            timeout=300,
+        )
         out = out_of(proc)
         assert proc.returncode != 0, out
         # one clear message: the expected path, and how to get the data
@@ -289,8 +349,18 @@ def test_bad_dense_checkpoint_refused_by_prune(done, kind):
     dense = done / DENSE / "model.pt"
     spoil(dense, marker)
     before = produced(done)
-    proc = snakemake(done, f"{PRUNED}/model.pt", "--cores", "1", "--forcerun", "prune",
-                     "--configfile", "tiny.yaml", check=False, timeout=300)
+    proc = snakemake(
+        done,
+        f"{PRUNED}/model.pt",
+        "--cores",
+        "1",
+        "--forcerun",
+        "prune",
+        "--configfile",
+        "tiny.yaml",
+        check=False,
+        timeout=300,
+    )
     out = out_of(proc)
     assert proc.returncode != 0, out
     assert f"{DENSE}/model.pt: {expected}" in out, out
@@ -304,7 +374,9 @@ def test_bad_dense_checkpoint_refused_by_prune(done, kind):
     after = produced(done)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed <= {f"{PRUNED}/{n}" for n in ("model.pt", "prune.json")} | {
-        "logs/tiny/seed0/prune/magnitude-none/0.5.log", "benchmarks/out/tiny/seed0/prune/magnitude-none/0.5.tsv"}, changed
+        "logs/tiny/seed0/prune/magnitude-none/0.5.log",
+        "benchmarks/out/tiny/seed0/prune/magnitude-none/0.5.tsv",
+    }, changed
 
 
 @pytest.mark.e2e
@@ -312,8 +384,18 @@ def test_metrics_with_missing_columns_refused_by_aggregate(done):
     bad = done / TUNED / "metrics.csv"
     df = pd.read_csv(bad).drop(columns=["auroc", "degenerate"])
     df.to_csv(bad, index=False)
-    proc = snakemake(done, "results/metrics.csv", "--cores", "1", "--forcerun", "aggregate",
-                     "--configfile", "tiny.yaml", check=False, timeout=300)
+    proc = snakemake(
+        done,
+        "results/metrics.csv",
+        "--cores",
+        "1",
+        "--forcerun",
+        "aggregate",
+        "--configfile",
+        "tiny.yaml",
+        check=False,
+        timeout=300,
+    )
     out = out_of(proc)
     assert proc.returncode != 0, out
     assert f"{TUNED}/metrics.csv: metrics file lacks column(s) auroc, degenerate" in out, out
@@ -324,10 +406,18 @@ def test_metrics_with_missing_columns_refused_by_aggregate(done):
 
 # ---------------------------------------------------------------- 3. interruption
 
+
 def _start(root: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.Popen([str(BIN / "snakemake"), *args], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "snakemake"), *args],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _wait_for_epoch(root: Path, proc: subprocess.Popen, deadline_s=600):
@@ -372,15 +462,17 @@ def test_sigkill_mid_training_leaves_nothing_accepted_and_rerun_completes(done):
     assert incomplete, "Snakemake did not mark the killed job's outputs incomplete"
 
     # the stale lock refuses a plain rerun, with the way out in the message
-    again = snakemake(done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--configfile", "tiny.yaml",
-                      check=False, timeout=120)
+    again = snakemake(
+        done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--configfile", "tiny.yaml", check=False, timeout=120
+    )
     assert again.returncode != 0
     assert "Directory cannot be locked" in out_of(again) and "--unlock" in out_of(again), out_of(again)
 
     # the documented recovery (README): --unlock, then --rerun-incomplete
     snakemake(done, "--unlock", "--configfile", "tiny.yaml", timeout=120)
-    snakemake(done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--rerun-incomplete",
-              "--configfile", "tiny.yaml", timeout=900)
+    snakemake(
+        done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--rerun-incomplete", "--configfile", "tiny.yaml", timeout=900
+    )
     _finished_and_loadable(done, SLOW_DENSE)
     assert not list(done.glob(".snakemake/incomplete/*"))
     # every previously finished file is unchanged, byte for byte
@@ -424,8 +516,9 @@ _KILL_IN_SAVE = textwrap.dedent("""\
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, existing", [("checkpoint", True), ("checkpoint", False),
-                                            ("teacher", True), ("teacher", False)])
+@pytest.mark.parametrize(
+    "kind, existing", [("checkpoint", True), ("checkpoint", False), ("teacher", True), ("teacher", False)]
+)
 def test_sigkill_while_writing_a_checkpoint_keeps_old_file_or_none(tmp_path, kind, existing):
     from pwprune.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from pwprune.models import arch_dict, build_from_arch
@@ -441,8 +534,9 @@ def test_sigkill_while_writing_a_checkpoint_keeps_old_file_or_none(tmp_path, kin
         old = path.read_bytes()
     script = tmp_path / "die.py"
     script.write_text(_KILL_IN_SAVE)
-    proc = subprocess.run([sys.executable, str(script), str(path), kind], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), kind], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert "not reached" not in proc.stdout
 
@@ -463,6 +557,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_old_file_or_none(tmp_path, kin
 
 
 # ---------------------------------------------------------------- 4. determinism
+
 
 @pytest.mark.e2e
 def test_same_config_and_seed_give_identical_results_on_cpu(tiny_done, tmp_path):
@@ -485,6 +580,7 @@ def test_same_config_and_seed_give_identical_results_on_cpu(tiny_done, tmp_path)
 
 # ---------------------------------------------------------------- 5. divergence
 
+
 def _diverging(on_divergence=None) -> dict:
     cfg = copy.deepcopy(CONFIG)
     ft = cfg["experiments"]["tiny"]["finetune"]
@@ -498,8 +594,7 @@ def _diverging(on_divergence=None) -> dict:
 def test_divergence_stops_the_job_naming_experiment_stage_epoch(done):
     name = write_config(done, _diverging(), "nan.yaml")
     kept = {k: v for k, v in produced(done).items() if k.startswith((DENSE, PRUNED))}
-    proc = snakemake(done, f"{TUNED}/metrics.csv", "--cores", "1", "--configfile", name, check=False,
-                     timeout=300)
+    proc = snakemake(done, f"{TUNED}/metrics.csv", "--cores", "1", "--configfile", name, check=False, timeout=300)
     out = out_of(proc)
     assert proc.returncode != 0, out
     assert "DivergenceError: experiment tiny, fine-tuning magnitude-none at 0.5 with ce, seed 0:" in out, out
@@ -531,9 +626,18 @@ def test_divergence_recorded_as_degenerate_when_asked(done):
 
 # ---------------------------------------------------------------- 6. untrusted checkpoints
 
-SOURCES = [p for pattern in ("pwprune/**/*.py", "workflow/**/*.py", "workflow/**/*.smk", "Snakefile",
-                             "tests/*.py", "benchmarks/**/*.py")
-           for p in sorted(REPO.glob(pattern))]
+SOURCES = [
+    p
+    for pattern in (
+        "pwprune/**/*.py",
+        "workflow/**/*.py",
+        "workflow/**/*.smk",
+        "Snakefile",
+        "tests/*.py",
+        "benchmarks/**/*.py",
+    )
+    for p in sorted(REPO.glob(pattern))
+]
 
 
 def _calls(src: str, name: str):
@@ -543,7 +647,7 @@ def _calls(src: str, name: str):
         for j in range(i, len(src)):
             depth += {"(": 1, ")": -1}.get(src[j], 0)
             if depth == 0:
-                yield src[m.start(): j + 1]
+                yield src[m.start() : j + 1]
                 break
 
 
@@ -585,13 +689,15 @@ def test_hostile_teacher_file_refused_without_running_code(done):
 
 # ---------------------------------------------------------------- 7. concurrency
 
+
 @pytest.mark.e2e
 def test_second_invocation_on_a_busy_directory_is_refused(done):
     first = _start(done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--configfile", "tiny.yaml")
     try:
         _wait_for_epoch(done, first)
-        second = snakemake(done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--configfile", "tiny.yaml",
-                           check=False, timeout=120)
+        second = snakemake(
+            done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--configfile", "tiny.yaml", check=False, timeout=120
+        )
         assert second.returncode != 0, out_of(second)
         assert "Directory cannot be locked" in out_of(second), out_of(second)
         assert first.poll() is None, "the first run should still be training"

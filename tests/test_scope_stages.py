@@ -14,15 +14,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from data_fixtures import trust_fixture_md5s, write_cifar10
-from pwprune.stages.evaluate import evaluate_stage
-from pwprune.stages.finetune import finetune_stage
-from pwprune.stages.inputs import eval_loader
-from pwprune.stages.prune import prune_stage
 from pwprune.checkpoint import load_checkpoint, save_checkpoint
 from pwprune.data import load_prepared, prepare
 from pwprune.metrics import count_macs_params, predict
 from pwprune.models import arch_dict, build_from_arch, example_input
 from pwprune.pruning.graph import counted_macs
+from pwprune.stages.evaluate import evaluate_stage
+from pwprune.stages.finetune import finetune_stage
+from pwprune.stages.inputs import eval_loader
+from pwprune.stages.prune import prune_stage
 
 EVAL = {"batch_size": 256, "latency_batch": 1, "latency_repeats": 2}
 
@@ -45,17 +45,34 @@ def stages(tmp_path_factory):
     torch.manual_seed(0)
     arch = arch_dict("resnet20_a", 10, 3, 8)
     save_checkpoint(tmp / "dense.pt", build_from_arch(arch), arch, meta={"stage": "dense"})
-    out = {k: tmp / "pruned" / f for k, f in (("model", "model.pt"), ("metrics", "metrics.csv"),
-                                               ("info", "prune.json"))}
-    prune = {"method": "magnitude", "target": 0.5, "tolerance": 0.02, "layers": "conv", "options": {},
-             "loss": "none"}
+    out = {
+        k: tmp / "pruned" / f for k, f in (("model", "model.pt"), ("metrics", "metrics.csv"), ("info", "prune.json"))
+    }
+    prune = {"method": "magnitude", "target": 0.5, "tolerance": 0.02, "layers": "conv", "options": {}, "loss": "none"}
     prune_stage(tmp / "data", tmp / "dense.pt", None, prune, 0, "cpu", "test", out, log=quiet)
     evaluate_stage(out["model"], tmp / "data", EVAL, "cpu", out["metrics"], log=quiet)
-    tuned = {k: tmp / "tuned" / f for k, f in (("model", "model.pt"), ("metrics", "metrics.csv"),
-                                                ("shares", "shares.csv"), ("history", "history.json"))}
+    tuned = {
+        k: tmp / "tuned" / f
+        for k, f in (
+            ("model", "model.pt"),
+            ("metrics", "metrics.csv"),
+            ("shares", "shares.csv"),
+            ("history", "history.json"),
+        )
+    }
     loop = {"epochs": 1, "lr": 0.001, "batch_size": 64}
-    finetune_stage(tmp / "data", out["model"], tmp / "dense.pt", None, {"loop": loop, "loss": "ce"}, 0,
-                   "cpu", "test", tuned, log=quiet)
+    finetune_stage(
+        tmp / "data",
+        out["model"],
+        tmp / "dense.pt",
+        None,
+        {"loop": loop, "loss": "ce"},
+        0,
+        "cpu",
+        "test",
+        tuned,
+        log=quiet,
+    )
     evaluate_stage(tuned["model"], tmp / "data", EVAL, "cpu", tuned["metrics"], log=quiet)
     return tmp, prepared, arch, out, tuned
 
@@ -67,10 +84,15 @@ def test_prune_json_records_the_conv_count_beside_every_layers_macs(stages):
     dense, _ = load_checkpoint(tmp / "dense.pt")
     ex = example_input(arch)
     assert info["counted_layers"] == "conv" and info["within_tolerance"]
-    assert (info["macs_before"], info["macs_after"]) == (counted_macs(dense, ex, "conv"), counted_macs(model, ex, "conv"))
+    assert (info["macs_before"], info["macs_after"]) == (
+        counted_macs(dense, ex, "conv"),
+        counted_macs(model, ex, "conv"),
+    )
     assert info["achieved_reduction"] == pytest.approx(1 - info["macs_after"] / info["macs_before"])
-    assert (info["total_macs_before"], info["total_macs_after"]) == (count_macs_params(dense, ex)[0],
-                                                                     count_macs_params(model, ex)[0])
+    assert (info["total_macs_before"], info["total_macs_after"]) == (
+        count_macs_params(dense, ex)[0],
+        count_macs_params(model, ex)[0],
+    )
     assert info["total_reduction"] == pytest.approx(1 - info["total_macs_after"] / info["total_macs_before"])
     assert info["total_macs_before"] > info["macs_before"]
 

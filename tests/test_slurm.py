@@ -53,15 +53,24 @@ experiments:
       finetune: {mem_mb: 1000, runtime: 10, threads: 1}
 """
 EXPECTED_SLURM_RULES = {"prepare_data": 1, "train_dense": 1, "prune": 2, "finetune": 4}
-KEY = ["experiment", "method", "loss", "prune_loss", "finetune_loss", "target_reduction", "seed",
-       "stage", "split", "group"]
+KEY = [
+    "experiment",
+    "method",
+    "loss",
+    "prune_loss",
+    "finetune_loss",
+    "target_reduction",
+    "seed",
+    "stage",
+    "split",
+    "group",
+]
 
 
 def _slurm_state() -> str:
     """State of the first node as sinfo reports it, '' when sinfo does not answer."""
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else ""
@@ -84,8 +93,7 @@ def slurm_cluster():
     if _usable(_slurm_state()):
         return
     try:
-        proc = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         _cannot_start(f"{START_SCRIPT.name} did not finish in 900 s")
     if proc.returncode != 0:
@@ -93,15 +101,18 @@ def slurm_cluster():
         _cannot_start(f"{START_SCRIPT.relative_to(REPO)} exited {proc.returncode}: {detail}")
     state = _slurm_state()
     if not _usable(state):
-        _cannot_start(f"{START_SCRIPT.relative_to(REPO)} returned but sinfo reports the node as "
-                      f"{state or 'nothing'}")
+        _cannot_start(f"{START_SCRIPT.relative_to(REPO)} returned but sinfo reports the node as {state or 'nothing'}")
 
 
 def _jobs_of(root: Path, states: str = "all") -> list[dict]:
     """The Slurm jobs (still known to slurmctld) whose working directory is root."""
-    out = subprocess.run(["squeue", "--noheader", f"--states={states}",
-                          "--format=%i|%j|%k|%T|%C|%Z"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", f"--states={states}", "--format=%i|%j|%k|%T|%C|%Z"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     jobs = []
     for line in out.splitlines():
         jobid, name, comment, state, cpus, workdir = line.strip().split("|", 5)
@@ -125,13 +136,28 @@ def test_slurm_profile_matches_local_run(slurm_cluster, tmp_path):
         # Both runs at once (the Slurm one mostly waits on the queue). The status-check interval
         # is shortened only to keep the test short; everything else comes from the profile.
         with ThreadPoolExecutor(2) as pool:
-            slurm_run = pool.submit(snakemake, slurm_root, "results/metrics.csv",
-                                    "--profile", "profiles/slurm",
-                                    "--slurm-init-seconds-before-status-checks", "5",
-                                    "--configfile", "tiny.yaml", timeout=1800)
-            local_run = pool.submit(snakemake, local_root, "results/metrics.csv",
-                                    "--profile", "profiles/local",
-                                    "--configfile", "tiny.yaml", timeout=1800)
+            slurm_run = pool.submit(
+                snakemake,
+                slurm_root,
+                "results/metrics.csv",
+                "--profile",
+                "profiles/slurm",
+                "--slurm-init-seconds-before-status-checks",
+                "5",
+                "--configfile",
+                "tiny.yaml",
+                timeout=1800,
+            )
+            local_run = pool.submit(
+                snakemake,
+                local_root,
+                "results/metrics.csv",
+                "--profile",
+                "profiles/local",
+                "--configfile",
+                "tiny.yaml",
+                timeout=1800,
+            )
             slurm_proc, local_proc = slurm_run.result(), local_run.result()
     finally:
         # a run killed by its timeout leaves its jobs queued: cancel them
@@ -171,8 +197,10 @@ def test_slurm_profile_matches_local_run(slurm_cluster, tmp_path):
     assert len(via_slurm) == 2 * 2 * 3 * 3  # methods x losses x stages x groups (one split)
     assert list(via_slurm.columns) == list(local.columns)
     assert (via_slurm["latency_ms"] > 0).all() and (local["latency_ms"] > 0).all()
-    pd.testing.assert_frame_equal(via_slurm.drop(columns="latency_ms"),
-                                  local.drop(columns="latency_ms"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        via_slurm.drop(columns="latency_ms"), local.drop(columns="latency_ms"), check_exact=True
+    )
     # so are the per-epoch loss shares (no measured quantity in them)
-    assert ((slurm_root / "results" / "loss_shares.csv").read_bytes()
-            == (local_root / "results" / "loss_shares.csv").read_bytes())
+    assert (slurm_root / "results" / "loss_shares.csv").read_bytes() == (
+        local_root / "results" / "loss_shares.csv"
+    ).read_bytes()

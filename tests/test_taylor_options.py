@@ -132,8 +132,20 @@ def captured_scores(monkeypatch, **options):
 
     monkeypatch.setattr(target_module, "choose_plan", spy)
     m = model()
-    prune_to_target(copy.deepcopy(m), "taylor", 0.3, EX, loader=[batch()], loss_fn=ce, tolerance=0.05,
-                    steps=1, batches_per_step=1, lr=0.0, **options, **quiet)
+    prune_to_target(
+        copy.deepcopy(m),
+        "taylor",
+        0.3,
+        EX,
+        loader=[batch()],
+        loss_fn=ce,
+        tolerance=0.05,
+        steps=1,
+        batches_per_step=1,
+        lr=0.0,
+        **options,
+        **quiet,
+    )
     assert len(seen) == 1
     return m, seen[0]
 
@@ -192,10 +204,16 @@ def test_authors_step_removes_the_lowest_unnormalised_scores_at_the_site(site):
     other = by_hand(hand, b, "conv" if site == "norm" else "norm", train=False)
     assert expected != set(torch.argsort(other)[:P].tolist())  # the site decides
 
-    opts = {"batches_per_step": B, "prunes_per_step": P, "lr": lr, "momentum": 0.0, "min_channels": 1,
-            "site": site, "normalise": False}
-    snap = taylor_trajectory(copy.deepcopy(m), [1e-6], EX, dataset=ds, batch_size=8, loss_fn=ce, opts=opts,
-                             **quiet)[0]
+    opts = {
+        "batches_per_step": B,
+        "prunes_per_step": P,
+        "lr": lr,
+        "momentum": 0.0,
+        "min_channels": 1,
+        "site": site,
+        "normalise": False,
+    }
+    snap = taylor_trajectory(copy.deepcopy(m), [1e-6], EX, dataset=ds, batch_size=8, loss_fn=ce, opts=opts, **quiet)[0]
     assert set(torch.nonzero(snap["removed"]).flatten().tolist()) == expected
 
 
@@ -204,9 +222,23 @@ def test_authors_schedule_never_normalises():
     with pytest.raises(ValueError, match="normalise: true does not apply to schedule 'authors'"):
         prune_to_target(model(), "taylor", 0.3, EX, schedule="authors", normalise=True, **common)
     with pytest.raises(ValueError, match="normalise must be false"):
-        taylor_trajectory(model(), [0.3], EX, dataset=dataset(), batch_size=8, loss_fn=ce,
-                          opts={"batches_per_step": 1, "prunes_per_step": 1, "lr": 0.0, "momentum": 0.0,
-                                "min_channels": 1, "normalise": True}, **quiet)
+        taylor_trajectory(
+            model(),
+            [0.3],
+            EX,
+            dataset=dataset(),
+            batch_size=8,
+            loss_fn=ce,
+            opts={
+                "batches_per_step": 1,
+                "prunes_per_step": 1,
+                "lr": 0.0,
+                "momentum": 0.0,
+                "min_channels": 1,
+                "normalise": True,
+            },
+            **quiet,
+        )
     opts = target_module._resolve_options("taylor", {"schedule": "authors"})
     assert opts["normalise"] is False and opts["site"] == "norm" and opts["restore_weights"] == "never"
     assert target_module._resolve_options("taylor", {})["normalise"] is True  # geometric's default
@@ -214,9 +246,11 @@ def test_authors_schedule_never_normalises():
 
 def test_bad_taylor_options_are_refused():
     common = dict(loader=[batch()], loss_fn=ce, **quiet)
-    for bad, words in (({"site": "relu"}, "site must be one of norm, conv"),
-                       ({"restore_weights": "sometimes"}, "restore_weights must be one of never, always, authors"),
-                       ({"normalise": "yes"}, "normalise must be true or false")):
+    for bad, words in (
+        ({"site": "relu"}, "site must be one of norm, conv"),
+        ({"restore_weights": "sometimes"}, "restore_weights must be one of never, always, authors"),
+        ({"normalise": "yes"}, "normalise must be true or false"),
+    ):
         with pytest.raises(ValueError, match=words):
             prune_to_target(model(), "taylor", 0.3, EX, **bad, **common)
 
@@ -249,11 +283,26 @@ def assert_dense_minus_removed(dense, pruned):
 
 def run(schedule, restore, loss=None, teacher=None):
     dense = model()
-    options = ({"schedule": "geometric", "steps": 2, "batches_per_step": 2} if schedule == "geometric"
-               else {"schedule": "authors", "batches_per_step": 2, "prunes_per_step": 2, "momentum": 0.0})
+    options = (
+        {"schedule": "geometric", "steps": 2, "batches_per_step": 2}
+        if schedule == "geometric"
+        else {"schedule": "authors", "batches_per_step": 2, "prunes_per_step": 2, "momentum": 0.0}
+    )
     loader = make_loader(dataset(), batch_size=8, shuffle=True, seed=0)
-    result = prune_to_target(copy.deepcopy(dense), "taylor", 0.4, EX, loader=loader, loss_fn=loss or ce,
-                             teacher=teacher, tolerance=0.1, lr=0.05, restore_weights=restore, **options, **quiet)
+    result = prune_to_target(
+        copy.deepcopy(dense),
+        "taylor",
+        0.4,
+        EX,
+        loader=loader,
+        loss_fn=loss or ce,
+        teacher=teacher,
+        tolerance=0.1,
+        lr=0.05,
+        restore_weights=restore,
+        **options,
+        **quiet,
+    )
     return dense, result
 
 
@@ -283,7 +332,6 @@ def test_authors_restore_the_pw_arm_only(schedule):
     with pytest.raises(AssertionError, match="not the dense ones"):
         assert_dense_minus_removed(dense, ce_arm.model)
     # every PW variant is the authors' sw_taylor, which restores
-    _, weight_only = run(schedule, "authors", loss=make_loss("pw_weight", min_weight=0.5, gamma=1.0),
-                         teacher=teacher)
+    _, weight_only = run(schedule, "authors", loss=make_loss("pw_weight", min_weight=0.5, gamma=1.0), teacher=teacher)
     assert_dense_minus_removed(dense, weight_only.model)
     assert target_module.restores_weights({"restore_weights": "authors"}, ce) is False  # a plain callable: CE

@@ -51,8 +51,18 @@ def dense(name="resnet20", size=12):
 
 
 def run(model, targets, arch, ds, resume=None, opts=OPTS, seed=0):
-    return taylor_trajectory(model, targets, example_input(arch), dataset=ds, batch_size=8, loss_fn=ce,
-                             seed=seed, opts=opts, resume=resume, log=lambda *a: None)
+    return taylor_trajectory(
+        model,
+        targets,
+        example_input(arch),
+        dataset=ds,
+        batch_size=8,
+        loss_fn=ce,
+        seed=seed,
+        opts=opts,
+        resume=resume,
+        log=lambda *a: None,
+    )
 
 
 @pytest.mark.slow
@@ -93,8 +103,19 @@ def test_prune_to_target_continues_through_a_checkpointed_chain(tmp_path):
 
     def prune(target, trajectory=None):
         m = copy.deepcopy(model)
-        return prune_to_target(m, "taylor", target, ex, loader=loader, loss_fn=ce, seed=0, tolerance=0.05,
-                               log=lambda *a: None, trajectory=trajectory, **opts)
+        return prune_to_target(
+            m,
+            "taylor",
+            target,
+            ex,
+            loader=loader,
+            loss_fn=ce,
+            seed=0,
+            tolerance=0.05,
+            log=lambda *a: None,
+            trajectory=trajectory,
+            **opts,
+        )
 
     small = prune(0.25)
     save_state(tmp_path / "traj.pt", small.trajectory)
@@ -186,6 +207,7 @@ def test_schedule_options_are_checked():
 
 # ---------------------------------------------------------------- in the workflow
 
+
 @pytest.mark.e2e
 def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     """With schedule "authors", the prune job at a target takes the pruned checkpoint of the next
@@ -199,8 +221,13 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     cfg = yaml.safe_load((repo_copy / "tests" / "smoke.yaml").read_text())
     exp = cfg["experiments"]["smoke"]
     exp["prune"].update(methods=["taylor", "magnitude"], targets=[0.875, 0.5])  # order must not matter
-    exp["prune"]["taylor"] = {"schedule": "authors", "batches_per_step": 2, "prunes_per_step": 4, "lr": 0.01,
-                              "momentum": 0.0}
+    exp["prune"]["taylor"] = {
+        "schedule": "authors",
+        "batches_per_step": 2,
+        "prunes_per_step": 4,
+        "lr": 0.01,
+        "momentum": 0.0,
+    }
     exp["losses"] = ["pw"]
     exp.pop("ablation")
     (repo_copy / "chain.yaml").write_text(yaml.safe_dump(cfg))
@@ -208,11 +235,12 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     small = "results/smoke/seed0/pruned/taylor-pw/0.5/model.pt"
     proc = snakemake(repo_copy, big, "-n", "--configfile=chain.yaml", "--printshellcmds")
     listing = proc.stdout
-    block = listing[listing.index("pruned/taylor-pw/0.875/model.pt") - 2000:]
+    block = listing[listing.index("pruned/taylor-pw/0.875/model.pt") - 2000 :]
     assert small in listing and "taylor-pw/0.5" in block, listing[-3000:]
     # magnitude is never chained: its 0.875 job reads only the dense model
-    proc = snakemake(repo_copy, "results/smoke/seed0/pruned/magnitude-none/0.875/model.pt", "-n",
-                     "--configfile=chain.yaml")
+    proc = snakemake(
+        repo_copy, "results/smoke/seed0/pruned/magnitude-none/0.875/model.pt", "-n", "--configfile=chain.yaml"
+    )
     assert "magnitude-none/0.5" not in proc.stdout
 
     snakemake(repo_copy, big, "--cores", "1", "--configfile=chain.yaml")
@@ -224,15 +252,31 @@ def test_the_dag_chains_taylor_targets_and_the_chained_job_continues(repo_copy):
     from pwprune.stages.prune import prune_stage
 
     direct = repo_copy / "direct"
-    params = {"method": "taylor", "target": 0.875, "tolerance": 0.02, "loss": "pw", "batch_size": 128,
-              "augment": False, "pw": {"min_weight": 0.5, "gamma": 1.0}, "options": exp["prune"]["taylor"]}
+    params = {
+        "method": "taylor",
+        "target": 0.875,
+        "tolerance": 0.02,
+        "loss": "pw",
+        "batch_size": 128,
+        "augment": False,
+        "pw": {"min_weight": 0.5, "gamma": 1.0},
+        "options": exp["prune"]["taylor"],
+    }
     dense = repo_copy / "results/smoke/seed0/dense"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the job ran (its rule's threads): sums in another order differ in the last bits
     try:
-        prune_stage(repo_copy / "data/prepared/smoke", dense / "model.pt", dense / "teacher.pt", params, 0,
-                    "cpu", "direct", out={"model": direct / "model.pt", "info": direct / "info.json"},
-                    log=lambda *a: None)
+        prune_stage(
+            repo_copy / "data/prepared/smoke",
+            dense / "model.pt",
+            dense / "teacher.pt",
+            params,
+            0,
+            "cpu",
+            "direct",
+            out={"model": direct / "model.pt", "info": direct / "info.json"},
+            log=lambda *a: None,
+        )
     finally:
         torch.set_num_threads(threads)
     a, ia = load_checkpoint(repo_copy / big)

@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 
 from pwprune.loss import CachedTeacher, FrozenTeacher, PerformanceWeightedLoss, make_loss, teacher_outputs
-from pwprune.train import (DivergenceError, fit, loss_shares, make_loader, resolve_device,
-                           seed_everything)
+from pwprune.train import DivergenceError, fit, loss_shares, make_loader, resolve_device, seed_everything
 
 torch.set_num_threads(1)
 
@@ -51,7 +50,10 @@ def test_resolve_device():
 
 def test_make_loader_is_seeded_and_shuffles():
     data = TinySplit()
-    order = lambda seed: torch.cat([b[3] for b in make_loader(data, 8, True, seed)]).tolist()
+
+    def order(seed):
+        return torch.cat([b[3] for b in make_loader(data, 8, True, seed)]).tolist()
+
     assert order(0) == order(0)
     assert order(0) != order(1)
     assert sorted(order(0)) == list(range(len(data)))
@@ -86,8 +88,12 @@ def test_fit_is_deterministic():
     for _ in range(2):
         seed_everything(7)  # the dropout masks come from the global RNG
         model = _model(seed=3)
-        _fit(model, data, loss_fn=make_loss("pw", 0.5, 2.0),
-             teacher=CachedTeacher(teacher_outputs(_model(seed=4), make_loader(data, 8, False, 0))))
+        _fit(
+            model,
+            data,
+            loss_fn=make_loss("pw", 0.5, 2.0),
+            teacher=CachedTeacher(teacher_outputs(_model(seed=4), make_loader(data, 8, False, 0))),
+        )
         weights.append(model.state_dict())
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
@@ -116,9 +122,18 @@ def test_fit_trains_against_the_teachers_outputs():
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     by_hand = copy.deepcopy(model)
-    fit(model, make_loader(data, 8, shuffle=False, seed=0), epochs=1, lr=0.1, weight_decay=0.0,
-        loss_fn=loss_fn, teacher=CachedTeacher(teacher_logits), optimizer="sgd", scheduler="none",
-        log=lambda *a: None)
+    fit(
+        model,
+        make_loader(data, 8, shuffle=False, seed=0),
+        epochs=1,
+        lr=0.1,
+        weight_decay=0.0,
+        loss_fn=loss_fn,
+        teacher=CachedTeacher(teacher_logits),
+        optimizer="sgd",
+        scheduler="none",
+        log=lambda *a: None,
+    )
     opt = torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9)
     loss_fn(by_hand(data.x), teacher_logits, data.y).backward()
     opt.step()
@@ -177,8 +192,7 @@ def test_divergence_raises_with_context():
 
 def test_divergence_from_huge_lr_never_returns_success():
     model = _model()
-    history = _fit(model, TinySplit(), lr=1e30, optimizer="sgd", scheduler="none", epochs=5,
-                   on_divergence="degenerate")
+    history = _fit(model, TinySplit(), lr=1e30, optimizer="sgd", scheduler="none", epochs=5, on_divergence="degenerate")
     assert history[-1]["diverged"] is True
     assert all(not h["diverged"] for h in history[:-1])
     with pytest.raises(DivergenceError, match="epoch"):
@@ -187,10 +201,14 @@ def test_divergence_from_huge_lr_never_returns_success():
 
 def test_fit_bad_options_name_the_option():
     data = TinySplit()
-    for kw, match in [({"optimizer": "adam"}, "optimizer"), ({"scheduler": "step"}, "scheduler"),
-                      ({"on_divergence": "ignore"}, "on_divergence"), ({"epochs": -1}, "epochs"),
-                      ({"loss_fn": lambda z, t, y: z.sum()}, "loss_fn"),
-                      ({"loss_fn": make_loss("pw", 0.5, 1.0)}, "teacher")]:
+    for kw, match in [
+        ({"optimizer": "adam"}, "optimizer"),
+        ({"scheduler": "step"}, "scheduler"),
+        ({"on_divergence": "ignore"}, "on_divergence"),
+        ({"epochs": -1}, "epochs"),
+        ({"loss_fn": lambda z, t, y: z.sum()}, "loss_fn"),
+        ({"loss_fn": make_loss("pw", 0.5, 1.0)}, "teacher"),
+    ]:
         with pytest.raises(ValueError, match=match):
             _fit(_model(), data, **kw)
 
@@ -204,9 +222,11 @@ def test_long_epochs_log_batch_progress(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x = torch.randn(12, 1, 2, 2)
     y = torch.randint(0, 3, (12,))
-    data = [(x[i:i + 4], y[i:i + 4], torch.zeros(4, dtype=torch.long), torch.arange(i, i + 4))
-            for i in range(0, 12, 4)]
+    data = [
+        (x[i : i + 4], y[i : i + 4], torch.zeros(4, dtype=torch.long), torch.arange(i, i + 4)) for i in range(0, 12, 4)
+    ]
     lines = []
-    train_mod.fit(model, data, epochs=1, lr=0.01, weight_decay=0.0, loss_fn=make_loss("ce"),
-                  log=lines.append, context="ctx")
+    train_mod.fit(
+        model, data, epochs=1, lr=0.01, weight_decay=0.0, loss_fn=make_loss("ce"), log=lines.append, context="ctx"
+    )
     assert "ctx: epoch 1/1 batch 2/3" in lines and "ctx: epoch 1/1 batch 3/3" in lines

@@ -17,19 +17,38 @@ from pwprune.summary import TABLE_COLUMNS, compare_variants
 def _rows(exp, seed, loss, stage, accs, target=0.5):
     out = []
     for group, acc in {**accs, "all": sum(accs.values()) / len(accs)}.items():
-        out.append({"experiment": exp, "dataset": "digits", "model": "small_cnn", "method": "taylor",
-                    "loss": loss, "prune_loss": loss, "finetune_loss": loss, "target_reduction": target,
-                    "achieved_reduction": target, "seed": seed, "stage": stage, "group": group, "n": 10,
-                    "accuracy": acc, "auroc": 0.9, "params": 100, "macs": 1000, "latency_ms": 0.1,
-                    "degenerate": False, "split": "test"})
+        out.append(
+            {
+                "experiment": exp,
+                "dataset": "digits",
+                "model": "small_cnn",
+                "method": "taylor",
+                "loss": loss,
+                "prune_loss": loss,
+                "finetune_loss": loss,
+                "target_reduction": target,
+                "achieved_reduction": target,
+                "seed": seed,
+                "stage": stage,
+                "group": group,
+                "n": 10,
+                "accuracy": acc,
+                "auroc": 0.9,
+                "params": 100,
+                "macs": 1000,
+                "latency_ms": 0.1,
+                "degenerate": False,
+                "split": "test",
+            }
+        )
     return out
 
 
 def test_compare_variants_pairs_by_seed_by_hand():
     rows = []
     dense = {"a": 0.9, "b": 0.8}
-    base_b = {0: 0.70, 1: 0.60, 2: 0.65}   # group b accuracy after fine-tuning, base
-    var_b = {0: 0.75, 1: 0.70, 2: 0.66}    # variant
+    base_b = {0: 0.70, 1: 0.60, 2: 0.65}  # group b accuracy after fine-tuning, base
+    var_b = {0: 0.75, 1: 0.70, 2: 0.66}  # variant
     for seed in (0, 1, 2):
         for exp, b in (("base", base_b), ("var", var_b)):
             rows += _rows(exp, seed, "ce", "dense", dense)
@@ -68,8 +87,12 @@ def test_variant_figure_draws_base_and_variant_per_loss(tmp_path, monkeypatch):
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     plots.variant_comparison(df, "var", "base", str(tmp_path / "v"))
     gap_ax = figs["f"].axes[0]
-    drawn = {(c.lines[0].get_marker(), c.lines[0].get_linestyle(), to_hex(c.lines[0].get_color())):
-             [round(float(y), 6) for y in c.lines[0].get_ydata()] for c in gap_ax.containers}
+    drawn = {
+        (c.lines[0].get_marker(), c.lines[0].get_linestyle(), to_hex(c.lines[0].get_color())): [
+            round(float(y), 6) for y in c.lines[0].get_ydata()
+        ]
+        for c in gap_ax.containers
+    }
     ce, pw = to_hex(plots._color("ce")), to_hex(plots._color("pw"))
     expected = {("o", "-", ce): 0.605, ("o", "-", pw): 0.655, ("s", "--", ce): 0.705, ("s", "--", pw): 0.755}
     assert drawn == {k: [round(100 * (0.85 - b), 6)] for k, b in expected.items()}
@@ -81,12 +104,15 @@ def _config(**changes):
     return cfg
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"variant_of": "nope"}, "experiments.v.variant_of: 'nope' is not another defined experiment"),
-    ({"model": "resnet20"}, "experiments.v.model: must equal experiments.default.model"),
-    ({"seeds": [0, 9]}, "experiments.v.seeds: [9] are not seeds of 'default'"),
-    ({"variant_of": "default_authors"}, "'default_authors' is itself a variant"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"variant_of": "nope"}, "experiments.v.variant_of: 'nope' is not another defined experiment"),
+        ({"model": "resnet20"}, "experiments.v.model: must equal experiments.default.model"),
+        ({"seeds": [0, 9]}, "experiments.v.seeds: [9] are not seeds of 'default'"),
+        ({"variant_of": "default_authors"}, "'default_authors' is itself a variant"),
+    ],
+)
 def test_a_variant_must_share_its_bases_dense_models(changes, message):
     with pytest.raises(pc.ConfigError) as e:
         pc.validate(_config(**changes), "workflow/schemas/params.schema.yaml")
@@ -105,9 +131,11 @@ def test_variant_run_uses_the_base_dense_models_and_compares(repo_copy):
     base["seeds"] = [0, 1]
     base.pop("ablation")
     variant = {k: v for k, v in base.items()}
-    variant["prune"] = {**base["prune"], "methods": ["taylor"],
-                        "taylor": {"schedule": "authors", "batches_per_step": 2, "prunes_per_step": 4,
-                                   "lr": 0.01, "momentum": 0.0}}
+    variant["prune"] = {
+        **base["prune"],
+        "methods": ["taylor"],
+        "taylor": {"schedule": "authors", "batches_per_step": 2, "prunes_per_step": 4, "lr": 0.01, "momentum": 0.0},
+    }
     cfg["experiments"]["smoke_authors"] = {**variant, "variant_of": "smoke", "description": "authors' Taylor"}
     (repo_copy / "variant.yaml").write_text(yaml.safe_dump(cfg))
     dry = snakemake(repo_copy, "results/variants/all", "-n", "--configfile=variant.yaml").stdout
@@ -120,13 +148,16 @@ def test_variant_run_uses_the_base_dense_models_and_compares(repo_copy):
     snakemake(repo_copy, "results/variants/all", "--cores", "2", "--configfile=variant.yaml")
     table = pd.read_csv(repo_copy / "results/variants/summary.csv")
     assert set(zip(table["variant"], table["method"], table["loss"])) == {
-        ("smoke_authors", "taylor", "ce"), ("smoke_authors", "taylor", "pw")}
+        ("smoke_authors", "taylor", "ce"),
+        ("smoke_authors", "taylor", "pw"),
+    }
     assert (table["n_pairs"] == 2).all()
     md = (repo_copy / "results/variants/summary.md").read_text()
     assert "authors' Taylor" in md and "| smoke_authors | smoke | test | taylor | pw | 50 | 2 |" in md
     # the variant's trials really differ from the base's (another schedule, the same dense model)
-    assert not np.allclose(table["accuracy_variant"], table["accuracy_base"]) or \
-        not np.allclose(table["gap_variant"], table["gap_base"])
+    assert not np.allclose(table["accuracy_variant"], table["accuracy_base"]) or not np.allclose(
+        table["gap_variant"], table["gap_base"]
+    )
     png = repo_copy / "results/figures/smoke_authors/variant_comparison.png"
     assert imread(png).shape[0] > 300
     log = (repo_copy / "logs/smoke_authors/seed0/prune/taylor-pw/0.5.log").read_text()

@@ -31,12 +31,28 @@ SMOKE = ("--configfile", "tests/smoke.yaml")
 ALL = "results/figures/all"
 # The rules that gather every run into tables, figures and the summary.
 AFTER = ("aggregate", "figure", "summary", "all_figures")
-REQUIRED_COLUMNS = ["experiment", "dataset", "model", "method", "loss", "target_reduction",
-                    "achieved_reduction", "seed", "stage", "group", "accuracy", "auroc", "params",
-                    "macs", "latency_ms", "degenerate"]
+REQUIRED_COLUMNS = [
+    "experiment",
+    "dataset",
+    "model",
+    "method",
+    "loss",
+    "target_reduction",
+    "achieved_reduction",
+    "seed",
+    "stage",
+    "group",
+    "accuracy",
+    "auroc",
+    "params",
+    "macs",
+    "latency_ms",
+    "degenerate",
+]
 
 
 # ---------------------------------------------------------------- the expected grid
+
 
 def smoke_config(root: Path) -> dict:
     return pc.load_yaml_strict(root / "tests" / "smoke.yaml")
@@ -65,8 +81,9 @@ def grid(config: dict) -> set[tuple]:
             add("train_dense", exp=exp, seed=seed)
             add("evaluate", exp=exp, seed=seed, checkpoint="dense")
             add("teacher_diagnostic", exp=exp, seed=seed)
-            for method, target, label in itertools.product(cfg["prune"]["methods"], cfg["prune"]["targets"],
-                                                           cfg["losses"]):
+            for method, target, label in itertools.product(
+                cfg["prune"]["methods"], cfg["prune"]["targets"], cfg["losses"]
+            ):
                 ploss, floss = pc.phase_losses(label, method)
                 t = pc.target_str(target)
                 add("prune", exp=exp, seed=seed, method=method, ploss=ploss, target=t)
@@ -93,8 +110,11 @@ def upstream(job, full) -> set[tuple]:
     if rule in ("prune", "teacher_diagnostic"):
         return pick("prepare_data", exp=exp) | pick("train_dense", exp=exp, seed=seed)
     if rule == "finetune":
-        return (pick("prepare_data", exp=exp) | pick("train_dense", exp=exp, seed=seed)
-                | pick("prune", exp=exp, seed=seed, method=w["method"], ploss=w["ploss"], target=w["target"]))
+        return (
+            pick("prepare_data", exp=exp)
+            | pick("train_dense", exp=exp, seed=seed)
+            | pick("prune", exp=exp, seed=seed, method=w["method"], ploss=w["ploss"], target=w["target"])
+        )
     if rule == "evaluate":
         kind, *rest = w["checkpoint"].split("/")
         if kind == "dense":
@@ -102,8 +122,11 @@ def upstream(job, full) -> set[tuple]:
         else:
             parts = rest[0].split("-")
             wc = dict(method=parts[0], ploss=parts[1], target=rest[1])
-            maker = (pick("prune", exp=exp, seed=seed, **wc) if kind == "pruned"
-                     else pick("finetune", exp=exp, seed=seed, floss=parts[2], **wc))
+            maker = (
+                pick("prune", exp=exp, seed=seed, **wc)
+                if kind == "pruned"
+                else pick("finetune", exp=exp, seed=seed, floss=parts[2], **wc)
+            )
         return pick("prepare_data", exp=exp) | maker
     if rule == "aggregate":
         return pick("evaluate") | pick("finetune")
@@ -137,8 +160,11 @@ def parse_dry_run(text: str) -> dict:
     fails here rather than passing silently."""
     jobs = {}
     for m in _JOB.finditer(text):
-        fields = dict(re.match(r"\s+(\w[\w ]*): (.*)", line).groups()
-                      for line in m.group(2).splitlines() if re.match(r"\s+\w[\w ]*: ", line))
+        fields = dict(
+            re.match(r"\s+(\w[\w ]*): (.*)", line).groups()
+            for line in m.group(2).splitlines()
+            if re.match(r"\s+\w[\w ]*: ", line)
+        )
         wc = frozenset(tuple(kv.split("=", 1)) for kv in fields.get("wildcards", "").split(", ") if kv)
         key = (m.group(1), wc)
         assert key not in jobs, f"job listed twice: {key}"
@@ -169,13 +195,13 @@ def run_copy(smoke_run, tmp_path):
 
 # ---------------------------------------------------------------- the completed run
 
+
 def test_smoke_dag_matches_the_grid(smoke_run, tmp_path):
     """Forcing every job of the completed run lists exactly the grid computed from the config."""
     proc = snakemake(smoke_run, ALL, "-n", "-F", *SMOKE)
     jobs = parse_dry_run(proc.stdout + proc.stderr)
     expected = grid(smoke_config(smoke_run))
-    assert set(jobs) == expected, (f"unexpected:\n{show(set(jobs) - expected)}\n"
-                                   f"missing:\n{show(expected - set(jobs))}")
+    assert set(jobs) == expected, f"unexpected:\n{show(set(jobs) - expected)}\nmissing:\n{show(expected - set(jobs))}"
     # Each job wrote its log, and the training jobs logged their epochs.
     cfg = smoke_config(smoke_run)["experiments"]["smoke"]
     for (rule, wc), fields in jobs.items():
@@ -216,17 +242,50 @@ def test_metrics_table_has_exactly_the_grid(smoke_run):
         groups = [*meta["group_names"], "all"]
         assert len(groups) >= 3  # at least two groups, or fairness is moot
         for seed, method, target, label, stage, split, group in itertools.product(
-                cfg["seeds"], cfg["prune"]["methods"], cfg["prune"]["targets"], cfg["losses"],
-                ("dense", "pruned", "finetuned"), splits, groups):
+            cfg["seeds"],
+            cfg["prune"]["methods"],
+            cfg["prune"]["targets"],
+            cfg["losses"],
+            ("dense", "pruned", "finetuned"),
+            splits,
+            groups,
+        ):
             ploss, floss = pc.phase_losses(label, method)
-            expected.append((exp, cfg["dataset"]["kind"], cfg["model"], method, label, ploss, floss,
-                             float(target), int(seed), stage, split, group))
-    keys = ["experiment", "dataset", "model", "method", "loss", "prune_loss", "finetune_loss",
-            "target_reduction", "seed", "stage", "split", "group"]
+            expected.append(
+                (
+                    exp,
+                    cfg["dataset"]["kind"],
+                    cfg["model"],
+                    method,
+                    label,
+                    ploss,
+                    floss,
+                    float(target),
+                    int(seed),
+                    stage,
+                    split,
+                    group,
+                )
+            )
+    keys = [
+        "experiment",
+        "dataset",
+        "model",
+        "method",
+        "loss",
+        "prune_loss",
+        "finetune_loss",
+        "target_reduction",
+        "seed",
+        "stage",
+        "split",
+        "group",
+    ]
     got = list(df[keys].itertuples(index=False, name=None))
     assert len(got) == len(set(got)), "duplicated rows in results/metrics.csv"
-    assert set(got) == set(expected), (f"unexpected rows: {sorted(set(got) - set(expected))[:5]}\n"
-                                       f"missing rows: {sorted(set(expected) - set(got))[:5]}")
+    assert set(got) == set(expected), (
+        f"unexpected rows: {sorted(set(got) - set(expected))[:5]}\nmissing rows: {sorted(set(expected) - set(got))[:5]}"
+    )
 
     # Values: real numbers in range, dense rows unpruned, each group row counted.
     assert df["accuracy"].between(0, 1).all()
@@ -257,8 +316,9 @@ def test_every_finetuned_checkpoint_has_new_weights_in_its_pruned_architecture(s
         w = dict(wc)
         base = smoke_run / "results" / w["exp"] / f"seed{w['seed']}"
         pruned = checkpoint_state(base / "pruned" / f"{w['method']}-{w['ploss']}" / w["target"] / "model.pt")
-        after = checkpoint_state(base / "finetuned" / f"{w['method']}-{w['ploss']}-{w['floss']}" / w["target"]
-                                 / "model.pt")
+        after = checkpoint_state(
+            base / "finetuned" / f"{w['method']}-{w['ploss']}-{w['floss']}" / w["target"] / "model.pt"
+        )
         assert largest_change(pruned, after) > 1e-4, w  # shapes equal, values moved
 
 
@@ -266,13 +326,22 @@ def test_achieved_reduction_within_two_points_of_target(smoke_run):
     df = pd.read_csv(smoke_run / "results" / "metrics.csv")
     pruned = df[df["stage"].isin(["pruned", "finetuned"])]
     off = pruned[(pruned["achieved_reduction"] - pruned["target_reduction"]).abs() > 0.02]
-    assert off.empty, off[["method", "loss", "target_reduction", "achieved_reduction", "stage"]] \
-        .drop_duplicates().to_string()
+    assert off.empty, (
+        off[["method", "loss", "target_reduction", "achieved_reduction", "stage"]].drop_duplicates().to_string()
+    )
     # prune.json says the same as the table, for every pruning job of the grid
     infos = sorted((smoke_run / "results").glob("smoke/seed*/pruned/*/*/prune.json"))
-    expected = sorted(smoke_run / "results" / "smoke" / f"seed{w['seed']}" / "pruned" /
-                      f"{w['method']}-{w['ploss']}" / w["target"] / "prune.json"
-                      for w in (dict(wc) for r, wc in grid(smoke_config(smoke_run)) if r == "prune"))
+    expected = sorted(
+        smoke_run
+        / "results"
+        / "smoke"
+        / f"seed{w['seed']}"
+        / "pruned"
+        / f"{w['method']}-{w['ploss']}"
+        / w["target"]
+        / "prune.json"
+        for w in (dict(wc) for r, wc in grid(smoke_config(smoke_run)) if r == "prune")
+    )
     assert infos == expected and infos
     for info in infos:
         data = json.loads(info.read_text())
@@ -285,8 +354,12 @@ def test_figures_listed_by_all_exist_and_are_valid(smoke_run):
 
     listed = (smoke_run / ALL).read_text().split()
     config = smoke_config(smoke_run)
-    expected = {f"results/figures/{exp}/{fig}.{ext}" for exp in config["active"]
-                for fig in main_figures() for ext in ("png", "pdf")}
+    expected = {
+        f"results/figures/{exp}/{fig}.{ext}"
+        for exp in config["active"]
+        for fig in main_figures()
+        for ext in ("png", "pdf")
+    }
     assert expected <= set(listed), expected - set(listed)
     assert "results/summary.md" in listed
     for rel in listed:
@@ -308,6 +381,7 @@ def test_figures_listed_by_all_exist_and_are_valid(smoke_run):
 
 # ---------------------------------------------------------------- what reruns after a change
 
+
 def _override(root: Path, exp: str, section: str, key: str, value) -> tuple[str, ...]:
     """A second configfile changing one value (Snakemake merges it over tests/smoke.yaml)."""
     (root / "override.yaml").write_text(yaml.safe_dump({"experiments": {exp: {section: {key: value}}}}))
@@ -320,20 +394,28 @@ def _data_free(method):
 
 CONFIG_CHANGES = {
     # PW gamma: data-driven pruning with a PW loss, every PW fine-tuning, and what gathers them.
-    "pw_gamma": (("pw", "gamma", lambda v: v + 1.0), "Params have changed",
-                 lambda r, w: (r == "prune" and not _data_free(w["method"]) and w["ploss"].startswith("pw"))
-                 or (r == "finetune" and w["floss"].startswith("pw")) or r == "teacher_diagnostic",
-                 ),
-    "finetune_lr": (("finetune", "lr", lambda v: v * 2), "Params have changed",
-                    lambda r, w: r == "finetune"),
-    "train_epochs": (("train", "epochs", lambda v: v + 1), "Params have changed",
-                     lambda r, w: r != "prepare_data"),
-    "minority_share": (("dataset", "minority_share", lambda v: round(v + 0.05, 3)), "Params have changed",
-                       lambda r, w: True),
+    "pw_gamma": (
+        ("pw", "gamma", lambda v: v + 1.0),
+        "Params have changed",
+        lambda r, w: (
+            (r == "prune" and not _data_free(w["method"]) and w["ploss"].startswith("pw"))
+            or (r == "finetune" and w["floss"].startswith("pw"))
+            or r == "teacher_diagnostic"
+        ),
+    ),
+    "finetune_lr": (("finetune", "lr", lambda v: v * 2), "Params have changed", lambda r, w: r == "finetune"),
+    "train_epochs": (("train", "epochs", lambda v: v + 1), "Params have changed", lambda r, w: r != "prepare_data"),
+    "minority_share": (
+        ("dataset", "minority_share", lambda v: round(v + 0.05, 3)),
+        "Params have changed",
+        lambda r, w: True,
+    ),
     # Taylor's restore_weights "authors": the dense weights come back in the PW arm only
-    "taylor_restore_authors": (("prune", "taylor", lambda v: {**v, "restore_weights": "authors"}),
-                               "Params have changed",
-                               lambda r, w: r == "prune" and w["method"] == "taylor" and w["ploss"].startswith("pw")),
+    "taylor_restore_authors": (
+        ("prune", "taylor", lambda v: {**v, "restore_weights": "authors"}),
+        "Params have changed",
+        lambda r, w: r == "prune" and w["method"] == "taylor" and w["ploss"].startswith("pw"),
+    ),
 }
 
 
@@ -349,8 +431,10 @@ def test_config_change_reruns_exactly_what_depends_on_it(run_copy, name):
     full = grid(config)
     direct = select(full, changed)
     expected = direct | select(full, lambda r, w: r in AFTER) | _downstream(full, direct)
-    assert set(jobs) == expected, (f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
-                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    assert set(jobs) == expected, (
+        f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
+        f"should run but did not:\n{show(expected - set(jobs))}"
+    )
     check_reasons(jobs, full, direct, reason)
 
 
@@ -394,8 +478,10 @@ def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
     full = grid(smoke_config(run_copy))
     direct = select(full, lambda r, w: r == stage)
     expected = direct | select(full, lambda r, w: r in AFTER) | _downstream(full, direct)
-    assert set(jobs) == expected, (f"{path}: ran but should not:\n{show(set(jobs) - expected)}\n"
-                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    assert set(jobs) == expected, (
+        f"{path}: ran but should not:\n{show(set(jobs) - expected)}\n"
+        f"should run but did not:\n{show(expected - set(jobs))}"
+    )
     check_reasons(jobs, full, direct, reason)
 
 
@@ -410,8 +496,7 @@ EDITS = {
     "evaluation stage comment": (("append", "pwprune/stages/evaluate.py"), {"evaluate"}),
     "metric code comment": (("append", "pwprune/metrics.py"), {"evaluate"}),
     "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"evaluate"}),
-    "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"),
-                          set()),
+    "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"), set()),
 }
 
 
@@ -435,8 +520,10 @@ def test_each_edit_reruns_exactly_its_rules(run_copy, name):
     full = grid(smoke_config(run_copy))
     direct = select(full, lambda r, w: r in rules)
     expected = direct | _downstream(full, direct)
-    assert set(jobs) == expected, (f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
-                                   f"should run but did not:\n{show(expected - set(jobs))}")
+    assert set(jobs) == expected, (
+        f"{name}: ran but should not:\n{show(set(jobs) - expected)}\n"
+        f"should run but did not:\n{show(expected - set(jobs))}"
+    )
     if not rules:
         assert "Nothing to be done" in out, out
     check_reasons(jobs, full, direct, "Params have changed")
@@ -448,21 +535,32 @@ def test_each_job_ran_only_code_that_its_hash_covers(smoke_run):
     escapes the hash (a dynamic one, say), and stage code never leaks into another rule's."""
     from pwprune import provenance
 
-    scripts = {"prepare_data": "prepare_data", "train_dense": "train_dense", "prune": "prune",
-               "finetune": "finetune", "evaluate": "evaluate", "teacher_diagnostic": "teacher_diagnostic",
-               "aggregate": "aggregate", "figure": "plot", "teacher_figure": "teacher_figure",
-               "summary": "summary"}
+    scripts = {
+        "prepare_data": "prepare_data",
+        "train_dense": "train_dense",
+        "prune": "prune",
+        "finetune": "finetune",
+        "evaluate": "evaluate",
+        "teacher_diagnostic": "teacher_diagnostic",
+        "aggregate": "aggregate",
+        "figure": "plot",
+        "teacher_figure": "teacher_figure",
+        "summary": "summary",
+    }
     proc = snakemake(smoke_run, ALL, "-n", "-F", *SMOKE)
     seen = set()
-    for (rule, wc), fields in parse_dry_run(proc.stdout + proc.stderr).items():
+    for (rule, _), fields in parse_dry_run(proc.stdout + proc.stderr).items():
         if rule not in scripts:
             continue
         text = (smoke_run / fields["log"]).read_text()
         line = re.search(r"^pwprune modules loaded: (.*)$", text, re.M)
         assert line, f"{fields['log']}: no module line"
         loaded = set(line.group(1).split())
-        static = set(provenance.module_names(provenance.code_files(
-            REPO / "workflow" / "scripts" / f"{scripts[rule]}.py", root=REPO), root=REPO))
+        static = set(
+            provenance.module_names(
+                provenance.code_files(REPO / "workflow" / "scripts" / f"{scripts[rule]}.py", root=REPO), root=REPO
+            )
+        )
         assert loaded <= static, (rule, sorted(loaded - static))
         seen.add(rule)
         if rule == "figure":  # the figure jobs never run model, training or pruning code
@@ -505,8 +603,10 @@ def test_single_target_by_path_runs_only_its_upstream(tmp_path):
     assert set(jobs) == {
         ("prepare_data", frozenset({("exp", "smoke")})),
         ("train_dense", frozenset({("exp", "smoke"), ("seed", "0")})),
-        ("prune", frozenset({("exp", "smoke"), ("seed", "0"), ("method", "taylor"), ("ploss", "pw"),
-                             ("target", "0.5")})),
+        (
+            "prune",
+            frozenset({("exp", "smoke"), ("seed", "0"), ("method", "taylor"), ("ploss", "pw"), ("target", "0.5")}),
+        ),
     }, show(jobs)
 
 
@@ -522,6 +622,7 @@ def test_single_finetuned_target_in_a_completed_run(run_copy):
 
 # ---------------------------------------------------------------- the ablation grid
 
+
 def test_ablation_all_builds_every_label_and_a_real_figure(run_copy):
     from PIL import Image
 
@@ -531,8 +632,12 @@ def test_ablation_all_builds_every_label_and_a_real_figure(run_copy):
     cfg = smoke_config(run_copy)["experiments"]["smoke"]
     df = pd.read_csv(run_copy / "results" / "ablation" / "metrics.csv")
     fin = df[(df["stage"] == "finetuned") & (df["group"] == "all") & (df["split"] == "test")]
-    expected = {(m, float(t), label) for m in cfg["ablation"]["methods"] for t in cfg["ablation"]["targets"]
-                for label in ABLATION_LABELS}
+    expected = {
+        (m, float(t), label)
+        for m in cfg["ablation"]["methods"]
+        for t in cfg["ablation"]["targets"]
+        for label in ABLATION_LABELS
+    }
     assert set(zip(fin["method"], fin["target_reduction"], fin["loss"])) == expected
     assert fin["accuracy"].between(0, 1).all()
     listed = (run_copy / "results" / "ablation" / "all").read_text()
@@ -544,15 +649,18 @@ def test_ablation_all_builds_every_label_and_a_real_figure(run_copy):
 
 # ---------------------------------------------------------------- the HTML report
 
+
 def test_html_report_is_self_contained_with_every_figure_and_caption(run_copy):
     snakemake(run_copy, "--report", "results/report.html", *SMOKE)
     html = (run_copy / "results" / "report.html").read_text()
-    assert not re.search(r"<(?:script|img)[^>]+src=\"(?!data:)|<link[^>]+href=\"(?!data:)", html), \
+    assert not re.search(r"<(?:script|img)[^>]+src=\"(?!data:)|<link[^>]+href=\"(?!data:)", html), (
         "the report loads something from outside itself"
+    )
     config = smoke_config(run_copy)
     report_dir = run_copy / "workflow" / "report"
-    embedded = [(f"results/figures/{exp}/{fig}.png", f"{fig}.rst") for exp in config["active"]
-                for fig in main_figures()] + [("results/summary.md", "summary.rst")]
+    embedded = [
+        (f"results/figures/{exp}/{fig}.png", f"{fig}.rst") for exp in config["active"] for fig in main_figures()
+    ] + [("results/summary.md", "summary.rst")]
     for rel, caption in embedded:
         name = Path(rel).name
         # the file itself, embedded byte for byte

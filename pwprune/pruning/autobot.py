@@ -55,8 +55,7 @@ MODES = ("eval", "train")
 KEEPS = ("last", "best", "authors")
 PLAIN_TARGETS = ("labels", "teacher")
 SEARCHES = ("nearest", "threshold")
-CHOICES = {"flop_loss": FLOP_LOSSES, "mode": MODES, "keep": KEEPS, "plain_targets": PLAIN_TARGETS,
-           "search": SEARCHES}
+CHOICES = {"flop_loss": FLOP_LOSSES, "mode": MODES, "keep": KEEPS, "plain_targets": PLAIN_TARGETS, "search": SEARCHES}
 
 
 def check_options(opts):
@@ -67,8 +66,9 @@ def check_options(opts):
             raise ValueError(f"autobot option {key} must be one of {', '.join(valid)}, got {opts[key]!r}")
     best_after = opts.get("best_after", 0.0)
     if isinstance(best_after, bool) or not isinstance(best_after, (int, float)) or not 0 <= best_after < 1:
-        raise ValueError(f"autobot option best_after must be a fraction of the iterations in [0, 1), "
-                         f"got {best_after!r}")
+        raise ValueError(
+            f"autobot option best_after must be a fraction of the iterations in [0, 1), got {best_after!r}"
+        )
     init = opts.get("init", 0.0)
     if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
         raise ValueError(f"autobot option init must be a finite number (a gate logit), got {init!r}")
@@ -94,21 +94,41 @@ def gate_loss(loss_fn, plain_targets, teacher):
     if plain_targets != "teacher":
         raise ValueError(f"plain_targets must be one of {', '.join(PLAIN_TARGETS)}, got {plain_targets!r}")
     if not hasattr(loss_fn, "correct_targets") or not hasattr(loss_fn, "soft_targets"):
-        raise ValueError("autobot option plain_targets 'teacher' needs a PerformanceWeightedLoss "
-                         "(pwprune.loss.make_loss), whose targets it can switch to the teacher's outputs")
+        raise ValueError(
+            "autobot option plain_targets 'teacher' needs a PerformanceWeightedLoss "
+            "(pwprune.loss.make_loss), whose targets it can switch to the teacher's outputs"
+        )
     if loss_fn.correct_targets:
         return loss_fn
     if teacher is None:
-        raise ValueError("autobot option plain_targets 'teacher' trains the gates on the dense model's "
-                         "outputs: pass teacher=")
+        raise ValueError(
+            "autobot option plain_targets 'teacher' trains the gates on the dense model's outputs: pass teacher="
+        )
     soft = copy.copy(loss_fn)
     soft.soft_targets = True
     return soft
 
 
-def train_gates(model, layout, loader, loss_fn, teacher, target_reduction, device, *, iterations=200,
-                lr=0.05, beta=2.0, binarization=0.1, init=3.0, flop_loss="symmetric", mode="eval",
-                keep="last", best_after=0.6, log=print):
+def train_gates(
+    model,
+    layout,
+    loader,
+    loss_fn,
+    teacher,
+    target_reduction,
+    device,
+    *,
+    iterations=200,
+    lr=0.05,
+    beta=2.0,
+    binarization=0.1,
+    init=3.0,
+    flop_loss="symmetric",
+    mode="eval",
+    keep="last",
+    best_after=0.6,
+    log=print,
+):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if keep not in KEEPS:
@@ -142,9 +162,11 @@ def train_gates(model, layout, loader, loss_fn, teacher, target_reduction, devic
                 best_loss, best_step = loss.item(), it + 1
                 best_logits = scored if keep == "best" else logits.detach().clone()
             if it % max(1, iterations // 5) == 0 or it == iterations - 1:
-                log(f"autobot gates {it + 1}/{iterations}: task {task.item():.4f} kept MACs ~{kept.item():.3f} "
+                log(
+                    f"autobot gates {it + 1}/{iterations}: task {task.item():.4f} kept MACs ~{kept.item():.3f} "
                     f"(target {keep_target:.3f}) binarisation {polar.item():.3f} "
-                    f"gates<0.5: {(gates < 0.5).float().mean().item():.3f}")
+                    f"gates<0.5: {(gates < 0.5).float().mean().item():.3f}"
+                )
     finally:
         hooks.remove()
         for p in frozen:
@@ -157,8 +179,10 @@ def train_gates(model, layout, loader, loss_fn, teacher, target_reduction, devic
         if best_logits is None:
             log(f"autobot keep {keep!r}: no finite loss after {best_after} of the iterations; keeping the last gates")
         else:
-            log(f"autobot keep {keep!r}: the lowest total loss {best_loss:.4f} was at step {best_step}/{iterations}"
-                + ("; keeping the gates after that step's update" if keep == "authors" else ""))
+            log(
+                f"autobot keep {keep!r}: the lowest total loss {best_loss:.4f} was at step {best_step}/{iterations}"
+                + ("; keeping the gates after that step's update" if keep == "authors" else "")
+            )
             logits = best_logits
     return torch.sigmoid(logits).detach().float().cpu()
 
@@ -188,6 +212,8 @@ def threshold_search(layout, gates, cand, target, macs_before, tolerance, log=pr
     else:  # out of steps: the last moved threshold decides, as in the authors' loop
         k = int((cand_gates <= threshold).sum())
         red = reduction(k)
-    log(f"autobot threshold search: gate threshold {threshold:.6f} removes {k}/{len(cand)} candidate channels, "
-        f"estimated reduction {red:.4f} (target {target:.4f}, tolerance {tolerance})")
+    log(
+        f"autobot threshold search: gate threshold {threshold:.6f} removes {k}/{len(cand)} candidate channels, "
+        f"estimated reduction {red:.4f} (target {target:.4f}, tolerance {tolerance})"
+    )
     return k, threshold

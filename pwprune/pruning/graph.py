@@ -31,8 +31,10 @@ LAYER_SCOPES = ("all", "conv")
 
 def check_layers(layers):
     if layers not in LAYER_SCOPES:
-        raise ValueError(f"layers must be one of {', '.join(LAYER_SCOPES)} (what pruning acts on and "
-                         f"which MACs the target counts), got {layers!r}")
+        raise ValueError(
+            f"layers must be one of {', '.join(LAYER_SCOPES)} (what pruning acts on and "
+            f"which MACs the target counts), got {layers!r}"
+        )
     return layers
 
 
@@ -158,11 +160,12 @@ class Layout:
                     bn_sites.append((names[m], local, flat))
                 elif role in ("out", "ch") and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
                     conv_sites.append((names[m], local, flat))
-            for name, local, flat in (bn_sites or conv_sites):
+            for name, local, flat in bn_sites or conv_sites:
                 site_items.setdefault(name, []).append((local, flat))
         self.axes = axes
-        self.sites = {name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v]))
-                      for name, v in site_items.items()}
+        self.sites = {
+            name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v])) for name, v in site_items.items()
+        }
 
         if layers == "all":
             macs, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
@@ -206,7 +209,7 @@ class Layout:
         """Flat boolean mask of channels to remove -> {group key: [channel idx, ...]}."""
         plan = {}
         for (key, n), off in zip(self.groups, self.offsets):
-            idxs = torch.nonzero(pruned[off:off + n]).flatten().tolist()
+            idxs = torch.nonzero(pruned[off : off + n]).flatten().tolist()
             if idxs:
                 plan[key] = idxs
         return plan

@@ -36,8 +36,8 @@ def normalise_in_groups(layout, scores, eps=1e-12):
     stream summed over many layers vs a single conv) compete on one global threshold."""
     out = scores.clone().float()
     for (_, n), off in zip(layout.groups, layout.offsets):
-        seg = out[off:off + n]
-        out[off:off + n] = seg / (seg.mean() + eps)
+        seg = out[off : off + n]
+        out[off : off + n] = seg / (seg.mean() + eps)
     return out
 
 

@@ -43,16 +43,18 @@ class ScoringData:
                      continues from call to call (Taylor's rounds)
     """
 
-    def __init__(self, method, *, loader=None, loss_fn=None, teacher=None, device="cpu", seed=0, target=None,
-                 log=print):
+    def __init__(
+        self, method, *, loader=None, loss_fn=None, teacher=None, device="cpu", seed=0, target=None, log=print
+    ):
         self.method, self._loader, self._loss_fn = method, loader, loss_fn
         self.teacher, self.device, self.seed, self.target, self.log = teacher, device, seed, target, log
         self._stream = None
 
     def _needed(self, value):
         if value is None:
-            raise ValueError(f"pruning method {self.method!r} is data-driven: pass loader and loss_fn "
-                             "(and teacher for PW losses)")
+            raise ValueError(
+                f"pruning method {self.method!r} is data-driven: pass loader and loss_fn (and teacher for PW losses)"
+            )
         return value
 
     @property
@@ -73,9 +75,11 @@ def loop_options(**defaults):
     """Declare the options of target.py's loop a method takes (see target.LOOP_OPTIONS), with
     this method's defaults. They are resolved and validated with its own options but are read by
     the loop; the scorer is called without them."""
+
     def mark(fn):
         fn.loop_options = dict(defaults)
         return fn
+
     return mark
 
 
@@ -85,10 +89,15 @@ def scorer_options(fn):
     params = list(inspect.signature(fn).parameters.values())
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     keyword = [p for p in params if p.kind == p.KEYWORD_ONLY]
-    if positional != ["model", "layout", "data"] or len(keyword) + 3 != len(params) \
-            or any(p.default is p.empty for p in keyword):
-        raise TypeError(f"{getattr(fn, '__name__', fn)!r} is not a scorer: its signature must be "
-                        "(model, layout, data, *, option=default, ...)")
+    if (
+        positional != ["model", "layout", "data"]
+        or len(keyword) + 3 != len(params)
+        or any(p.default is p.empty for p in keyword)
+    ):
+        raise TypeError(
+            f"{getattr(fn, '__name__', fn)!r} is not a scorer: its signature must be "
+            "(model, layout, data, *, option=default, ...)"
+        )
     return {p.name: p.default for p in keyword}
 
 
@@ -146,19 +155,56 @@ def taylor_score(model, layout, data, *, batches_per_step=8, lr=1e-3, momentum=0
 
 
 @loop_options(search="nearest", tolerance_pw=None)
-def autobot_score(model, layout, data, *, iterations=200, epochs=None, lr=0.05, beta=2.0, binarization=0.1,
-                  init=3.0, flop_loss="symmetric", mode="eval", keep="last", best_after=0.6,
-                  plain_targets="labels"):
+def autobot_score(
+    model,
+    layout,
+    data,
+    *,
+    iterations=200,
+    epochs=None,
+    lr=0.05,
+    beta=2.0,
+    binarization=0.1,
+    init=3.0,
+    flop_loss="symmetric",
+    mode="eval",
+    keep="last",
+    best_after=0.6,
+    plain_targets="labels",
+):
     """AutoBot's trained gate values (autobot.train_gates), gates trained towards data.target;
     `epochs` (if set) replaces `iterations` by that many passes over the loader."""
-    check_options({"flop_loss": flop_loss, "mode": mode, "keep": keep, "plain_targets": plain_targets,
-                           "best_after": best_after, "init": init})
+    check_options(
+        {
+            "flop_loss": flop_loss,
+            "mode": mode,
+            "keep": keep,
+            "plain_targets": plain_targets,
+            "best_after": best_after,
+            "init": init,
+        }
+    )
     if epochs is not None:
         iterations = int(epochs) * len(data.loader)
-    return train_gates(model, layout, data.loader, gate_loss(data.loss_fn, plain_targets, data.teacher),
-                       data.teacher, data.target, data.device, iterations=int(iterations), lr=float(lr),
-                       beta=float(beta), binarization=float(binarization), init=float(init), flop_loss=flop_loss,
-                       mode=mode, keep=keep, best_after=float(best_after), log=data.log)
+    return train_gates(
+        model,
+        layout,
+        data.loader,
+        gate_loss(data.loss_fn, plain_targets, data.teacher),
+        data.teacher,
+        data.target,
+        data.device,
+        iterations=int(iterations),
+        lr=float(lr),
+        beta=float(beta),
+        binarization=float(binarization),
+        init=float(init),
+        flop_loss=flop_loss,
+        mode=mode,
+        keep=keep,
+        best_after=float(best_after),
+        log=data.log,
+    )
 
 
 # the one registry of pruning methods, in the paper's order (data-free first)

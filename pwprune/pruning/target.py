@@ -50,7 +50,7 @@ LOOP_OPTIONS = {
     "steps": "rounds of the geometric schedule",
     "prunes_per_step": "channels removed per pruning step of the authors' trajectory",
     "restore_weights": "never, always or authors (for a PW pruning loss only): the pruned model gets the "
-                       "dense weights of the kept channels",
+    "dense weights of the kept channels",
     "search": "nearest (the reduction nearest the target) or threshold (autobot.threshold_search)",
     "tolerance_pw": "the tolerance for a reweighting (PW) loss (null: `tolerance`)",
 }
@@ -66,8 +66,10 @@ class _Options(Mapping):
         loop, own = getattr(fn, "loop_options", {}), scorer_options(fn)
         wrong = sorted(set(loop) - set(LOOP_OPTIONS)) + sorted(set(loop) & set(own))
         if wrong:
-            raise TypeError(f"scorer of {method!r}: {wrong} are not options of the loop ({', '.join(LOOP_OPTIONS)}) "
-                            "or are also its own")
+            raise TypeError(
+                f"scorer of {method!r}: {wrong} are not options of the loop ({', '.join(LOOP_OPTIONS)}) "
+                "or are also its own"
+            )
         return {**loop, **own}
 
     def __iter__(self):
@@ -106,8 +108,9 @@ def _check_unknown(method, options):
     valid = {**COMMON_OPTIONS, **OPTIONS[method]}
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for pruning method {method!r}; "
-                         f"valid options: {sorted(valid) or 'none'}")
+        raise ValueError(
+            f"unknown option(s) {unknown} for pruning method {method!r}; valid options: {sorted(valid) or 'none'}"
+        )
     return valid
 
 
@@ -119,25 +122,32 @@ def _resolve_options(method, options):
     opts = {**_check_unknown(method, options), **options}
     if "schedule" in opts:
         if opts["schedule"] not in TAYLOR_SCHEDULES:
-            raise ValueError(f"{method} option schedule must be one of {', '.join(TAYLOR_SCHEDULES)}, "
-                             f"got {opts['schedule']!r}")
+            raise ValueError(
+                f"{method} option schedule must be one of {', '.join(TAYLOR_SCHEDULES)}, got {opts['schedule']!r}"
+            )
         wrong = sorted(k for k, s in SCHEDULE_ONLY.items() if k in options and s != opts["schedule"])
         if wrong:
-            raise ValueError(f"{method} option(s) {wrong} apply only to schedule "
-                             f"{SCHEDULE_ONLY[wrong[0]]!r}, not to {opts['schedule']!r}")
+            raise ValueError(
+                f"{method} option(s) {wrong} apply only to schedule "
+                f"{SCHEDULE_ONLY[wrong[0]]!r}, not to {opts['schedule']!r}"
+            )
         if opts.get("normalise", False) is None:  # each schedule's own: geometric normalises, the authors' never
             opts["normalise"] = opts["schedule"] == "geometric"
         if "normalise" in opts and not isinstance(opts["normalise"], bool):
             raise ValueError(f"{method} option normalise must be true or false, got {opts['normalise']!r}")
         if opts.get("normalise") and opts["schedule"] == "authors":
-            raise ValueError(f"{method} option normalise: true does not apply to schedule 'authors', which ranks "
-                             "the raw scores globally as the authors' code does (pruner.py:333-335); "
-                             "use schedule 'geometric' or normalise: false")
+            raise ValueError(
+                f"{method} option normalise: true does not apply to schedule 'authors', which ranks "
+                "the raw scores globally as the authors' code does (pruner.py:333-335); "
+                "use schedule 'geometric' or normalise: false"
+            )
     if "steps" in opts and int(opts["steps"]) < 1:
         raise ValueError(f"{method} option steps must be >= 1, got {opts['steps']!r}")
     if "restore_weights" in opts and opts["restore_weights"] not in RESTORE_WEIGHTS:
-        raise ValueError(f"{method} option restore_weights must be one of {', '.join(RESTORE_WEIGHTS)}, "
-                         f"got {opts['restore_weights']!r}")
+        raise ValueError(
+            f"{method} option restore_weights must be one of {', '.join(RESTORE_WEIGHTS)}, "
+            f"got {opts['restore_weights']!r}"
+        )
     if "search" in opts and opts["search"] not in SEARCHES:
         raise ValueError(f"{method} option search must be one of {', '.join(SEARCHES)}, got {opts['search']!r}")
     tol = opts.get("tolerance_pw")
@@ -157,8 +167,8 @@ def _candidates(layout, scores, min_channels):
     highest-scored channels are never candidates."""
     cands = []
     for (_, n), off in zip(layout.groups, layout.offsets):
-        order = torch.argsort(scores[off:off + n], stable=True)
-        cands.append(order[:max(n - min_channels, 0)] + off)
+        order = torch.argsort(scores[off : off + n], stable=True)
+        cands.append(order[: max(n - min_channels, 0)] + off)
     cand = torch.cat(cands) if cands else torch.zeros(0, dtype=torch.long)
     return cand[torch.argsort(scores[cand], stable=True)]
 
@@ -171,6 +181,7 @@ def _pruned_mask(layout, cand, k):
 
 def _estimated_k(layout, cand, aim, macs_before):
     """Smallest k whose estimated reduction reaches `aim` (or all candidates)."""
+
     def red(k):
         return 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
 
@@ -189,8 +200,9 @@ def _estimated_k(layout, cand, aim, macs_before):
     return lo
 
 
-def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, tolerance, min_channels,
-                exact=True, log=print):
+def choose_plan(
+    model, layout, scores, target, macs_before, example_inputs, *, tolerance, min_channels, exact=True, log=print
+):
     """-> (plan {group key: [channel idx]}, expected reduction, note)."""
     cand = _candidates(layout, scores, min_channels)
     if not exact:  # intermediate Taylor rounds: the estimate is close enough
@@ -204,8 +216,10 @@ def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, t
         if k not in real:
             plan = layout.plan_from_pruned(_pruned_mask(layout, cand, k))
             real[k] = 1.0 - trial_macs(model, plan, example_inputs, layout.layers) / macs_before
-            log(f"  trial: remove {k}/{len(cand)} candidate channels -> {real[k]:.4f} of MACs removed "
-                f"(target {target:.4f})")
+            log(
+                f"  trial: remove {k}/{len(cand)} candidate channels -> {real[k]:.4f} of MACs removed "
+                f"(target {target:.4f})"
+            )
         return real[k]
 
     def close(k):
@@ -215,8 +229,10 @@ def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, t
     kmax = len(cand)
     most = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, kmax)).float())) / macs_before
     if most < target - tolerance / 2 and measure(kmax) < target - tolerance:
-        note = (f"target {target:.4f} not reachable: with every prunable group at its minimum of "
-                f"{min_channels} channel(s) only {real[kmax]:.4f} of MACs can be removed")
+        note = (
+            f"target {target:.4f} not reachable: with every prunable group at its minimum of "
+            f"{min_channels} channel(s) only {real[kmax]:.4f} of MACs can be removed"
+        )
         k = kmax
     else:
         aim = target
@@ -239,8 +255,10 @@ def choose_plan(model, layout, scores, target, macs_before, example_inputs, *, t
                     break
         k = min(real, key=lambda j: (abs(real[j] - target), j))
         if abs(real[k] - target) > tolerance:
-            note = (f"closest reachable reduction is {real[k]:.4f} for target {target:.4f}: removing one "
-                    f"more channel changes MACs by more than the tolerance {tolerance}")
+            note = (
+                f"closest reachable reduction is {real[k]:.4f} for target {target:.4f}: removing one "
+                f"more channel changes MACs by more than the tolerance {tolerance}"
+            )
     return layout.plan_from_pruned(_pruned_mask(layout, cand, k)), real[k], note
 
 
@@ -269,12 +287,24 @@ def _prune_in_rounds(model, method, opts, target, ex, macs_before, data, toleran
             plan, note = layout.plan_from_pruned(_pruned_mask(layout, cand, k)), ""
             red = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
         else:
-            plan, red, note = choose_plan(model, layout, scores, round_target, macs_before, ex, tolerance=tolerance,
-                                          min_channels=int(opts["min_channels"]), exact=(step == steps), log=log)
+            plan, red, note = choose_plan(
+                model,
+                layout,
+                scores,
+                round_target,
+                macs_before,
+                ex,
+                tolerance=tolerance,
+                min_channels=int(opts["min_channels"]),
+                exact=(step == steps),
+                log=log,
+            )
         apply_plan(DG, model, plan)
         if "steps" in opts:
-            log(f"{method} step {step}/{steps}: removed {sum(len(v) for v in plan.values())} channels, MACs now "
-                f"~{1 - red:.4f} of dense (round target {1 - round_target:.4f})")
+            log(
+                f"{method} step {step}/{steps}: removed {sum(len(v) for v in plan.values())} channels, MACs now "
+                f"~{1 - red:.4f} of dense (round target {1 - round_target:.4f})"
+            )
     return DG, note
 
 
@@ -302,8 +332,10 @@ def _loader_parts(loader):
     if size is None:
         size = getattr(getattr(loader, "sampler", None), "batch_size", None)
     if dataset is None or size is None:
-        raise ValueError("the taylor schedule 'authors' draws its own seeded batches: pass a "
-                         "torch DataLoader over the training split (pwprune.train.make_loader)")
+        raise ValueError(
+            "the taylor schedule 'authors' draws its own seeded batches: pass a "
+            "torch DataLoader over the training split (pwprune.train.make_loader)"
+        )
     return dataset, int(size)
 
 
@@ -313,18 +345,46 @@ def _taylor_authors(model, target, ex, data, opts, trajectory, log, dense=None):
 
     dataset, batch_size = _loader_parts(data.loader)
     if trajectory is not None:
-        log(f"continuing the Taylor trajectory saved at target {trajectory['target']:.4f} "
-            f"(batch {trajectory['batches']}, {int(trajectory['removed'].sum())} channels removed)")
-    snap = taylor_trajectory(model, [target], ex, dataset=dataset, batch_size=batch_size, loss_fn=data.loss_fn,
-                             teacher=data.teacher, device=data.device, seed=data.seed, opts=opts, resume=trajectory,
-                             log=log)[-1]
+        log(
+            f"continuing the Taylor trajectory saved at target {trajectory['target']:.4f} "
+            f"(batch {trajectory['batches']}, {int(trajectory['removed'].sum())} channels removed)"
+        )
+    snap = taylor_trajectory(
+        model,
+        [target],
+        ex,
+        dataset=dataset,
+        batch_size=batch_size,
+        loss_fn=data.loss_fn,
+        teacher=data.teacher,
+        device=data.device,
+        seed=data.seed,
+        opts=opts,
+        resume=trajectory,
+        log=log,
+    )[-1]
     # dense (restore_weights): the kept channels get the weights the trajectory started from
     pruned, history = materialize(model if dense is None else dense, snap["plan"], ex)
     return pruned, history, snap["note"], snap["state"]
 
 
-def prune_to_target(model, method, target_reduction, example_inputs, *, loader=None, loss_fn=None, teacher=None,
-                    device="cpu", seed=0, tolerance=0.02, log=print, trajectory=None, layers="all", **options):
+def prune_to_target(
+    model,
+    method,
+    target_reduction,
+    example_inputs,
+    *,
+    loader=None,
+    loss_fn=None,
+    teacher=None,
+    device="cpu",
+    seed=0,
+    tolerance=0.02,
+    log=print,
+    trajectory=None,
+    layers="all",
+    **options,
+):
     """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
 
     method: a key of scorers.SCORERS; options: that method's (OPTIONS[method]) and min_channels.
@@ -351,20 +411,24 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     opts = {**_resolve_options(method, options), "layers": check_layers(layers)}
     authors = opts.get("schedule") == "authors"
     if trajectory is not None and not authors:
-        raise ValueError("trajectory= continues a Taylor trajectory; it applies only to method 'taylor' "
-                         "with schedule 'authors'")
+        raise ValueError(
+            "trajectory= continues a Taylor trajectory; it applies only to method 'taylor' with schedule 'authors'"
+        )
     if opts.get("tolerance_pw") is not None and getattr(loss_fn, "reweight", False):
         tolerance = float(opts["tolerance_pw"])  # a reweighting loss: the authors' sw_autobot epsilon
 
     device = torch.device(device)
     model.to(device)
     ex = example_inputs.to(device)
-    data = ScoringData(method, loader=loader, loss_fn=loss_fn, teacher=teacher, device=device, seed=seed,
-                       target=target, log=log)
+    data = ScoringData(
+        method, loader=loader, loss_fn=loss_fn, teacher=teacher, device=device, seed=seed, target=target, log=log
+    )
     total_before, params_before = macs_params_on_device(model, ex)
     macs_before = total_before if layers == "all" else counted_macs(model, ex, layers)
-    log(f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs "
-        f"({'every layer' if layers == 'all' else 'full convolutions only'}; tolerance {tolerance})")
+    log(
+        f"pruning with {method} to remove {target:.4f} of {macs_before:,} MACs "
+        f"({'every layer' if layers == 'all' else 'full convolutions only'}; tolerance {tolerance})"
+    )
     # fork the RNG so seeding here (dropout in Taylor's steps) leaves the caller's stream alone
     fork_devices = []
     if device.type == "cuda":
@@ -373,8 +437,10 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     restore = restores_weights(opts, loss_fn)
     dense = copy.deepcopy(model) if restore else None
     if restore:
-        log(f"the pruned model gets the dense weights of the kept channels ({method} restore_weights "
-            f"{opts['restore_weights']!r})")
+        log(
+            f"the pruned model gets the dense weights of the kept channels ({method} restore_weights "
+            f"{opts['restore_weights']!r})"
+        )
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         if authors:
@@ -390,13 +456,31 @@ def prune_to_target(model, method, target_reduction, example_inputs, *, loader=N
     within = abs(achieved - target) <= tolerance
     if not within and not note:
         note = f"achieved reduction {achieved:.4f} is outside {target:.4f} +- {tolerance}"
-    log(f"pruned ({method}): MACs {macs_before:,} -> {macs_after:,} (removed {achieved:.4f}, target {target:.4f}), "
-        f"params {params_before:,} -> {params_after:,}" + (f"; {note}" if note else "")
-        + ("" if layers == "all" else f"; every layer's MACs {total_before:,} -> {total_after:,} "
-           f"(removed {1.0 - total_after / total_before:.4f})"))
+    log(
+        f"pruned ({method}): MACs {macs_before:,} -> {macs_after:,} (removed {achieved:.4f}, target {target:.4f}), "
+        f"params {params_before:,} -> {params_after:,}"
+        + (f"; {note}" if note else "")
+        + (
+            ""
+            if layers == "all"
+            else f"; every layer's MACs {total_before:,} -> {total_after:,} "
+            f"(removed {1.0 - total_after / total_before:.4f})"
+        )
+    )
     history = history if history is not None else DG.pruning_history()
-    return PruneResult(model=model, history=copy.deepcopy(history), macs_before=macs_before,
-                       macs_after=macs_after, params_before=params_before, params_after=params_after,
-                       achieved_reduction=achieved, target_reduction=target, within_tolerance=within, note=note,
-                       trajectory=state, counted_layers=layers, total_macs_before=total_before,
-                       total_macs_after=total_after)
+    return PruneResult(
+        model=model,
+        history=copy.deepcopy(history),
+        macs_before=macs_before,
+        macs_after=macs_after,
+        params_before=params_before,
+        params_after=params_after,
+        achieved_reduction=achieved,
+        target_reduction=target,
+        within_tolerance=within,
+        note=note,
+        trajectory=state,
+        counted_layers=layers,
+        total_macs_before=total_before,
+        total_macs_after=total_after,
+    )

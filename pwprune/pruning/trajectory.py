@@ -67,7 +67,7 @@ def seeded_batches(dataset, batch_size, seed, start=0):
         p, i = divmod(b, per_pass)
         if cached[0] != p:
             cached = (p, torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 1, p))))
-        idx = cached[1][i * batch_size:(i + 1) * batch_size]
+        idx = cached[1][i * batch_size : (i + 1) * batch_size]
         torch.manual_seed(_mix(seed, 2, b))
         if unbatched:  # per-sample draws (augmentation), collated as a DataLoader would
             batch = torch.utils.data.default_collate([dataset[int(j)] for j in idx])
@@ -78,15 +78,36 @@ def seeded_batches(dataset, batch_size, seed, start=0):
 
 
 def _settings(layout, batch_size, seed, opts, loss_fn):
-    return {"groups": [[k, int(n)] for k, n in layout.groups], "batch_size": int(batch_size),
-            "seed": int(seed), "batches_per_step": int(opts["batches_per_step"]),
-            "prunes_per_step": int(opts["prunes_per_step"]), "lr": float(opts["lr"]),
-            "momentum": float(opts["momentum"]), "min_channels": int(opts["min_channels"]),
-            "site": opts.get("site", "norm"), "layers": layout.layers, "loss": repr(loss_fn)}
+    return {
+        "groups": [[k, int(n)] for k, n in layout.groups],
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "batches_per_step": int(opts["batches_per_step"]),
+        "prunes_per_step": int(opts["prunes_per_step"]),
+        "lr": float(opts["lr"]),
+        "momentum": float(opts["momentum"]),
+        "min_channels": int(opts["min_channels"]),
+        "site": opts.get("site", "norm"),
+        "layers": layout.layers,
+        "loss": repr(loss_fn),
+    }
 
 
-def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, loss_fn, teacher=None,
-                      device="cpu", seed=0, opts, resume=None, log=print):
+def taylor_trajectory(
+    model,
+    targets,
+    example_inputs,
+    *,
+    dataset,
+    batch_size,
+    loss_fn,
+    teacher=None,
+    device="cpu",
+    seed=0,
+    opts,
+    resume=None,
+    log=print,
+):
     """Run the trajectory on `model` (dense-shaped, modified in place: its weights take the SGD
     steps) until each of `targets` (fractions of MACs removed, ascending) is reached.
 
@@ -101,8 +122,9 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
     if B < 1 or P < 1:
         raise ValueError(f"taylor options batches_per_step and prunes_per_step must be >= 1, got {B}, {P}")
     if opts.get("normalise"):
-        raise ValueError("the authors' Taylor trajectory ranks raw scores globally (pruner.py:333-335); "
-                         "normalise must be false")
+        raise ValueError(
+            "the authors' Taylor trajectory ranks raw scores globally (pruner.py:333-335); normalise must be false"
+        )
     device = torch.device(device)
     ex = example_inputs.to(device)
     DG = build_graph(model, ex)
@@ -115,10 +137,11 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
         saved = {"site": "norm", "layers": "all", **resume["settings"]}  # states from before these options
         diff = [k for k in settings if saved.get(k) != settings[k]]
         if diff:
-            raise ValueError("cannot continue this Taylor trajectory: its saved state was made with other "
-                             + "; ".join(f"{k} (saved {saved.get(k)!r}, now {settings[k]!r})"
-                                         for k in diff)
-                             + "; rerun the smaller target's pruning job with the same settings")
+            raise ValueError(
+                "cannot continue this Taylor trajectory: its saved state was made with other "
+                + "; ".join(f"{k} (saved {saved.get(k)!r}, now {settings[k]!r})" for k in diff)
+                + "; rerun the smaller target's pruning job with the same settings"
+            )
         model.load_state_dict(resume["state_dict"])
         removed = resume["removed"].clone().bool()
         count = int(resume["batches"])
@@ -128,7 +151,7 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
 
     group_of = torch.empty(layout.total, dtype=torch.long)
     for i, ((_, n), off) in enumerate(zip(layout.groups, layout.offsets)):
-        group_of[off:off + n] = i
+        group_of[off : off + n] = i
     sizes = torch.tensor([n for _, n in layout.groups], dtype=torch.long)
 
     def reduction():
@@ -140,16 +163,33 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
 
     def snapshot(target, note=""):
         red = reduction()
-        log(f"taylor trajectory: target {target:.4f} reached at batch {count} after {steps} pruning "
+        log(
+            f"taylor trajectory: target {target:.4f} reached at batch {count} after {steps} pruning "
             f"step(s) in this run: {int(removed.sum())} channels removed, ~{red:.4f} of MACs removed"
-            + (f"; {note}" if note else ""))
+            + (f"; {note}" if note else "")
+        )
         momentum = [opt.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
-        state = {"format": FORMAT, "version": VERSION, "settings": settings, "removed": removed.clone(),
-                 "batches": count, "target": target,
-                 "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                 "momentum": [None if b is None else b.detach().cpu().clone() for b in momentum]}
-        snapshots.append({"target": target, "reduction": red, "removed": removed.clone(), "batches": count,
-                          "note": note, "state": state, "plan": layout.plan_from_pruned(removed)})
+        state = {
+            "format": FORMAT,
+            "version": VERSION,
+            "settings": settings,
+            "removed": removed.clone(),
+            "batches": count,
+            "target": target,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "momentum": [None if b is None else b.detach().cpu().clone() for b in momentum],
+        }
+        snapshots.append(
+            {
+                "target": target,
+                "reduction": red,
+                "removed": removed.clone(),
+                "batches": count,
+                "note": note,
+                "state": state,
+                "plan": layout.plan_from_pruned(removed),
+            }
+        )
 
     def check_point(batch, loss):
         """At a check point every target already met is snapshotted; then, if one is left, a
@@ -180,16 +220,21 @@ def taylor_trajectory(model, targets, example_inputs, *, dataset, batch_size, lo
             red = reduction()
             while pending:
                 t = pending.pop(0)
-                snapshot(t, f"target {t:.4f} not reachable: every prunable group is at its minimum of "
-                            f"{opts['min_channels']} channel(s); {red:.4f} of MACs removed")
+                snapshot(
+                    t,
+                    f"target {t:.4f} not reachable: every prunable group is at its minimum of "
+                    f"{opts['min_channels']} channel(s); {red:.4f} of MACs removed",
+                )
             return
         removed[chosen] = True
         hooks.gates = (~removed).float().to(device)
         steps += 1
         if steps % PROGRESS_STEPS == 1:
-            log(f"taylor trajectory: batch {count}, step {steps}: loss {loss:.4f}, "
+            log(
+                f"taylor trajectory: batch {count}, step {steps}: loss {loss:.4f}, "
                 f"{int(removed.sum())}/{layout.total} channels removed, ~{reduction():.4f} of MACs removed "
-                f"(next target {pending[0]:.4f})")
+                f"(next target {pending[0]:.4f})"
+            )
 
     try:
         if resume is not None and count > 0 and count % B == 0:
@@ -235,14 +280,20 @@ def load_state(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot load the Taylor trajectory state ({type(e).__name__}: {e}); "
-                         "delete it and rerun the pruning job that writes it") from None
+        raise ValueError(
+            f"{path}: cannot load the Taylor trajectory state ({type(e).__name__}: {e}); "
+            "delete it and rerun the pruning job that writes it"
+        ) from None
     if isinstance(state, dict) and state.get("format") == "pwprune-checkpoint":
         if "trajectory" not in state:
-            raise ValueError(f"{path}: this pruned checkpoint holds no Taylor trajectory to continue (only "
-                             "taylor with schedule 'authors' saves one); rerun its pruning job with that schedule")
+            raise ValueError(
+                f"{path}: this pruned checkpoint holds no Taylor trajectory to continue (only "
+                "taylor with schedule 'authors' saves one); rerun its pruning job with that schedule"
+            )
         state = state["trajectory"]
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
-        raise ValueError(f"{path}: not a pwprune Taylor trajectory state (format {FORMAT!r} version "
-                         f"{VERSION}); delete it and rerun the pruning job that writes it")
+        raise ValueError(
+            f"{path}: not a pwprune Taylor trajectory state (format {FORMAT!r} version "
+            f"{VERSION}); delete it and rerun the pruning job that writes it"
+        )
     return state

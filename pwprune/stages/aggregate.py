@@ -20,10 +20,17 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
 
     frames, share_frames = [], []
     for run in table:
-        ident = {"experiment": run["exp"], "dataset": run["dataset"], "model": run["model"],
-                 "method": run["method"], "loss": run["label"], "prune_loss": run["ploss"],
-                 "finetune_loss": run["floss"], "target_reduction": float(run["target"]),
-                 "seed": int(run["seed"])}
+        ident = {
+            "experiment": run["exp"],
+            "dataset": run["dataset"],
+            "model": run["model"],
+            "method": run["method"],
+            "loss": run["label"],
+            "prune_loss": run["ploss"],
+            "finetune_loss": run["floss"],
+            "target_reduction": float(run["target"]),
+            "seed": int(run["seed"]),
+        }
         counted = rows(run["pruned"])["counted_layers"].iloc[0]
         for stage in ("dense", "pruned", "finetuned"):
             df = rows(run[stage]).copy()
@@ -37,8 +44,11 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
             sh[k] = ident[k]
         share_frames.append(sh)
     metrics = pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
-    shares = (pd.concat(share_frames, ignore_index=True)[list(SHARES_COLUMNS)] if share_frames
-              else pd.DataFrame(columns=list(SHARES_COLUMNS)))
+    shares = (
+        pd.concat(share_frames, ignore_index=True)[list(SHARES_COLUMNS)]
+        if share_frames
+        else pd.DataFrame(columns=list(SHARES_COLUMNS))
+    )
     write_csv(out_metrics, metrics)
     write_csv(out_shares, shares)
     log(f"{len(metrics)} metric rows from {len(table)} runs; {len(shares)} loss-share rows")

@@ -18,8 +18,7 @@ from pwprune.stages.inputs import eval_loader, load_data
 from pwprune.stages.jobs import METRIC_COLUMNS, write_rows
 
 
-def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print,
-             counted_layers="all"):
+def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print, counted_layers="all"):
     """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
     size, MACs (every layer's) and measured CPU latency per sample. Returns the rows (dicts with
     METRIC_COLUMNS). `achieved_reduction` is in the pruning's count, which `counted_layers` names
@@ -37,14 +36,30 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
     # eval_splits already lists "test" first (pwprune.data meta)
     for split in list(prepared.meta.get("eval_splits") or ["test"]):
         logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch), device)
-        for r in group_metrics(logits, labels, groups, prepared.meta["group_names"],
-                               groups_are_classes=bool(prepared.meta.get("groups_are_classes", False))):
-            rows.append({"stage": stage, "split": split, **r, "params": params, "macs": macs,
-                         "latency_ms": lat, "achieved_reduction": achieved_reduction,
-                         "counted_layers": counted_layers})
+        for r in group_metrics(
+            logits,
+            labels,
+            groups,
+            prepared.meta["group_names"],
+            groups_are_classes=bool(prepared.meta.get("groups_are_classes", False)),
+        ):
+            rows.append(
+                {
+                    "stage": stage,
+                    "split": split,
+                    **r,
+                    "params": params,
+                    "macs": macs,
+                    "latency_ms": lat,
+                    "achieved_reduction": achieved_reduction,
+                    "counted_layers": counted_layers,
+                }
+            )
         overall = next(r for r in rows if r["split"] == split and r["group"] == "all")
-        log(f"[{stage}] {split}: accuracy {overall['accuracy']:.4f}, AUROC {overall['auroc']:.4f}, "
-            f"{macs / 1e6:.3f} MMACs, {params} params, {lat:.3f} ms/sample")
+        log(
+            f"[{stage}] {split}: accuracy {overall['accuracy']:.4f}, AUROC {overall['auroc']:.4f}, "
+            f"{macs / 1e6:.3f} MMACs, {params} params, {lat:.3f} ms/sample"
+        )
     return [{c: r[c] for c in METRIC_COLUMNS} for r in rows]
 
 
@@ -57,11 +72,22 @@ def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=pri
     meta = info["meta"]
     missing = [k for k in ("stage", "achieved_reduction") if k not in meta]
     if missing:
-        raise CheckpointError(f"{checkpoint_path}: its meta lacks {', '.join(missing)}; it was not "
-                              "written by this pipeline version: delete it and rerun the job that "
-                              "produces it")
-    rows = evaluate(model, load_data(data_dir), info["arch"], evaluate_cfg, device, meta["stage"],
-                    meta["achieved_reduction"], log, counted_layers=meta.get("counted_layers", "all"))
+        raise CheckpointError(
+            f"{checkpoint_path}: its meta lacks {', '.join(missing)}; it was not "
+            "written by this pipeline version: delete it and rerun the job that "
+            "produces it"
+        )
+    rows = evaluate(
+        model,
+        load_data(data_dir),
+        info["arch"],
+        evaluate_cfg,
+        device,
+        meta["stage"],
+        meta["achieved_reduction"],
+        log,
+        counted_layers=meta.get("counted_layers", "all"),
+    )
     if meta.get("diverged"):
         log(f"{checkpoint_path}: its fine-tuning diverged; rows marked degenerate")
         for r in rows:

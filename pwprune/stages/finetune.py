@@ -8,8 +8,7 @@ from pwprune.stages.inputs import fit, load_data, make_loss, make_teacher
 from pwprune.stages.jobs import write_json, write_rows
 
 
-def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, seed, device, context,
-                   out, log=print):
+def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, seed, device, context, out, log=print):
     """out: dict with model, shares, history paths. `finetune` holds loop, loss, pw. A run that
     diverges keeps the pruned weights and says so in its checkpoint's meta (`diverged`), which the
     evaluate stage turns into a degenerate trial."""
@@ -37,7 +36,16 @@ def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, se
         model, _ = load_checkpoint(pruned_path, device=device)
     write_json(out["history"], history)
     write_rows(out["shares"], shares, ["epoch", "label", "group", "share"])
-    save_checkpoint(out["model"], model, info["arch"], history=info["history"],
-                    meta={"stage": "finetuned", "diverged": diverged, "seed": seed,
-                          "achieved_reduction": pruned_meta["achieved_reduction"],
-                          "counted_layers": pruned_meta.get("counted_layers", "all")})
+    save_checkpoint(
+        out["model"],
+        model,
+        info["arch"],
+        history=info["history"],
+        meta={
+            "stage": "finetuned",
+            "diverged": diverged,
+            "seed": seed,
+            "achieved_reduction": pruned_meta["achieved_reduction"],
+            "counted_layers": pruned_meta.get("counted_layers", "all"),
+        },
+    )

@@ -20,7 +20,6 @@ def setup(threads: int, device_name: str, seed: int):
     return resolve_device(device_name)
 
 
-
 def load_data(data_dir):
     from pwprune.data import load_prepared
 
@@ -81,11 +80,11 @@ def load_tensor(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot load teacher outputs ({type(e).__name__}: {e}); delete it "
-                         "and rerun the dense training job") from None
+        raise ValueError(
+            f"{path}: cannot load teacher outputs ({type(e).__name__}: {e}); delete it and rerun the dense training job"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != "pwprune-teacher":
-        raise ValueError(f"{path}: not a pwprune teacher-output file; delete it and rerun the dense "
-                         "training job")
+        raise ValueError(f"{path}: not a pwprune teacher-output file; delete it and rerun the dense training job")
     return obj["logits"]
 
 
@@ -99,13 +98,23 @@ def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arc
     """pwprune.train.fit with one `train`/`finetune` config section."""
     from pwprune.train import fit
 
-    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False),
-                          arch=arch)
-    return fit(model, loader, epochs=loop["epochs"], lr=loop["lr"],
-               weight_decay=loop.get("weight_decay", 0.0), loss_fn=loss_fn, teacher=teacher,
-               device=device, optimizer=loop.get("optimizer", "adamw"),
-               scheduler=loop.get("scheduler", "cosine"), log=log, context=context,
-               on_divergence=loop.get("on_divergence", "raise"),
-               milestones=loop.get("milestones"), lr_decay=loop.get("lr_decay", 0.1),
-               backbone_lr_scale=loop.get("backbone_lr_scale", 1.0),
-               backbone_lr_growth=loop.get("backbone_lr_growth", 1.0))
+    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False), arch=arch)
+    return fit(
+        model,
+        loader,
+        epochs=loop["epochs"],
+        lr=loop["lr"],
+        weight_decay=loop.get("weight_decay", 0.0),
+        loss_fn=loss_fn,
+        teacher=teacher,
+        device=device,
+        optimizer=loop.get("optimizer", "adamw"),
+        scheduler=loop.get("scheduler", "cosine"),
+        log=log,
+        context=context,
+        on_divergence=loop.get("on_divergence", "raise"),
+        milestones=loop.get("milestones"),
+        lr_decay=loop.get("lr_decay", 0.1),
+        backbone_lr_scale=loop.get("backbone_lr_scale", 1.0),
+        backbone_lr_growth=loop.get("backbone_lr_growth", 1.0),
+    )

@@ -15,8 +15,20 @@ from pwprune.fileio import atomic_open
 
 # columns of a per-checkpoint metrics file (written by the evaluate stage); the tidy table's
 # are pwprune.summary.TABLE_COLUMNS
-METRIC_COLUMNS = ["stage", "split", "group", "n", "accuracy", "auroc", "degenerate", "params",
-                  "macs", "latency_ms", "achieved_reduction", "counted_layers"]
+METRIC_COLUMNS = [
+    "stage",
+    "split",
+    "group",
+    "n",
+    "accuracy",
+    "auroc",
+    "degenerate",
+    "params",
+    "macs",
+    "latency_ms",
+    "achieved_reduction",
+    "counted_layers",
+]
 
 
 def loaded_modules() -> list[str]:
@@ -92,11 +104,12 @@ def read_job_metrics(path, required=METRIC_COLUMNS):
     try:
         df = pd.read_csv(path)
     except Exception as e:  # empty or garbled file
-        raise ValueError(f"{path}: cannot read metrics ({e}); delete it and rerun the job that "
-                         "produces it") from None
+        raise ValueError(f"{path}: cannot read metrics ({e}); delete it and rerun the job that produces it") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: metrics file lacks column(s) {', '.join(missing)}; it was not "
-                         "written by this pipeline version: delete it and rerun the job that "
-                         "produces it")
+        raise ValueError(
+            f"{path}: metrics file lacks column(s) {', '.join(missing)}; it was not "
+            "written by this pipeline version: delete it and rerun the job that "
+            "produces it"
+        )
     return df

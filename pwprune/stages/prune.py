@@ -10,8 +10,7 @@ from pwprune.stages.inputs import load_data, make_loss, make_teacher, train_load
 from pwprune.stages.jobs import write_json
 
 
-def prune_stage(data_dir, dense_path, teacher_path, prune, seed, device, context, out, log=print,
-                trajectory_path=None):
+def prune_stage(data_dir, dense_path, teacher_path, prune, seed, device, context, out, log=print, trajectory_path=None):
     """out: dict with model and info paths. `prune` holds method, target, tolerance, layers,
     options, loss (and batch_size/augment/pw for data-driven methods). trajectory_path: the
     pruned checkpoint of the next smaller target, whose Taylor trajectory this job continues
@@ -26,37 +25,67 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, seed, device, context
     if prune["loss"] != "none":
         prepared = load_data(data_dir)
         augment = prune.get("augment", False)
-        kwargs = dict(loader=train_loader(prepared, prune["batch_size"], seed, augment, arch=arch),
-                      loss_fn=make_loss(prune["loss"], prune.get("pw")),
-                      teacher=make_teacher(augment, model, teacher_path, device))
+        kwargs = dict(
+            loader=train_loader(prepared, prune["batch_size"], seed, augment, arch=arch),
+            loss_fn=make_loss(prune["loss"], prune.get("pw")),
+            teacher=make_teacher(augment, model, teacher_path, device),
+        )
         log(f"{context}: pruning loss {kwargs['loss_fn']!r}, teacher {type(kwargs['teacher']).__name__}")
     if trajectory_path is not None:
         from pwprune.pruning.trajectory import load_state
 
         kwargs["trajectory"] = load_state(trajectory_path)
     t0 = time.perf_counter()
-    result = prune_to_target(model, prune["method"], prune["target"], example_input(arch).to(device),
-                             device=device, seed=seed, tolerance=prune.get("tolerance", 0.02), log=log,
-                             layers=prune.get("layers", "all"),
-                             **kwargs, **prune.get("options", {}))
+    result = prune_to_target(
+        model,
+        prune["method"],
+        prune["target"],
+        example_input(arch).to(device),
+        device=device,
+        seed=seed,
+        tolerance=prune.get("tolerance", 0.02),
+        log=log,
+        layers=prune.get("layers", "all"),
+        **kwargs,
+        **prune.get("options", {}),
+    )
     seconds = time.perf_counter() - t0
-    log(f"{context}: achieved {result.achieved_reduction:.4f} MAC reduction (target {prune['target']}) "
-        f"in {seconds:.1f} s; {result.note or ''}")
-    write_json(out["info"], {"method": prune["method"], "target_reduction": prune["target"],
-                             "achieved_reduction": result.achieved_reduction,
-                             "within_tolerance": bool(result.within_tolerance), "note": result.note,
-                             "macs_before": result.macs_before, "macs_after": result.macs_after,
-                             "params_before": result.params_before, "params_after": result.params_after,
-                             # achieved_reduction and macs_* are in this count (all: every layer, conv:
-                             # full convolutions only); total_*: every layer's MACs, whatever the count
-                             "counted_layers": result.counted_layers,
-                             "total_macs_before": result.total_macs_before,
-                             "total_macs_after": result.total_macs_after,
-                             "total_reduction": 1.0 - result.total_macs_after / result.total_macs_before,
-                             "seconds": seconds,
-                             "continued_from": str(trajectory_path) if trajectory_path else None})
-    save_checkpoint(out["model"], result.model, arch, history=result.history,
-                    meta={"stage": "pruned", "seed": seed,
-                          "achieved_reduction": result.achieved_reduction,
-                          "counted_layers": result.counted_layers},
-                    trajectory=result.trajectory)
+    log(
+        f"{context}: achieved {result.achieved_reduction:.4f} MAC reduction (target {prune['target']}) "
+        f"in {seconds:.1f} s; {result.note or ''}"
+    )
+    write_json(
+        out["info"],
+        {
+            "method": prune["method"],
+            "target_reduction": prune["target"],
+            "achieved_reduction": result.achieved_reduction,
+            "within_tolerance": bool(result.within_tolerance),
+            "note": result.note,
+            "macs_before": result.macs_before,
+            "macs_after": result.macs_after,
+            "params_before": result.params_before,
+            "params_after": result.params_after,
+            # achieved_reduction and macs_* are in this count (all: every layer, conv:
+            # full convolutions only); total_*: every layer's MACs, whatever the count
+            "counted_layers": result.counted_layers,
+            "total_macs_before": result.total_macs_before,
+            "total_macs_after": result.total_macs_after,
+            "total_reduction": 1.0 - result.total_macs_after / result.total_macs_before,
+            "seconds": seconds,
+            "continued_from": str(trajectory_path) if trajectory_path else None,
+        },
+    )
+    save_checkpoint(
+        out["model"],
+        result.model,
+        arch,
+        history=result.history,
+        meta={
+            "stage": "pruned",
+            "seed": seed,
+            "achieved_reduction": result.achieved_reduction,
+            "counted_layers": result.counted_layers,
+        },
+        trajectory=result.trajectory,
+    )

@@ -7,8 +7,9 @@ from pwprune.stages.inputs import fit, load_data, make_loss, save_tensor, train_
 from pwprune.stages.jobs import write_json
 
 
-def train_dense_stage(data_dir, model_name, loop, seed, device, context, out, log=print,
-                      pretrained="none", teacher_batch_size=256):
+def train_dense_stage(
+    data_dir, model_name, loop, seed, device, context, out, log=print, pretrained="none", teacher_batch_size=256
+):
     """out: dict with model, history, teacher paths. pretrained: "none" | "imagenet"
     (torchvision's ImageNet weights from the local hub cache, new head; models.build_model)."""
     from pwprune.checkpoint import save_checkpoint
@@ -18,17 +19,31 @@ def train_dense_stage(data_dir, model_name, loop, seed, device, context, out, lo
     prepared = load_data(data_dir)
     meta = prepared.meta
     arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained)
-    model = build_model(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"],
-                        pretrained=pretrained).to(device)
-    log(f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "
-        f"on {meta['name']} ({len(prepared.splits['train'].y)} training samples)")
+    model = build_model(
+        model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained=pretrained
+    ).to(device)
+    log(
+        f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "
+        f"on {meta['name']} ({len(prepared.splits['train'].y)} training samples)"
+    )
     history = fit(model, prepared, loop, make_loss("ce", None), None, seed, device, context, log, arch=arch)
     if history and history[-1].get("diverged"):  # on_divergence: degenerate; no dense, no trial
         raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
-    logits = teacher_outputs(model, train_loader(prepared, teacher_batch_size, seed, augment=False,
-                                                 shuffle=False, arch=arch), device)
+    logits = teacher_outputs(
+        model, train_loader(prepared, teacher_batch_size, seed, augment=False, shuffle=False, arch=arch), device
+    )
     save_tensor(out["teacher"], logits)
     write_json(out["history"], history)
-    save_checkpoint(out["model"], model, arch, history=[],
-                    meta={"stage": "dense", "seed": seed, "pretrained": pretrained,
-                          "achieved_reduction": 0.0, "counted_layers": "all"})
+    save_checkpoint(
+        out["model"],
+        model,
+        arch,
+        history=[],
+        meta={
+            "stage": "dense",
+            "seed": seed,
+            "pretrained": pretrained,
+            "achieved_reduction": 0.0,
+            "counted_layers": "all",
+        },
+    )

@@ -27,6 +27,7 @@ TUNED = "results/{exp}/seed{seed}/finetuned/{method}-{ploss}-{floss}/{target}"
 LOGS = "logs/{exp}/seed{seed}"
 BENCH = "benchmarks/out/{exp}/seed{seed}"
 
+
 wildcard_constraints:
     exp=r"[A-Za-z0-9_]+",
     seed=r"\d+",
@@ -45,15 +46,27 @@ def code_version(script):
     imports, followed through every pwprune module they import), passed as a param: editing a
     module reruns exactly the rules whose scripts reach it, and nothing upstream (no reliance on
     file times). The script's own text is Snakemake's code trigger."""
-    return provenance.code_hash(Path(workflow.basedir) / "workflow" / "scripts" / script,
-                                root=workflow.basedir)
+    return provenance.code_hash(Path(workflow.basedir) / "workflow" / "scripts" / script, root=workflow.basedir)
 
 
 # one hash per script, computed once at start-up
-CODE = {s: code_version(s) for s in (
-    "prepare_data.py", "train_dense.py", "prune.py", "finetune.py", "evaluate.py",
-    "teacher_diagnostic.py", "aggregate.py", "plot.py", "teacher_figure.py", "summary.py",
-    "variant_summary.py", "variant_figure.py")}
+CODE = {
+    s: code_version(s)
+    for s in (
+        "prepare_data.py",
+        "train_dense.py",
+        "prune.py",
+        "finetune.py",
+        "evaluate.py",
+        "teacher_diagnostic.py",
+        "aggregate.py",
+        "plot.py",
+        "teacher_figure.py",
+        "summary.py",
+        "variant_summary.py",
+        "variant_figure.py",
+    )
+}
 
 
 def device():
@@ -73,6 +86,7 @@ def _stage_resources(exp, stage):
 def resources_for(stage, key, default):
     def get(wildcards, attempt=1):
         return _stage_resources(wildcards.exp, stage).get(key, default)
+
     return get
 
 
@@ -96,8 +110,17 @@ def runs(exp, labels=None, methods=None, targets=None):
             for target in targets or cfg["prune"]["targets"]:
                 for label in labels:
                     ploss, floss = pc.phase_losses(label, method)
-                    out.append(dict(exp=exp, seed=seed, method=method, target=pc.target_str(target),
-                                    ploss=ploss, floss=floss, label=label))
+                    out.append(
+                        dict(
+                            exp=exp,
+                            seed=seed,
+                            method=method,
+                            target=pc.target_str(target),
+                            ploss=ploss,
+                            floss=floss,
+                            label=label,
+                        )
+                    )
     return out
 
 
@@ -216,8 +239,7 @@ def taylor_previous_target(w):
 
 def prune_inputs(w):
     wc = dict(w.items())
-    inputs = {"data": prep_dir(w.exp), "dense": dense_file(wc, "model.pt"),
-              "teacher": dense_file(wc, "teacher.pt")}
+    inputs = {"data": prep_dir(w.exp), "dense": dense_file(wc, "model.pt"), "teacher": dense_file(wc, "teacher.pt")}
     previous = taylor_previous_target(w)
     if previous is not None:
         inputs["trajectory"] = pruned_file({**wc, "target": previous}, "model.pt")
@@ -242,10 +264,17 @@ def run_table(run_list):
     """What the aggregator needs of each run: its labels and the three metric files."""
     table = []
     for r in run_list:
-        table.append({**r, "dataset": EXPS[r["exp"]]["dataset"]["kind"], "model": EXPS[r["exp"]]["model"],
-                      "dense": dense_file(r, "metrics.csv"), "pruned": pruned_file(r, "metrics.csv"),
-                      "finetuned": (f"{TUNED}/metrics.csv").format(**r),
-                      "shares": (f"{TUNED}/loss_shares.csv").format(**r)})
+        table.append(
+            {
+                **r,
+                "dataset": EXPS[r["exp"]]["dataset"]["kind"],
+                "model": EXPS[r["exp"]]["model"],
+                "dense": dense_file(r, "metrics.csv"),
+                "pruned": pruned_file(r, "metrics.csv"),
+                "finetuned": (f"{TUNED}/metrics.csv").format(**r),
+                "shares": (f"{TUNED}/loss_shares.csv").format(**r),
+            }
+        )
     return table
 
 
@@ -254,17 +283,20 @@ def table_inputs(table):
 
 
 def teacher_diagnostics(exps):
-    return [(f"{DENSE}/teacher_diagnostic.csv").format(exp=e, seed=s) for e in exps
-            for s in EXPS[e]["seeds"]]
+    return [(f"{DENSE}/teacher_diagnostic.csv").format(exp=e, seed=s) for e in exps for s in EXPS[e]["seeds"]]
 
 
 def report_figures():
     """Every main figure, each PNG marked for `snakemake --report` with its own caption file
-    (Snakemake does not fill wildcards into a caption path, so rule figure cannot carry it)."""
-    return [report(f"results/figures/{exp}/{fig}.png", caption=f"../report/{fig}.rst",
-                   category=exp, subcategory="figures") if ext == "png"
-            else f"results/figures/{exp}/{fig}.{ext}"
-            for exp in ACTIVE for fig in MAIN_FIGURES + ["teacher_weights"] for ext in ("png", "pdf")]
+    (Snakemake does not fill wildcards into a caption path, so rule figure cannot carry it).
+    (No line may start with `report(`: Snakemake's parser takes that for the report directive.)"""
+    out = []
+    for exp in ACTIVE:
+        for fig in MAIN_FIGURES + ["teacher_weights"]:
+            png = f"results/figures/{exp}/{fig}.png"
+            marked = report(png, caption=f"../report/{fig}.rst", category=exp, subcategory="figures")
+            out += [marked, f"results/figures/{exp}/{fig}.pdf"]
+    return out
 
 
 def variant_run_list():
@@ -272,6 +304,9 @@ def variant_run_list():
     for variant, base in variants():
         cfg = EXPS[variant]
         out += runs(variant)
-        out += [r for r in runs(base, labels=cfg["losses"], methods=cfg["prune"]["methods"],
-                                targets=cfg["prune"]["targets"]) if int(r["seed"]) in cfg["seeds"]]
+        out += [
+            r
+            for r in runs(base, labels=cfg["losses"], methods=cfg["prune"]["methods"], targets=cfg["prune"]["targets"])
+            if int(r["seed"]) in cfg["seeds"]
+        ]
     return out

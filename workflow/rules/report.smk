@@ -80,8 +80,12 @@ use rule figure as figure_ablation with:
         metrics="results/ablation/metrics.csv",
         shares="results/ablation/loss_shares.csv",
     output:
-        png=report("results/figures/{exp}/{figure}.png", caption="../report/ablation.rst",
-                   category="{exp}", subcategory="ablation"),
+        png=report(
+            "results/figures/{exp}/{figure}.png",
+            caption="../report/ablation.rst",
+            category="{exp}",
+            subcategory="ablation",
+        ),
         pdf="results/figures/{exp}/{figure}.pdf",
     wildcard_constraints:
         figure="ablation",
@@ -161,8 +165,7 @@ rule all_figures:
 
 rule all_ablation:
     input:
-        expand("results/figures/{exp}/ablation.{ext}",
-               exp=[e for e in ACTIVE if ablation_runs(e)], ext=["png", "pdf"]),
+        expand("results/figures/{exp}/ablation.{ext}", exp=[e for e in ACTIVE if ablation_runs(e)], ext=["png", "pdf"]),
         "results/ablation/metrics.csv",
     output:
         "results/ablation/all",
@@ -251,8 +254,7 @@ rule variant_figure:
 
 rule all_variants:
     input:
-        expand("results/figures/{exp}/variant_comparison.{ext}", exp=[v for v, _ in variants()],
-               ext=["png", "pdf"]),
+        expand("results/figures/{exp}/variant_comparison.{ext}", exp=[v for v, _ in variants()], ext=["png", "pdf"]),
         "results/variants/summary.md",
     output:
         "results/variants/all",

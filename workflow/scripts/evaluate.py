@@ -5,5 +5,4 @@ from pwprune.stages.jobs import job_log
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params
     device = setup(snakemake.threads, p.device, 0)
-    evaluate_stage(snakemake.input.model, snakemake.input.data, p.evaluate, device,
-                   snakemake.output.metrics, log=log)
+    evaluate_stage(snakemake.input.model, snakemake.input.data, p.evaluate, device, snakemake.output.metrics, log=log)

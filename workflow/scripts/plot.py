@@ -3,5 +3,12 @@ from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     w = snakemake.wildcards
-    plot_stage(w.figure, snakemake.input.metrics, snakemake.input.shares, w.exp,
-               png=snakemake.output.png, pdf=snakemake.output.pdf, log=log)
+    plot_stage(
+        w.figure,
+        snakemake.input.metrics,
+        snakemake.input.shares,
+        w.exp,
+        png=snakemake.output.png,
+        pdf=snakemake.output.pdf,
+        log=log,
+    )

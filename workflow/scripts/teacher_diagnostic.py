@@ -3,5 +3,12 @@ from pwprune.stages.jobs import job_log
 
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params
-    teacher_diagnostic_stage(snakemake.input.data, snakemake.input.teacher, p.settings,
-                             snakemake.wildcards.exp, p.seed, snakemake.output.csv, log=log)
+    teacher_diagnostic_stage(
+        snakemake.input.data,
+        snakemake.input.teacher,
+        p.settings,
+        snakemake.wildcards.exp,
+        p.seed,
+        snakemake.output.csv,
+        log=log,
+    )

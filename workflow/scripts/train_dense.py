@@ -6,6 +6,14 @@ from pwprune.stages.train import train_dense_stage
 with job_log(snakemake.log[0]) as log:
     p, w = snakemake.params, snakemake.wildcards
     device = setup(snakemake.threads, p.device, p.seed)
-    train_dense_stage(snakemake.input.data, p.model, p.train, p.seed, device,
-                      labels.train_dense(w),
-                      out=dict(snakemake.output.items()), log=log, pretrained=p.pretrained)
+    train_dense_stage(
+        snakemake.input.data,
+        p.model,
+        p.train,
+        p.seed,
+        device,
+        labels.train_dense(w),
+        out=dict(snakemake.output.items()),
+        log=log,
+        pretrained=p.pretrained,
+    )
