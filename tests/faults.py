@@ -287,6 +287,14 @@ FAULTS = [
         (T + "test_pipeline_facts.py::test_finetuning_changes_the_weights_not_the_architecture",),
     ),
     Fault(
+        "provenance-top-level-imports-only",
+        "a rule's code hash misses the modules its stages import inside functions",
+        "pwprune/provenance.py",
+        "for node in ast.walk(tree):",
+        "for node in tree.body:",
+        (T + "test_provenance.py::test_closure_follows_function_level_relative_and_dynamic_imports",),
+    ),
+    Fault(
         "evaluate-ignores-divergence",
         "a diverged fine-tuning's metrics are reported as a real trial",
         "pwprune/stages/evaluate.py",

@@ -1,0 +1,66 @@
+"""pwprune.provenance on a small package written here: which files a script can run, and a hash
+that changes exactly when one of them does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pwprune import provenance
+
+
+def _write(root: Path, files: dict) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+PACKAGE = {
+    "pwprune/__init__.py": "",
+    "pwprune/a.py": "from pwprune import b\n",
+    "pwprune/b.py": "def f():\n    from .c import g  # imported inside a function: still run\n    return g\n",
+    "pwprune/c.py": "g = 1\n",
+    "pwprune/unused.py": "x = 1\n",
+    "pwprune/kinds/__init__.py": (
+        "import importlib\n\ndef load(k):\n    return importlib.import_module(f'pwprune.kinds.{k}')\n"
+    ),
+    "pwprune/kinds/one.py": "",
+    "pwprune/kinds/two.py": "",
+    "pwprune/stages/__init__.py": "",
+    "pwprune/stages/labels.py": "def label(w):\n    return f'job {w}'\n",
+    "scripts/job.py": "from pwprune.a import b\nfrom pwprune.stages import labels\n",
+    "scripts/kinds.py": "from pwprune.kinds import load\n",
+}
+
+
+def test_closure_follows_function_level_relative_and_dynamic_imports(tmp_path):
+    _write(tmp_path, PACKAGE)
+    names = provenance.module_names(provenance.code_files(tmp_path / "scripts/job.py", root=tmp_path), root=tmp_path)
+    assert names == ["pwprune", "pwprune.a", "pwprune.b", "pwprune.c", "pwprune.stages", "pwprune.stages.labels"]
+    kinds = provenance.module_names(provenance.code_files(tmp_path / "scripts/kinds.py", root=tmp_path), root=tmp_path)
+    assert kinds == ["pwprune", "pwprune.kinds", "pwprune.kinds.one", "pwprune.kinds.two"]
+
+
+def test_hash_changes_with_run_code_only(tmp_path):
+    _write(tmp_path, PACKAGE)
+    script = tmp_path / "scripts/job.py"
+    before = provenance.code_hash(script, root=tmp_path)
+    assert provenance.code_hash(script, root=tmp_path) == before  # deterministic
+    for rel, touched in (("pwprune/unused.py", False), ("pwprune/stages/labels.py", False), ("pwprune/c.py", True)):
+        with open(tmp_path / rel, "a") as f:
+            f.write("# edited\n")
+        after = provenance.code_hash(script, root=tmp_path)
+        assert (after != before) == touched, rel
+        before = after
+
+
+def test_the_real_rules_hash_what_they_run():
+    """The figure job's hash covers the plots and not the training code; the pruning job's the
+    reverse; every script's closure is inside the package."""
+    scripts = provenance.ROOT / "workflow" / "scripts"
+    plot = set(provenance.module_names(provenance.code_files(scripts / "plot.py")))
+    prune = set(provenance.module_names(provenance.code_files(scripts / "prune.py")))
+    assert {"pwprune.plots", "pwprune.summary", "pwprune.stages.figures"} <= plot
+    assert not plot & {"pwprune.train", "pwprune.models", "pwprune.pruning", "pwprune.metrics"}
+    assert {"pwprune.pruning.scorers", "pwprune.stages.prune", "pwprune.train"} <= prune
+    assert not prune & {"pwprune.plots", "pwprune.summary", "pwprune.metrics"}
