@@ -592,15 +592,6 @@ def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test")
     return draw(d, experiment, split, out_stem)
 
 
-def make_all(metrics_df, shares_df, experiment, out_dir, split="test"):
-    """Every figure for one experiment into out_dir/<name>.png|pdf; returns all paths."""
-    return [
-        p
-        for name in FIGURES
-        for p in make_figure(name, metrics_df, shares_df, experiment, os.path.join(out_dir, name), split)
-    ]
-
-
 # --- variants: one experiment's methods run another way, on the same trials (issue 19) ---
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pwprune import plots
 from pwprune.names import FIGURES, LOSS_LABELS
-from pwprune.plots import LOSS_TITLES, PALETTE, loss_share_table, make_all, make_figure
+from pwprune.plots import LOSS_TITLES, PALETTE, loss_share_table, make_figure
 from pwprune.summary import TABLE_COLUMNS, read_table, summarize, trial_table, write_summary
 
 # finetuned per-group accuracies, (female, male) per seed; `all` = their mean (50 samples each)
@@ -179,7 +179,8 @@ def test_loss_share_table_last_epoch_mean_over_seeds():
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    return out, make_all(metric_rows(), share_rows(), "toy", str(out))
+    rows, shares = metric_rows(), share_rows()
+    return out, [p for name in FIGURES for p in make_figure(name, rows, shares, "toy", str(out / name))]
 
 
 @pytest.mark.slow

@@ -607,6 +607,8 @@ def test_single_target_by_path_runs_only_its_upstream(tmp_path):
             "prune",
             frozenset({("exp", "smoke"), ("seed", "0"), ("method", "taylor"), ("ploss", "pw"), ("target", "0.5")}),
         ),
+        # the metrics of that one checkpoint, not of the dense model's
+        ("evaluate", frozenset({("exp", "smoke"), ("seed", "0"), ("checkpoint", "pruned/taylor-pw/0.5")})),
     }, show(jobs)
 
 
@@ -617,7 +619,12 @@ def test_single_finetuned_target_in_a_completed_run(run_copy):
     proc = snakemake(run_copy, target, "-n", "--configfile", "tests/smoke.yaml", "override.yaml")
     jobs = parse_dry_run(proc.stdout + proc.stderr)
     w = {("exp", "smoke"), ("seed", "0"), ("method", "autobot"), ("ploss", "pw"), ("target", "0.875")}
-    assert set(jobs) == {("prune", frozenset(w)), ("finetune", frozenset(w | {("floss", "pw")}))}, show(jobs)
+    evaluation = {("exp", "smoke"), ("seed", "0"), ("checkpoint", "finetuned/autobot-pw-pw/0.875")}
+    assert set(jobs) == {
+        ("prune", frozenset(w)),
+        ("finetune", frozenset(w | {("floss", "pw")})),
+        ("evaluate", frozenset(evaluation)),
+    }, show(jobs)
 
 
 # ---------------------------------------------------------------- the ablation grid
