@@ -129,6 +129,20 @@ def time_imports(repeats=3):
     return statistics.median(times)
 
 
+def time_exits(repeats=3):
+    """Median wall seconds of a fresh interpreter that imports torch and ends normally (tearing
+    its modules down) vs with os._exit(0), as a finished job does (pwprune.stages.jobs.job_log)."""
+    cmds = {"normal exit": "import torch", "os._exit(0)": "import torch, os; os._exit(0)"}
+    subprocess.run([sys.executable, "-c", cmds["normal exit"]], cwd=REPO, check=True)  # warm cache
+    times = {k: [] for k in cmds}
+    for _ in range(repeats):
+        for k, code in cmds.items():  # side by side, alternating
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 # a training job's first optimizer steps: torch.optim imports torch._dynamo on its first call
 # unless pwprune.stages.inputs.setup has deferred it (pwprune.train.defer_dynamo)
 FIRST_STEPS = """
@@ -253,6 +267,10 @@ def run(names, opts):
             f"job_overhead_s (first AdamW steps): deferred {first['deferred']:.2f} s, "
             f"imported {first['imported']:.2f} s"
         )
+        exits = time_exits(opts.repeats or 3)
+        for mode, t in exits.items():
+            out.append(result("job_overhead_s", t, "s", None, None, case=f"interpreter + import torch, {mode}"))
+        log(f"job_overhead_s (exit): normal {exits['normal exit']:.2f} s, os._exit {exits['os._exit(0)']:.2f} s")
     needs_run = "dry_run_s" in names or "default_run_s" in names or "job_overhead_s" in names
     if not needs_run:
         return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -38,10 +39,15 @@ def loaded_modules() -> list[str]:
 
 
 @contextlib.contextmanager
-def job_log(path):
+def job_log(path, exit_when_done=False):
     """Send the job's stdout/stderr (progress, warnings, tracebacks) to its log file; repeat the
     final error on the real stderr so it also shows in Snakemake's output. A finished job's log
-    ends with the pwprune modules it ran."""
+    ends with the pwprune modules it ran.
+
+    exit_when_done: end the process as soon as the job has succeeded (os._exit(0), after flushing
+    the log), as the workflow scripts ask: every output is already closed and in place, and
+    tearing down an interpreter that has imported torch takes ~0.8 s, a third of a short job's
+    wall time (benchmarks/pipeline.py, job_overhead_s: the exit cases)."""
     if path is None:
         yield print
         return
@@ -59,6 +65,11 @@ def job_log(path):
             raise
         finally:
             sys.stdout, sys.stderr = old
+        f.flush()
+    if exit_when_done:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def write_json(path, obj):

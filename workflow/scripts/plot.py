@@ -1,7 +1,7 @@
 from pwprune.stages.figures import plot_stage
 from pwprune.stages.jobs import job_log
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], exit_when_done=True) as log:
     w = snakemake.wildcards
     plot_stage(
         w.figure,

@@ -3,7 +3,7 @@ from pwprune.stages.inputs import setup
 from pwprune.stages.jobs import job_log
 from pwprune.stages.prune import prune_stage
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], exit_when_done=True) as log:
     p, w, i = snakemake.params, snakemake.wildcards, snakemake.input
     device = setup(snakemake.threads, p.device, p.seed)
     prune_stage(

@@ -1,7 +1,7 @@
 from pwprune.diagnostics import teacher_diagnostic_stage
 from pwprune.stages.jobs import job_log
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], exit_when_done=True) as log:
     p = snakemake.params
     teacher_diagnostic_stage(
         snakemake.input.data,

@@ -3,7 +3,7 @@ from pwprune.stages.inputs import setup
 from pwprune.stages.jobs import job_log
 from pwprune.stages.train import train_dense_stage
 
-with job_log(snakemake.log[0]) as log:
+with job_log(snakemake.log[0], exit_when_done=True) as log:
     p, w = snakemake.params, snakemake.wildcards
     device = setup(snakemake.threads, p.device, p.seed)
     train_dense_stage(
