@@ -52,7 +52,8 @@ experiments:
       prune: {mem_mb: 1000, runtime: 10, threads: 1}
       finetune: {mem_mb: 1000, runtime: 10, threads: 1}
 """
-EXPECTED_SLURM_RULES = {"prepare_data": 1, "train_dense": 1, "prune": 2, "finetune": 4}
+# every checkpoint is evaluated by its own Slurm job: 1 dense + 2 pruned + 4 fine-tuned
+EXPECTED_SLURM_RULES = {"prepare_data": 1, "train_dense": 1, "prune": 2, "finetune": 4, "evaluate": 7}
 KEY = [
     "experiment",
     "method",
