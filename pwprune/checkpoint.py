@@ -58,7 +58,9 @@ def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None,
     """Write a checkpoint atomically: a crash mid-write leaves any older file at `path` intact
     and never a partial file under that name. Non-finite weights are refused (ValueError).
     `trajectory`: the plain-data state of a Taylor trajectory (pwprune.pruning.trajectory) that
-    a larger target's pruning continues from; stored beside the model, ignored when loading it."""
+    a larger target's pruning continues from; stored beside the model, ignored when loading it.
+    meta gets `environment`, the numeric environment this process computed in
+    (pwprune.environment.numeric_environment, on the model's device), unless it already has one."""
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -67,13 +69,19 @@ def save_checkpoint(path, model: nn.Module, arch: dict, history=None, meta=None,
             f"refusing to save {path}: non-finite values in {', '.join(bad[:5])}"
             f"{' ...' if len(bad) > 5 else ''} (the training run diverged)"
         )
+    meta = dict(meta or {})
+    if "environment" not in meta:
+        from pwprune.environment import numeric_environment
+
+        device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+        meta["environment"] = numeric_environment(device)
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "arch": dict(arch),
         "history": _plain_history(history),
         "state_dict": state,
-        "meta": dict(meta or {}),
+        "meta": meta,
     }
     if trajectory is not None:
         ckpt["trajectory"] = trajectory

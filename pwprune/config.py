@@ -340,3 +340,39 @@ def check_raw_data(config: dict) -> None:
 def target_str(t: float) -> str:
     """How a FLOP-reduction target appears in paths: the shortest repr that round-trips."""
     return repr(float(t))
+
+
+# ---------------------------------------------------------------- numerics of a compute job
+
+# A stage without its own resources entry takes another's: evaluation holds the same data and
+# model as fine-tuning, so it gets fine-tuning's memory, time and threads unless told otherwise.
+RESOURCE_FALLBACK = {"evaluate": "finetune"}
+COMPUTE_STAGES = ("train", "prune", "finetune", "evaluate")
+
+
+def stage_resources(experiment: dict, stage: str) -> dict:
+    """The experiment's `resources.<stage>` entry, or its fallback stage's, or {}."""
+    res = experiment.get("resources") or {}
+    return res.get(stage) or res.get(RESOURCE_FALLBACK.get(stage), {}) or {}
+
+
+def compute_threads(experiment: dict, stage: str, device: str) -> int | None:
+    """The CPU thread count a compute job computes with: `resources.<stage>.threads` (1 when
+    unset), set exactly whatever Snakemake's --cores or the cluster allots, because the number of
+    threads changes how a CPU reduction is split and so the result's last bits. None on a CUDA
+    device, where the CPU threads do not enter the arithmetic (the job then uses what it is
+    allotted, and a changed count reruns nothing). "auto" counts as CPU: it is resolved inside
+    the job, and a job that finds a GPU merely records a thread count it did not need."""
+    if str(device).startswith("cuda"):
+        return None
+    return int(stage_resources(experiment, stage).get("threads", 1))
+
+
+def numerics(experiment: dict, stage: str, device: str) -> dict:
+    """What a compute job's numbers depend on beyond its inputs and method settings, in canonical
+    form, passed to the job as its `numerics` param (so changing it reruns exactly the jobs it
+    changes): the configured thread count (None on CUDA) and deterministic mode."""
+    return {
+        "threads": compute_threads(experiment, stage, device),
+        "deterministic": bool(experiment.get("deterministic", True)),
+    }

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pwprune.environment import machine_id
 from pwprune.names import MAIN_LABELS, METHODS
 
 # columns of the tidy table (results/metrics.csv); a per-job file's are pwprune.stages.jobs.METRIC_COLUMNS
@@ -38,6 +39,7 @@ TABLE_COLUMNS = (
     "latency_ms",
     "degenerate",
     "split",
+    "environment",
 )
 SHARES_COLUMNS = ("experiment", "method", "loss", "target_reduction", "seed", "epoch", "label", "group", "share")
 TRIAL_KEYS = ["experiment", "split", "method", "loss", "target_reduction", "seed"]
@@ -98,9 +100,11 @@ def _as_bool(s):
 
 
 def clean_metrics(df):
-    """Types the CSV round trip may have blurred: group names as strings, flags as bools."""
+    """Types the CSV round trip may have blurred: group names as strings, flags as bools, the
+    environment as a string ("unrecorded" where empty)."""
     df = df.copy()
     df["group"] = df["group"].astype(str)
+    df["environment"] = _environment_column(df)
     df["degenerate"] = _as_bool(df["degenerate"])
     for c in ("target_reduction", "achieved_reduction", "accuracy", "auroc", "macs", "params", "latency_ms"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -312,7 +316,204 @@ def summarize(metrics_df):
     rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
     res["_rank"] = res["method"].map(rank)
     res = res.sort_values(["experiment", "split", "_rank", "target_reduction"])
-    return res.drop(columns="_rank").reset_index(drop=True)
+    res = res.drop(columns="_rank").reset_index(drop=True)
+    # for write_summary: the environments of the rows behind these numbers (not a column: it
+    # describes the whole table, and summary.csv keeps its columns)
+    res.attrs["environments"] = environment_report(df)
+    return res
+
+
+# ---------------------------------------------------------------- numeric environments
+
+UNRECORDED = "unrecorded"
+STAGES = ("dense", "pruned", "finetuned")
+STAGE_RULES = {"dense": "train_dense", "pruned": "prune", "finetuned": "finetune"}
+_SPREAD = (
+    "Numbers from different environments agree only within the seed spread, not bit for bit, so "
+    "this comparison mixes that noise into its effects"
+)
+
+
+def _environment_column(df):
+    """The `environment` column as strings, "unrecorded" where missing or empty (or all of it
+    for a table without the column)."""
+    if "environment" not in df.columns:
+        return pd.Series(UNRECORDED, index=df.index, dtype=object)
+    env = df["environment"].astype(object)
+    env = env.where(env.notna(), UNRECORDED).astype(str).str.strip()
+    return env.where(~env.isin(["", "nan", "None"]), UNRECORDED)
+
+
+def _stage_key(stage):
+    return (STAGES.index(stage) if stage in STAGES else len(STAGES), stage)
+
+
+def _seeds(seeds):
+    """'3 seeds (0, 1, 2)'."""
+    seeds = sorted(set(seeds), key=lambda s: (not isinstance(s, int), s))
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(str(s) for s in seeds)})"
+
+
+def _usage(rows, with_experiment=False):
+    """Which stages and seeds `rows` hold: 'dense 3 seeds (0, 1, 2); finetuned 1 seed (2)'."""
+    parts = []
+    for exp in sorted(rows["experiment"].unique()):
+        r = rows[rows["experiment"] == exp]
+        stages = "; ".join(
+            f"{st} {_seeds(r.loc[r['stage'] == st, 'seed'])}" for st in sorted(r["stage"].unique(), key=_stage_key)
+        )
+        parts.append(f"{exp}: {stages}" if with_experiment else stages)
+    return "; ".join(parts)
+
+
+def _checkpoints(rows):
+    """The distinct checkpoints behind `rows` (dense rows repeat per method, loss and target)."""
+    keys = [c for c in ("method", "prune_loss", "finetune_loss", "loss", "target_reduction") if c in rows.columns]
+    r = rows[["experiment", "stage", "seed", *keys]].astype(str)
+    r.loc[rows["stage"].to_numpy() == "dense", keys] = ""
+    return len(r.drop_duplicates())
+
+
+def _differences(envs):
+    """What tells `envs` apart: the parts of each line that not all of them share."""
+    parts = [e.split(" | ") for e in envs]
+    common = set.intersection(*(set(p) for p in parts))
+    return " vs ".join("`" + (" | ".join(x for x in p if x not in common) or "(nothing)") + "`" for p in parts)
+
+
+def _fix(out, what):
+    """The advice: rerun the jobs of `out` (the rows from outside the environment to keep)."""
+    dirs, rules = [], set()
+    for (exp, stage), r in out.groupby(["experiment", "stage"], sort=False):
+        seeds = sorted(set(r["seed"]), key=lambda s: (not isinstance(s, int), s))
+        seed = str(seeds[0]) if len(seeds) == 1 else "{" + ",".join(str(x) for x in seeds) + "}"
+        dirs.append((exp, _stage_key(stage), f"`results/{exp}/seed{seed}/{stage}`"))
+        rules.add((_stage_key(stage), STAGE_RULES.get(stage, stage)))
+    return (
+        f"Fix: rerun the affected jobs in one environment ({what}): delete the affected checkpoints "
+        f"under {', '.join(d for *_, d in sorted(dirs))} (their later stages rerun with them) or "
+        f"`snakemake --forcerun {' '.join(r for _, r in sorted(rules))}` (every job of the rule), "
+        "all on one node type, then aggregate again."
+    )
+
+
+def _seed_values(seed):
+    """Seeds as ints where they are numbers (a table read from CSV may hold strings)."""
+    num = pd.to_numeric(seed, errors="coerce")
+    return [int(n) if pd.notna(n) and float(n).is_integer() else s for n, s in zip(num, seed)]
+
+
+def environment_report(df, comparisons=None):
+    """Which numeric environments (pwprune.environment) a tidy table's rows came from, and where
+    one comparison mixes them. Torch-free.
+
+    `comparisons`: {label: [experiments]} whose rows are compared with each other; by default
+    each experiment on its own ("experiment X"). Returns (lines, warnings), markdown: `lines`
+    list, per experiment, each distinct `environment` with the stages and seeds whose rows came
+    from it; `warnings` ("**WARNING** ...") name, per comparison, rows from more than one machine
+    (machine_id: the environment without its thread count, so CPU model or GPU, library
+    versions, deterministic mode or precision differ; "unrecorded" counts as a machine of its
+    own), and, per experiment and stage, seeds computed with different thread counts (each stage
+    has its own configured count, so thread counts may differ between stages, not within one)."""
+    d = pd.DataFrame(
+        {
+            "experiment": df["experiment"].astype(str).to_numpy(),
+            "stage": df["stage"].astype(str).to_numpy(),
+            "seed": _seed_values(df["seed"]),
+            "env": _environment_column(df).to_numpy(),
+        }
+    )
+    for c in ("method", "prune_loss", "finetune_loss", "loss", "target_reduction"):
+        if c in df.columns:
+            d[c] = df[c].to_numpy()
+    d["machine"] = d["env"].map(machine_id)
+    experiments = sorted(d["experiment"].unique())
+    lines = []
+    for exp in experiments:
+        r = d[d["experiment"] == exp]
+        lines.append(f"- **{exp}**")
+        # in stage order (dense first), "unrecorded" last
+        first = {e: min(_stage_key(st) for st in r.loc[r["env"] == e, "stage"]) for e in r["env"].unique()}
+        for env in sorted(first, key=lambda e: (e == UNRECORDED, first[e], e)):
+            note = " (written before environments were recorded)" if env == UNRECORDED else ""
+            lines.append(f"  - `{env}`{note}: {_usage(r[r['env'] == env])}")
+
+    def by_size(rows, col):
+        # the value most checkpoints came from first: the one to keep
+        return sorted(rows[col].unique(), key=lambda v: (-_checkpoints(rows[rows[col] == v]), v == UNRECORDED, v))
+
+    warnings_ = []
+    if comparisons is None:
+        comparisons = {f"experiment {exp}": [exp] for exp in experiments}
+    for label, exps in comparisons.items():
+        r = d[d["experiment"].isin([str(e) for e in exps])]
+        machines = by_size(r, "machine")
+        if len(machines) < 2:
+            continue
+        many = r["experiment"].nunique() > 1
+        by = "; ".join(f"`{m}` ({_usage(r[r['machine'] == m], with_experiment=many)})" for m in machines)
+        if UNRECORDED in machines:
+            detail = ", one of them `unrecorded` (checkpoints written before environments were recorded)"
+        else:
+            detail = f", which differ in {_differences(machines)}"
+        warnings_.append(
+            f"**WARNING** ({label}): its rows come from {len(machines)} different numeric environments"
+            f"{detail}: {by}. {_SPREAD}. " + _fix(r[r["machine"] != machines[0]], f"e.g. that of `{machines[0]}`")
+        )
+    for exp in experiments:
+        r = d[d["experiment"] == exp]
+        for stage in sorted(r["stage"].unique(), key=_stage_key):
+            s = r[r["stage"] == stage]
+            for machine, m in s.groupby("machine", sort=True):
+                envs = by_size(m, "env")
+                if len(envs) < 2:
+                    continue
+                counts = "; ".join(f"`{e.rsplit(' | ', 1)[-1]}` ({_seeds(m.loc[m['env'] == e, 'seed'])})" for e in envs)
+                warnings_.append(
+                    f"**WARNING** (experiment {exp}, stage {stage}): its seeds were computed with "
+                    f"different thread counts on `{machine}`: {counts}. Another thread count sums in "
+                    f"another order. {_SPREAD}. "
+                    + _fix(
+                        m[m["env"] != envs[0]],
+                        f"with the stage's configured thread count, e.g. `{envs[0].rsplit(' | ', 1)[-1]}`",
+                    )
+                )
+    return lines, warnings_
+
+
+def environment_section(lines, warnings_):
+    """The "## Numeric environments" section of a summary: environment_report's (lines, warnings)
+    with a header saying how to read them."""
+    out = [
+        "## Numeric environments",
+        "",
+        "The environments the checkpoints behind these numbers were computed in (device and its "
+        "model, library versions, deterministic mode, precision, threads), per experiment, with "
+        "the stages and seeds whose rows came from each. The same environment gives "
+        "bit-identical numbers; another CPU model or GPU, other library versions, deterministic "
+        "mode or precision give numbers that agree only within the seed spread. Thread counts "
+        "may differ between stages (each runs with its own configured count), not between the "
+        "seeds of one stage. `unrecorded`: a checkpoint written before environments were recorded.",
+        "",
+    ]
+    out += list(lines) or ["(no rows in the metrics table)"]
+    out.append("")
+    for w in warnings_:
+        out += [w, ""]
+    if lines and not warnings_:
+        out += ["No comparison mixes environments.", ""]
+    return out
+
+
+def _environments_of(df, metrics):
+    """environment_report of `metrics` if given, else the one summarize / compare_variants
+    attached to `df`."""
+    if metrics is not None:
+        return environment_report(metrics)
+    env = df.attrs.get("environments")
+    if env is None:
+        return ["(unknown: no metrics table was given to the summary)"], []
+    return list(env[0]), list(env[1])
 
 
 def _pp(mean, half=math.nan, signed=False):
@@ -322,10 +523,13 @@ def _pp(mean, half=math.nan, signed=False):
     return s + (f" ± {100 * half:.1f}" if np.isfinite(half) else "")
 
 
-def write_summary(df, md_path, csv_path):
+def write_summary(df, md_path, csv_path, metrics=None):
     """summary.csv: the `summarize` frame as is (fractions). summary.md: the same in percentage
-    points with a header saying how to read it."""
+    points with a header saying how to read it, then the numeric environments the numbers came
+    from (environment_report of `metrics`, the tidy table; by default the report `summarize`
+    attached to `df`), whose warnings are also repeated above the table."""
     df.to_csv(csv_path, index=False)
+    env_lines, env_warnings = _environments_of(df, metrics)
     lines = [
         "# CE vs PW fairness after fine-tuning",
         "",
@@ -336,6 +540,8 @@ def write_summary(df, md_path, csv_path):
         "accuracy). Degenerate (collapsed) trials are counted and included in the means.",
         "",
     ]
+    for w in env_warnings:
+        lines += [w, ""]
     header = [
         "experiment",
         "split",
@@ -373,6 +579,7 @@ def write_summary(df, md_path, csv_path):
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
         lines.append("\n(no CE/PW fine-tuned trials in the metrics table)")
+    lines += ["", *environment_section(env_lines, env_warnings)]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return [md_path, csv_path]
@@ -390,7 +597,8 @@ def compare_variants(metrics_df, pairs):
     t-intervals and paired t-test p-values. `pairs`: [(variant, base), ...]. Fractions, like
     summarize."""
     validate_metrics(metrics_df, "metrics_df")
-    trials = trial_table(clean_metrics(metrics_df), "finetuned")
+    metrics_df = clean_metrics(metrics_df)
+    trials = trial_table(metrics_df, "finetuned")
     keys = ["split", "method", "loss", "target_reduction"]
     out = []
     for variant, base in pairs:
@@ -430,13 +638,34 @@ def compare_variants(metrics_df, pairs):
     rank = {m: i for i, m in enumerate(sort_methods(res["method"]))}
     res["_rank"] = res["method"].map(rank)
     res = res.sort_values(["variant", "split", "_rank", "loss", "target_reduction"])
-    return res.drop(columns="_rank").reset_index(drop=True)
+    res = res.drop(columns="_rank").reset_index(drop=True)
+    res.attrs["environments"] = _variant_environments(metrics_df, pairs)
+    return res
 
 
-def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
+def _variant_environments(metrics_df, pairs):
+    """environment_report of the experiments in `pairs`, one comparison per variant and base."""
+    pairs = [tuple(p) for p in pairs]
+    involved = {e for p in pairs for e in p}
+    rows = metrics_df[metrics_df["experiment"].isin(involved)]
+    return environment_report(rows, {f"{v} vs its base {b}": [v, b] for v, b in pairs})
+
+
+def write_variant_summary(df, effects, md_path, csv_path, descriptions=None, metrics=None):
     """variants csv: the compare_variants frame (fractions). md: the same in pp, then the CE-vs-PW
-    table (summarize) of every experiment involved, so the PW effect can be read per variant."""
+    table (summarize) of every experiment involved, so the PW effect can be read per variant, then
+    the numeric environments of those experiments (of `metrics`, the tidy table, with one
+    comparison per variant and its base; by default the report compare_variants attached to
+    `df`), whose warnings are also repeated above the tables."""
     df.to_csv(csv_path, index=False)
+    if metrics is not None:
+        pairs = list(dict.fromkeys(zip(df["variant"], df["base"])))
+        metrics = clean_metrics(metrics)
+        env_lines, env_warnings = (
+            _variant_environments(metrics, pairs) if pairs else environment_report(metrics.iloc[:0])
+        )
+    else:
+        env_lines, env_warnings = _environments_of(df, None)
     lines = [
         "# Variants: the same trials with the methods run another way",
         "",
@@ -452,6 +681,8 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
         lines.append(f"- **{variant}**: {text}")
     if descriptions:
         lines.append("")
+    for w in env_warnings:
+        lines += [w, ""]
     header = ["variant", "base", "split", "method", "loss", "FLOP reduction (%)", "pairs"]
     for _, label in VARIANT_VALUES:
         header += [f"{label}: base (pp)", f"{label}: variant (pp)", f"{label}: variant − base (pp)", "p"]
@@ -494,6 +725,7 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None):
             f"{_pp(r.gap_ce, r.gap_ce_ci95)} | {_pp(r.gap_pw, r.gap_pw_ci95)} | "
             f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} |"
         )
+    lines += ["", *environment_section(env_lines, env_warnings)]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return [md_path, csv_path]

@@ -40,9 +40,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    # cuDNN picks algorithms by timing unless told not to; that makes GPU runs irreproducible
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    # cuDNN's algorithm choice is deterministic mode's (pwprune.stages.inputs.set_deterministic)
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:

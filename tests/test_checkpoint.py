@@ -7,6 +7,7 @@ import torch_pruning as tp
 
 from pwprune import checkpoint, models
 from pwprune.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pwprune.environment import numeric_environment
 
 torch.set_num_threads(1)
 
@@ -39,6 +40,8 @@ def test_round_trip_of_pruned_model_gives_identical_outputs(tmp_path):
     save_checkpoint(path, model, ARCH, history=history, meta={"target_reduction": 0.5, "seed": 0})
 
     loaded, info = load_checkpoint(path)
+    env = info["meta"].pop("environment")  # recorded by every save (pwprune.environment)
+    assert env == numeric_environment("cpu")
     assert info["arch"] == ARCH and info["meta"] == {"target_reduction": 0.5, "seed": 0}
     assert len(info["history"]) == len(history) > 0
     assert not loaded.training
@@ -55,7 +58,7 @@ def test_round_trip_of_dense_model(tmp_path):
     model = models.build_from_arch(ARCH).eval()
     save_checkpoint(tmp_path / "dense.pt", model, ARCH)
     loaded, info = load_checkpoint(tmp_path / "dense.pt")
-    assert info["history"] == [] and info["meta"] == {}
+    assert info["history"] == [] and info["meta"] == {"environment": numeric_environment("cpu")}
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -175,6 +178,6 @@ def test_crash_mid_save_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     assert path.read_bytes() == before
-    assert load_checkpoint(path)[1]["meta"] == {"which": "old"}
+    assert load_checkpoint(path)[1]["meta"]["which"] == "old"
     assert not (tmp_path / "fresh.pt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no temp files left behind

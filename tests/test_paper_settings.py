@@ -22,7 +22,8 @@ NOT_PAPER = (
     "digits_memorised",
     "default_authors",
 )  # the embedded experiments; every other one is a paper setting
-NOT_HYPERPARAMETERS = ("description", "evaluate", "resources")  # keys of an experiment the table skips
+# keys of an experiment the table skips: how the jobs run, not what the method is
+NOT_HYPERPARAMETERS = ("description", "evaluate", "resources", "deterministic")
 # rows every section must have, whatever the setting
 CORE_KEYS = [
     "dataset.kind",

@@ -383,8 +383,10 @@ def test_figures_listed_by_all_exist_and_are_valid(smoke_run):
 
 
 def _override(root: Path, exp: str, section: str, key: str, value) -> tuple[str, ...]:
-    """A second configfile changing one value (Snakemake merges it over tests/smoke.yaml)."""
-    (root / "override.yaml").write_text(yaml.safe_dump({"experiments": {exp: {section: {key: value}}}}))
+    """A second configfile changing one value (Snakemake merges it over tests/smoke.yaml); key
+    None: `section` is the experiment's own key."""
+    change = {section: value} if key is None else {section: {key: value}}
+    (root / "override.yaml").write_text(yaml.safe_dump({"experiments": {exp: change}}))
     return ("--configfile", "tests/smoke.yaml", "override.yaml")
 
 
@@ -497,6 +499,19 @@ EDITS = {
     "metric code comment": (("append", "pwprune/metrics.py"), {"evaluate"}),
     "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"evaluate"}),
     "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"), set()),
+    # numerics are configuration (issue 20): the thread count a stage computes with reruns that
+    # stage and what follows; evaluation computes with fine-tuning's unless it has its own
+    "resources.train.threads 1 -> 2": (("config", "resources", "train", {"threads": 2}), {"train_dense"}),
+    "resources.finetune.threads 1 -> 2": (
+        ("config", "resources", "finetune", {"threads": 2}),
+        {"finetune", "evaluate"},
+    ),
+    # memory and time only decide where and when a job runs
+    "resources.train.mem_mb": (("config", "resources", "train", {"mem_mb": 3000, "runtime": 20}), set()),
+    "deterministic true -> false": (
+        ("config", "deterministic", None, False),
+        {"train_dense", "prune", "finetune", "evaluate"},
+    ),
 }
 
 

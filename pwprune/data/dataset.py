@@ -12,12 +12,13 @@ class SplitDataset(Dataset):
     idx being the sample's position in its split (the PW loss's cached teacher looks rows up by it).
 
     augment=True: random crop with zero padding (input_size // 8 px, 4 at 32 px) + horizontal flip,
-    drawn from torch's global RNG, so a DataLoader's generator/worker seeding makes it reproducible.
+    drawn from `generator` (a seeded torch.Generator: the draws then depend on nothing but its seed
+    and the order of the samples), or from torch's global RNG when none is given.
     Not for digits (a flipped digit is another digit); the workflow decides per dataset.
     The images stay uint8 in memory and are converted per sample (a float copy of CelebA's train
     split would be 4x larger)."""
 
-    def __init__(self, split, meta, augment=False):
+    def __init__(self, split, meta, augment=False, generator=None):
         self.x = torch.from_numpy(split.x)
         self.y = torch.from_numpy(split.y).long()
         self.g = torch.from_numpy(split.g).long()
@@ -25,6 +26,7 @@ class SplitDataset(Dataset):
         self.mean = torch.tensor(meta["mean"], dtype=torch.float32).view(c, 1, 1)
         self.std = torch.tensor(meta["std"], dtype=torch.float32).view(c, 1, 1)
         self.augment = augment
+        self.generator = generator
         self.pad = max(1, int(meta["input_size"]) // 8)
 
     def __len__(self):
@@ -39,9 +41,9 @@ class SplitDataset(Dataset):
             p = self.pad
             # pad raw pixels with 0 (black), as torchvision's RandomCrop(padding=p) does
             x = F.pad(x, (p, p, p, p))
-            top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            top, left = torch.randint(0, 2 * p + 1, (2,), generator=self.generator).tolist()
             x = x[:, top:top + h, left:left + w]
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=self.generator) < 0.5:
                 x = x.flip(-1)
         x = (x - self.mean) / self.std
         return x, self.y[i], self.g[i], torch.tensor(i, dtype=torch.long)

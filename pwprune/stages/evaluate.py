@@ -18,11 +18,23 @@ from pwprune.stages.inputs import eval_loader, load_data
 from pwprune.stages.jobs import METRIC_COLUMNS, write_rows
 
 
-def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduction, log=print, counted_layers="all"):
+def evaluate(
+    model,
+    prepared,
+    arch,
+    evaluate_cfg,
+    device,
+    stage,
+    achieved_reduction,
+    log=print,
+    counted_layers="all",
+    environment="unrecorded",
+):
     """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
     size, MACs (every layer's) and measured CPU latency per sample. Returns the rows (dicts with
     METRIC_COLUMNS). `achieved_reduction` is in the pruning's count, which `counted_layers` names
-    ("all" or "conv"). Where the prepared data's groups are its classes (meta
+    ("all" or "conv"); `environment`, the one-line numeric environment that made the checkpoint
+    (pwprune.environment.environment_id), goes with every row. Where the prepared data's groups are its classes (meta
     `groups_are_classes`), a group's AUROC is its class's one-vs-rest AUROC."""
     from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
     from pwprune.models import example_input
@@ -53,6 +65,7 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
                     "latency_ms": lat,
                     "achieved_reduction": achieved_reduction,
                     "counted_layers": counted_layers,
+                    "environment": environment,
                 }
             )
         overall = next(r for r in rows if r["split"] == split and r["group"] == "all")
@@ -65,8 +78,11 @@ def evaluate(model, prepared, arch, evaluate_cfg, device, stage, achieved_reduct
 
 def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=print):
     """One checkpoint -> its metrics CSV at `out` (METRIC_COLUMNS). A fine-tuned checkpoint whose
-    training diverged holds the pruned weights; its rows are marked degenerate, accuracy NaN."""
+    training diverged holds the pruned weights; its rows are marked degenerate, accuracy NaN.
+    Every row names the numeric environment that made the checkpoint (its meta's `environment`;
+    "unrecorded" for a checkpoint from before environments were recorded)."""
     from pwprune.checkpoint import CheckpointError, load_checkpoint
+    from pwprune.environment import environment_id
 
     model, info = load_checkpoint(checkpoint_path, device=device)
     meta = info["meta"]
@@ -87,6 +103,7 @@ def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=pri
         meta["achieved_reduction"],
         log,
         counted_layers=meta.get("counted_layers", "all"),
+        environment=environment_id(meta.get("environment")),
     )
     if meta.get("diverged"):
         log(f"{checkpoint_path}: its fine-tuning diverged; rows marked degenerate")

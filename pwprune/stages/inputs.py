@@ -4,20 +4,78 @@ the call into the training loop."""
 
 from __future__ import annotations
 
+import contextlib
+
 from pwprune.fileio import atomic_open
 
 
-def setup(threads: int, device_name: str, seed: int):
-    """Thread count from Snakemake's `threads`, seeds, device. A job never compiles, so it also
-    defers torch._dynamo's import (pwprune.train.defer_dynamo; ~1.5 s of every job)."""
+def setup(numerics, allotted, device_name: str, seed: int, log=print):
+    """Thread count, deterministic mode, seeds and device of a compute job.
+
+    numerics: the job's `numerics` param (pwprune.config.numerics): `threads`, the configured CPU
+    thread count (None on CUDA, where the job takes what it is allotted), and `deterministic`.
+    allotted: Snakemake's `threads` for the job (scaled down to --cores, or the cluster's
+    allocation). It decides where and when the job runs, never what it computes: with fewer
+    cores allotted than configured, the job still computes with the configured count (slower,
+    same numbers) and says so in its log.
+
+    A job never compiles, so it also defers torch._dynamo's import (pwprune.train.defer_dynamo;
+    ~1.5 s of every job)."""
     import torch
 
     from pwprune.train import defer_dynamo, resolve_device, seed_everything
 
     defer_dynamo()
-    torch.set_num_threads(max(1, int(threads)))
+    threads = numerics.get("threads")
+    if threads is None:
+        threads = max(1, int(allotted))
+    elif int(allotted) < int(threads):
+        log(
+            f"computing with the configured {threads} CPU threads on {allotted} allotted core(s): "
+            "the numbers do not depend on --cores or the cluster's allocation, only the speed does"
+        )
+    torch.set_num_threads(int(threads))
+    set_deterministic(bool(numerics.get("deterministic", True)))
     seed_everything(seed)
     return resolve_device(device_name)
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic mode: torch.use_deterministic_algorithms, cuDNN's benchmark off and
+    deterministic on, and the cuBLAS workspace setting that deterministic cuBLAS needs (it must
+    be in the environment before CUDA starts, so the job sets it before touching the device).
+    Off: torch's defaults (cuDNN may pick the fastest, nondeterministic algorithm)."""
+    import os
+
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cudnn.deterministic = on
+
+
+class NondeterministicOpError(RuntimeError):
+    """An operation without a deterministic kernel ran in deterministic mode."""
+
+
+@contextlib.contextmanager
+def deterministic_ops(option: str):
+    """Turn torch's error for an operation without a deterministic kernel into one that names the
+    operation and the params.yaml option (`option`) that allows it."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if "does not have a deterministic implementation" not in text:
+            raise
+        op = text.split(" does not have a deterministic implementation")[0].strip()
+        raise NondeterministicOpError(
+            f"{op} has no deterministic kernel on this device, and deterministic mode is on. "
+            f"Set `{option}: false` in params.yaml to allow it: the job then runs, and the same "
+            "machine may give slightly different numbers on every run (README, Reproducibility)"
+        ) from None
 
 
 def load_data(data_dir):
@@ -40,10 +98,14 @@ def _input_meta(prepared, arch):
 def train_loader(prepared, batch_size, seed, augment, shuffle=True, arch=None):
     """arch: the model's arch dict (models.arch_dict); its input_mean/input_std, when present,
     replace the data's train mean/std. The same for eval_loader."""
+    import torch
+
     from pwprune.data import SplitDataset
     from pwprune.train import make_loader
 
-    ds = SplitDataset(prepared.splits["train"], _input_meta(prepared, arch), augment=augment)
+    # augmentation draws from its own generator, seeded apart from the shuffle's
+    gen = torch.Generator().manual_seed(seed + 1_000_003) if augment else None
+    ds = SplitDataset(prepared.splits["train"], _input_meta(prepared, arch), augment=augment, generator=gen)
     return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 

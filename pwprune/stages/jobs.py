@@ -29,6 +29,7 @@ METRIC_COLUMNS = [
     "latency_ms",
     "achieved_reduction",
     "counted_layers",
+    "environment",
 ]
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 def summary_stage(metrics_path, md, csv, log=print):
     from pwprune import summary
 
-    table = summary.summarize(summary.read_table(metrics_path))
-    summary.write_summary(table, md, csv)
+    metrics = summary.read_table(metrics_path)
+    table = summary.summarize(metrics)
+    summary.write_summary(table, md, csv, metrics=metrics)  # metrics: its numeric environments
     log(f"summary: {len(table)} rows -> {md}, {csv}")
 
 
@@ -19,5 +20,5 @@ def variant_summary_stage(metrics_path, pairs, descriptions, md, csv, log=print)
     metrics = summary.read_table(metrics_path)
     table = summary.compare_variants(metrics, [tuple(p) for p in pairs])
     effects = summary.summarize(metrics)
-    summary.write_variant_summary(table, effects, md, csv, descriptions)
+    summary.write_variant_summary(table, effects, md, csv, descriptions, metrics=metrics)
     log(f"variants: {len(table)} rows for {', '.join(v for v, _ in pairs)} -> {md}, {csv}")

@@ -73,14 +73,18 @@ def device():
     return config["device"]
 
 
-# A stage without its own resources entry takes another's: evaluation holds the same data and
-# model as fine-tuning, so it gets fine-tuning's memory, time and threads unless told otherwise.
-RESOURCE_FALLBACK = {"evaluate": "finetune"}
-
-
 def _stage_resources(exp, stage):
-    res = EXPS[exp].get("resources", {})
-    return res.get(stage) or res.get(RESOURCE_FALLBACK.get(stage), {})
+    return pc.stage_resources(EXPS[exp], stage)
+
+
+def numerics_for(stage):
+    """The compute job's thread count (None on CUDA) and deterministic mode, as its `numerics`
+    param (pwprune.config.numerics): what it computes with never depends on --cores."""
+
+    def get(wildcards):
+        return pc.numerics(EXPS[wildcards.exp], stage, device())
+
+    return get
 
 
 def resources_for(stage, key, default):
@@ -91,8 +95,9 @@ def resources_for(stage, key, default):
 
 
 def threads_for(stage):
-    # threads cannot be a function of wildcards in every executor; take the largest over the
-    # active experiments (the default run uses 1).
+    # Snakemake's allotment (scaled down to --cores): where and when the job runs, not what it
+    # computes (numerics_for). threads cannot be a function of wildcards in every executor; take
+    # the largest over the active experiments (the default run uses 1).
     return max([_stage_resources(e, stage).get("threads", 1) for e in ACTIVE] or [1])
 
 

@@ -18,6 +18,7 @@ rule evaluate:
     params:
         evaluate=lambda w: exp_cfg(w).get("evaluate", {}),
         device=device(),
+        numerics=numerics_for("evaluate"),
         code=CODE["evaluate.py"],
     log:
         f"{LOGS}/evaluate/{{checkpoint}}.log",

@@ -16,6 +16,7 @@ rule finetune:
         finetune=finetune_params,
         seed=lambda w: int(w.seed),
         device=device(),
+        numerics=numerics_for("finetune"),
         code=CODE["finetune.py"],
     log:
         f"{LOGS}/finetune/{{method}}-{{ploss}}-{{floss}}/{{target}}.log",

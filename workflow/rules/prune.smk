@@ -12,6 +12,7 @@ rule prune:
         prune=prune_params,
         seed=lambda w: int(w.seed),
         device=device(),
+        numerics=numerics_for("prune"),
         code=CODE["prune.py"],
     log:
         f"{LOGS}/prune/{{method}}-{{ploss}}/{{target}}.log",

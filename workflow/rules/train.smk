@@ -15,6 +15,7 @@ rule train_dense:
         train=lambda w: exp_cfg(w)["train"],
         seed=lambda w: int(w.seed),
         device=device(),
+        numerics=numerics_for("train"),
         code=CODE["train_dense.py"],
     log:
         f"{LOGS}/train_dense.log",

@@ -1,11 +1,14 @@
 from pwprune.stages import labels
-from pwprune.stages.inputs import setup
+from pwprune.stages.inputs import deterministic_ops, setup
 from pwprune.stages.jobs import job_log
 from pwprune.stages.train import train_dense_stage
 
-with job_log(snakemake.log[0], exit_when_done=True) as log:
+with (
+    job_log(snakemake.log[0], exit_when_done=True) as log,
+    deterministic_ops(f"experiments.{snakemake.wildcards.exp}.deterministic"),
+):
     p, w = snakemake.params, snakemake.wildcards
-    device = setup(snakemake.threads, p.device, p.seed)
+    device = setup(p.numerics, snakemake.threads, p.device, p.seed, log)
     train_dense_stage(
         snakemake.input.data,
         p.model,
