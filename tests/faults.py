@@ -760,6 +760,75 @@ FAULTS = [
         'return f"{DENSE}/{name}".format(**r)',
         (T + "test_variants.py::test_variant_run_uses_the_base_dense_models_and_compares",),
     ),
+    # ---- reproducible numbers (issue 20)
+    Fault(
+        "threads-follow-cores",
+        "a job computes with the cores Snakemake allots, not the configured thread count",
+        "pwprune/stages/inputs.py",
+        'threads = numerics.get("threads")',
+        "threads = None",
+        (
+            T + "test_reproducibility.py::test_weights_do_not_depend_on_cores",
+            T + "test_reproducibility.py::test_setup_computes_with_the_configured_threads_whatever_is_allotted",
+        ),
+    ),
+    Fault(
+        "threads-not-configuration",
+        "the thread count a job computes with ignores params.yaml (every job: 1), so changing it reruns nothing",
+        "workflow/rules/common.smk",
+        "return pc.numerics(EXPS[wildcards.exp], stage, device())",
+        "return pc.numerics({}, stage, device())",
+        (T + "test_workflow.py::test_each_edit_reruns_exactly_its_rules",),
+    ),
+    Fault(
+        "deterministic-mode-off",
+        "deterministic mode never switches torch's deterministic algorithms on",
+        "pwprune/stages/inputs.py",
+        "torch.use_deterministic_algorithms(on)",
+        "torch.use_deterministic_algorithms(False)",
+        (
+            T + "test_reproducibility.py::test_setup_applies_deterministic_mode_and_the_environment_records_it",
+            T + "test_reproducibility.py::test_an_op_without_deterministic_kernel_stops_the_job_naming_op_and_option",
+        ),
+    ),
+    Fault(
+        "augmentation-global-rng",
+        "augmentation's crop draws from torch's global RNG, not its own seeded generator",
+        "pwprune/data/dataset.py",
+        "top, left = torch.randint(0, 2 * p + 1, (2,), generator=self.generator).tolist()",
+        "top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()",
+        (T + "test_reproducibility.py::test_augmentation_draws_from_its_own_seeded_generator",),
+    ),
+    Fault(
+        "environment-not-in-rows",
+        "the metrics rows do not name the environment of their checkpoint",
+        "pwprune/stages/evaluate.py",
+        'environment=environment_id(meta.get("environment")),',
+        'environment="unrecorded",',
+        (T + "test_workflow.py::test_every_row_names_the_numeric_environment_of_its_checkpoint",),
+    ),
+    Fault(
+        "environment-threads-configured",
+        "the recorded thread count is a constant 1, not the one the job computed with",
+        "pwprune/environment.py",
+        '"threads": int(torch.get_num_threads()),',
+        '"threads": 1,',
+        (
+            T + "test_environment.py::test_numeric_environment_reads_live_cpu_state",
+            T + "test_reproducibility.py::test_weights_do_not_depend_on_cores",
+        ),
+    ),
+    Fault(
+        "mixing-across-machines-silent",
+        "the summary does not warn when one comparison's rows come from different machines",
+        "pwprune/summary.py",
+        "        if len(machines) < 2:\n            continue",
+        "        if True:\n            continue",
+        (
+            T + "test_environment.py::test_dense_and_finetuned_on_different_cpu_models_warns_naming_both",
+            T + "test_environment.py::test_seeds_split_across_gpu_types_warns",
+        ),
+    ),
 ]
 
 

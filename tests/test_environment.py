@@ -119,6 +119,8 @@ def test_environment_id_and_machine_id_round_trip():
 def test_numeric_environment_reads_live_cpu_state():
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
+        torch.set_num_threads(3)
+        assert numeric_environment("cpu")["threads"] == 3
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(False)
         e = numeric_environment("cpu")

@@ -322,6 +322,36 @@ def test_every_finetuned_checkpoint_has_new_weights_in_its_pruned_architecture(s
         assert largest_change(pruned, after) > 1e-4, w  # shapes equal, values moved
 
 
+def test_every_row_names_the_numeric_environment_of_its_checkpoint(smoke_run):
+    """Each checkpoint's meta holds the environment its job computed in (its configured thread
+    count, deterministic mode, this torch), and every row of the tidy table names it; the summary
+    lists it and, the whole run being from one machine, warns about nothing."""
+    import torch
+
+    from pwprune.checkpoint import load_checkpoint
+    from pwprune.environment import environment_id
+
+    df = pd.read_csv(smoke_run / "results" / "metrics.csv")
+    base = smoke_run / "results" / "smoke" / "seed0"
+    seen = set()
+    for (stage, method, ploss, floss, target), rows in df.groupby(
+        ["stage", "method", "prune_loss", "finetune_loss", "target_reduction"]
+    ):
+        where = {
+            "dense": base / "dense",
+            "pruned": base / "pruned" / f"{method}-{ploss}" / pc.target_str(target),
+            "finetuned": base / "finetuned" / f"{method}-{ploss}-{floss}" / pc.target_str(target),
+        }[stage]
+        env = load_checkpoint(where / "model.pt")[1]["meta"]["environment"]
+        assert env["threads"] == 1 and env["deterministic"] is True and env["torch"] == torch.__version__, where
+        assert set(rows["environment"]) == {environment_id(env)}, where
+        seen.add(environment_id(env))
+    assert len(seen) == 1  # one machine, one thread count for every stage of the smoke run
+    summary = (smoke_run / "results" / "summary.md").read_text()
+    assert "## Numeric environments" in summary and seen.pop() in summary
+    assert "WARNING" not in summary.split("## Numeric environments")[1]
+
+
 def test_achieved_reduction_within_two_points_of_target(smoke_run):
     df = pd.read_csv(smoke_run / "results" / "metrics.csv")
     pruned = df[df["stage"].isin(["pruned", "finetuned"])]
