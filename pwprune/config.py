@@ -176,9 +176,62 @@ def fill_defaults(instance, schema: dict, root: dict | None = None):
     return instance
 
 
+def _types(spec: dict, root: dict) -> set:
+    """The JSON types a schema node allows (its `type`, or its anyOf/oneOf branches')."""
+    spec = _deref(spec, root)
+    if not isinstance(spec, dict):
+        return set()
+    t = spec.get("type")
+    types = set(t) if isinstance(t, list) else ({t} if t else set())
+    for branch in (spec.get("anyOf") or []) + (spec.get("oneOf") or []):
+        types |= _types(branch, root)
+    return types
+
+
+def canonicalize(instance, schema: dict, root: dict | None = None):
+    """The configuration in one canonical form, in place, so that a rule's params (whose repr is
+    what Snakemake compares) change only when a value does: every mapping's keys sorted, at every
+    depth, and an integer where the schema says `number` written as a float (`gamma: 1` is
+    `gamma: 1.0`). Writing the same params.yaml with its keys in another order then reruns
+    nothing. Lists keep their order (it can matter). Returns `instance`."""
+    root = schema if root is None else root
+    schema = _deref(schema, root) if isinstance(schema, dict) else {}
+    if isinstance(instance, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key in list(instance):
+            spec = props.get(key, extra if isinstance(extra, dict) else {})
+            value = instance[key]
+            if _is_plain_int(value) and _wants_float(spec, root):
+                instance[key] = float(value)
+            else:
+                canonicalize(value, spec, root)
+        items = sorted(instance.items(), key=lambda kv: str(kv[0]))
+        instance.clear()
+        instance.update(items)
+    elif isinstance(instance, list):
+        spec = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        for i, value in enumerate(instance):
+            if _is_plain_int(value) and _wants_float(spec, root):
+                instance[i] = float(value)
+            else:
+                canonicalize(value, spec, root)
+    return instance
+
+
+def _is_plain_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wants_float(spec, root) -> bool:
+    types = _types(spec, root) if isinstance(spec, dict) else set()
+    return "number" in types and "integer" not in types
+
+
 def validate(config: dict, schema_path) -> dict:
     """Validate against the JSON schema plus the cross-key rules a schema cannot say, then fill
-    every schema default into `config` (so downstream code can index keys directly).
+    every schema default into `config` (so downstream code can index keys directly), and put it in
+    its canonical form (canonicalize: sorted keys, schema numbers as floats).
     Raises ConfigError listing every problem as `key.path: what is wrong, what is valid`."""
     import jsonschema
 
@@ -205,6 +258,8 @@ def validate(config: dict, schema_path) -> dict:
     problems = [p for name, exp in experiments.items() for p in _variant_problems(name, exp, experiments)]
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    # one form for one value: a rule's params change only when a value does
+    canonicalize(config, schema)
     return config
 
 

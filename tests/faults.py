@@ -829,6 +829,17 @@ FAULTS = [
             T + "test_environment.py::test_seeds_split_across_gpu_types_warns",
         ),
     ),
+    Fault(
+        "config-not-canonical",
+        "the validated configuration keeps the file's key order, so reordering params.yaml reruns every job",
+        "pwprune/config.py",
+        "    canonicalize(config, schema)\n    return config",
+        "    return config",
+        (
+            T + "test_config.py::test_validated_config_is_canonical",
+            T + "test_workflow.py::test_same_config_in_another_key_order_reruns_nothing",
+        ),
+    ),
 ]
 
 

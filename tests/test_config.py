@@ -446,3 +446,53 @@ def test_conda_env_pins_are_pyprojects():
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert pip == project["dependencies"]
     assert "python=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11,<3.12"
+
+
+# ---------------------------------------------------------------- the canonical form
+
+
+def _key_orders(node, path="", out=None):
+    """path -> key list of every mapping in node."""
+    out = {} if out is None else out
+    if isinstance(node, dict):
+        out[path] = list(node)
+        for k, v in node.items():
+            _key_orders(v, f"{path}.{k}", out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _key_orders(v, f"{path}[{i}]", out)
+    return out
+
+
+def test_validated_config_is_canonical(cfg):
+    """Keys sorted at every depth, whatever order the file has; an int where the schema says
+    number becomes a float, integers and booleans stay; lists keep their order."""
+    exp = cfg["experiments"]["default"]
+    exp["pw"] = {"gamma": 1, "min_weight": 0.3, "methods": {"taylor": {"min_weight": 0.8, "gamma": 0}}}
+    exp["prune"]["targets"] = [0.875, 0.75]
+    exp["train"] = dict(reversed(list(exp["train"].items())))
+    cfg["experiments"] = dict(reversed(list(cfg["experiments"].items())))
+    pc.validate(cfg, SCHEMA)
+    orders = _key_orders(cfg)
+    unsorted = {p: keys for p, keys in orders.items() if keys != sorted(keys, key=str)}
+    assert not unsorted, unsorted
+    exp = cfg["experiments"]["default"]
+    assert repr(exp["pw"]["gamma"]) == "1.0" and repr(exp["pw"]["methods"]["taylor"]["gamma"]) == "0.0"
+    assert exp["prune"]["targets"] == [0.875, 0.75]  # a list's order is kept
+    assert type(exp["train"]["epochs"]) is int and type(exp["seeds"][0]) is int  # schema: integer
+    assert exp["deterministic"] is True and type(exp["train"]["augment"]) is bool
+
+
+def test_two_orders_of_one_config_give_one_repr(params):
+    """What Snakemake compares of a rule's params is their repr."""
+
+    def reversed_keys(node):
+        if isinstance(node, dict):
+            return {k: reversed_keys(node[k]) for k in reversed(list(node))}
+        if isinstance(node, list):
+            return [reversed_keys(v) for v in node]
+        return node
+
+    a, b = copy.deepcopy(params), reversed_keys(params)
+    assert repr(a) != repr(b)
+    assert repr(pc.validate(a, SCHEMA)) == repr(pc.validate(b, SCHEMA))
