@@ -70,3 +70,12 @@ def largest_change(a, b) -> float:
     """Two state dicts with the same tensors (names and shapes): their largest absolute difference."""
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def reversed_keys(node):
+    """The same YAML data with every mapping's keys in reverse order, at every depth."""
+    if isinstance(node, dict):
+        return {k: reversed_keys(node[k]) for k in reversed(list(node))}
+    if isinstance(node, list):
+        return [reversed_keys(v) for v in node]
+    return node

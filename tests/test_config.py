@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import pwprune.config as pc
-from helpers import REPO
+from helpers import REPO, reversed_keys
 from pwprune import names
 
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -485,14 +485,6 @@ def test_validated_config_is_canonical(cfg):
 
 def test_two_orders_of_one_config_give_one_repr(params):
     """What Snakemake compares of a rule's params is their repr."""
-
-    def reversed_keys(node):
-        if isinstance(node, dict):
-            return {k: reversed_keys(node[k]) for k in reversed(list(node))}
-        if isinstance(node, list):
-            return [reversed_keys(v) for v in node]
-        return node
-
     a, b = copy.deepcopy(params), reversed_keys(params)
     assert repr(a) != repr(b)
     assert repr(pc.validate(a, SCHEMA)) == repr(pc.validate(b, SCHEMA))

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import pwprune.config as pc
-from helpers import REPO, checkpoint_state, copy_repo, largest_change, snakemake
+from helpers import REPO, checkpoint_state, copy_repo, largest_change, reversed_keys, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -727,24 +727,15 @@ def test_html_report_is_self_contained_with_every_figure_and_caption(run_copy):
         assert words in re.sub(r"\s+", " ", text), f"caption of {name} is not {caption}: {text[:200]}"
 
 
-def _reversed_keys(node):
-    """The same configuration with every mapping's keys in reverse order, at every depth."""
-    if isinstance(node, dict):
-        return {k: _reversed_keys(node[k]) for k in reversed(list(node))}
-    if isinstance(node, list):
-        return [_reversed_keys(v) for v in node]
-    return node
-
-
 def test_same_config_in_another_key_order_reruns_nothing(run_copy):
     """params.yaml and the smoke overlay rewritten with their keys reversed at every depth, and a
     number the schema says is a float written as an int (`gamma: 1` for 1.0): after a complete
     run, nothing to do (issue 13: rule params are canonical, pwprune.config.canonicalize)."""
     params = yaml.safe_load((run_copy / "params.yaml").read_text())
-    smoke = _reversed_keys(yaml.safe_load((run_copy / "tests" / "smoke.yaml").read_text()))
+    smoke = reversed_keys(yaml.safe_load((run_copy / "tests" / "smoke.yaml").read_text()))
     assert smoke["experiments"]["smoke"]["pw"]["gamma"] == 1.0
     smoke["experiments"]["smoke"]["pw"]["gamma"] = 1
-    (run_copy / "params.yaml").write_text(yaml.safe_dump(_reversed_keys(params), sort_keys=False))
+    (run_copy / "params.yaml").write_text(yaml.safe_dump(reversed_keys(params), sort_keys=False))
     (run_copy / "reordered.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
     assert "gamma: 1\n" in (run_copy / "reordered.yaml").read_text()
     proc = snakemake(run_copy, ALL, "-n", "--configfile=reordered.yaml")
