@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from data_fixtures import trust_fixture_md5s, write_cifar10
 from pwprune.checkpoint import load_checkpoint, save_checkpoint
 from pwprune.data import load_prepared, prepare
+from pwprune.environment import environment_id
 from pwprune.metrics import count_macs_params, predict
 from pwprune.models import arch_dict, build_from_arch, example_input
 from pwprune.pruning.graph import counted_macs
@@ -105,6 +106,17 @@ def test_metrics_rows_name_the_count_and_keep_every_layers_macs(stages, stage):
     assert (rows["counted_layers"] == "conv").all()
     assert (rows["achieved_reduction"] == info["achieved_reduction"]).all()
     assert (rows["macs"] == info["total_macs_after"]).all()  # the real total, not the counted MACs
+
+
+@pytest.mark.parametrize("stage", ["pruned", "finetuned"])
+def test_every_row_names_the_numeric_environment_of_its_checkpoint(stages, stage):
+    _, _, _, out, tuned = stages
+    paths = out if stage == "pruned" else tuned
+    environment = load_checkpoint(paths["model"])[1]["meta"]["environment"]
+    rows = pd.read_csv(paths["metrics"])
+    assert environment["torch"] == torch.__version__
+    assert (rows["environment"] == environment_id(environment)).all()
+    assert environment_id(environment) != "unrecorded"
 
 
 def test_groups_are_classes_rows_have_each_class_one_vs_rest_auroc(stages):
