@@ -9,6 +9,7 @@ Each area is one module of plain functions returning lists of result dicts (see 
     pruning.py        latency_speedup, pruning_time_s, taylor_trajectory_saving
     pipeline.py       dry_run_s, job_overhead_s, default_run_s
     memory.py         peak_rss_mb
+    throughput.py     input_samples_s, train_samples_s
 Figures are printed, never asserted: tests only check the format.
 """
 
@@ -28,6 +29,8 @@ BENCHMARKS = {
     "job_overhead_s": "pipeline",
     "default_run_s": "pipeline",
     "peak_rss_mb": "memory",
+    "input_samples_s": "throughput",
+    "train_samples_s": "throughput",
 }
 
 

@@ -14,7 +14,7 @@ import traceback
 
 from . import BENCHMARKS, log
 
-ORDER = ["loss_overhead", "pruning", "pipeline", "memory"]  # memory reads the pipeline's run
+ORDER = ["loss_overhead", "pruning", "pipeline", "memory", "throughput"]  # memory reads the pipeline's run
 
 
 def _csv(kind):

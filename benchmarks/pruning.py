@@ -2,6 +2,10 @@
 
 latency_speedup: measured CPU latency of each pruned model against the dense one (dense and
 pruned timed alternately, so load drift on a shared machine hits both), next to the MACs ratio.
+At the goal's target (0.75) each method's model is also pruned with round_to 8 and 16 (every
+pruned group keeps a multiple of that many channels; pwprune.pruning.target), and the dense model
+and the three pruned ones are timed in turn in one loop: rows with round_to=1 are the unrounded
+model, speedup_vs_unrounded is the unrounded model's latency over the rounded one's.
 pruning_time_s: wall time of each method to reach each target on the CIFAR ResNet-56.
 taylor_trajectory_saving: how much faster the Taylor "authors" schedule reaches every target when
 each target continues from the previous one (the DAG's chain) than from the dense model each time.
@@ -41,6 +45,7 @@ CASES = {
 LATENCY_REPEATS = {("resnet18", 32): 3}  # else DEFAULT_REPEATS
 DEFAULT_REPEATS = 10
 GOAL_TARGET, GOAL_FRACTION = 0.75, 0.7
+ROUND_TO = (1, 8, 16)  # the round_to variants timed at GOAL_TARGET (1: no rounding)
 
 _dense, _pruned = {}, {}  # caches shared by the two benchmarks within one run
 
@@ -86,9 +91,9 @@ def _out_channels(model):
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def pruned(model_name, method, target):
+def pruned(model_name, method, target, round_to=1):
     """Prune a copy of the dense model (cached): -> dict(model, seconds, macs_ratio, ...)."""
-    key = (model_name, method, float(target))
+    key = (model_name, method, float(target), int(round_to or 1))
     if key in _pruned:
         return _pruned[key]
     from pwprune.loss import make_loss
@@ -99,6 +104,8 @@ def pruned(model_name, method, target):
     model0, _, ex = dense(model_name)
     model = copy.deepcopy(model0)
     kwargs = dict(c["options"].get(method, {}))
+    if key[-1] > 1:
+        kwargs["round_to"] = key[-1]
     if method in ("taylor", "autobot"):
         ds = RandomData(c["samples"], c["size"], c["num_classes"])
         kwargs.update(loader=make_loader(ds, c["batch"], shuffle=True, seed=0), loss_fn=make_loss("ce"))
@@ -116,29 +123,32 @@ def pruned(model_name, method, target):
         options=kwargs,
     )
     log(
-        f"  {model_name} {method} {target}: {seconds:.1f} s, achieved {res.achieved_reduction:.3f}, "
-        f"{removed} channels removed"
+        f"  {model_name} {method} {target}" + (f" round_to {key[-1]}" if key[-1] > 1 else "") + f": {seconds:.1f} s, "
+        f"achieved {res.achieved_reduction:.3f}, {removed} channels removed"
     )
     return _pruned[key]
 
 
-def paired_latency(a, b, x, repeats, warmup=1):
-    """Median seconds per forward of a and b on x, timed alternately (a, b, a, b, ...)."""
+def interleaved_latency(models, x, repeats, warmup=1):
+    """Median seconds per forward of each model on x, timed in turn (a, b, c, a, b, c, ...)."""
     import torch
 
+    times = [[] for _ in models]
     with torch.no_grad():
         for _ in range(warmup):
-            a(x), b(x)
-        ta, tb = [], []
+            for m in models:
+                m(x)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            a(x)
-            t1 = time.perf_counter()
-            b(x)
-            t2 = time.perf_counter()
-            ta.append(t1 - t0)
-            tb.append(t2 - t1)
-    return statistics.median(ta), statistics.median(tb)
+            for m, t in zip(models, times):
+                t0 = time.perf_counter()
+                m(x)
+                t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def paired_latency(a, b, x, repeats, warmup=1):
+    """Median seconds per forward of a and b on x, timed alternately (a, b, a, b, ...)."""
+    return tuple(interleaved_latency([a, b], x, repeats, warmup))
 
 
 def latency(models, batches, methods, targets, repeats=None, quick=False):
@@ -150,37 +160,46 @@ def latency(models, batches, methods, targets, repeats=None, quick=False):
         for method in methods:
             # --quick: ResNet-18 at 224 px only at the goal's target (its pruning is the slow part)
             for target in [t for t in targets if not (quick and name == "resnet18" and abs(t - GOAL_TARGET) > 1e-9)]:
-                p = pruned(name, method, target)
+                goal_target = abs(target - GOAL_TARGET) < 1e-9
+                variants = ROUND_TO if goal_target else (1,)
+                ps = [pruned(name, method, target, r) for r in variants]
                 for batch in batches:
                     reps = repeats or LATENCY_REPEATS.get((name, batch), DEFAULT_REPEATS)
                     x = ex.repeat(batch, 1, 1, 1)
-                    td, tp_ = paired_latency(model0, p["model"], x, reps)
-                    speedup = td / tp_
-                    goal, met = None, None
-                    if abs(target - GOAL_TARGET) < 1e-9:
-                        goal = f">= {GOAL_FRACTION} x macs_ratio ({GOAL_FRACTION * p['macs_ratio']:.2f})"
-                        met = speedup >= GOAL_FRACTION * p["macs_ratio"]
-                    out.append(
-                        result(
-                            "latency_speedup",
-                            speedup,
-                            "x dense",
-                            goal,
-                            met,
-                            model=name,
-                            batch=batch,
-                            method=method,
-                            target_reduction=target,
-                            macs_ratio=p["macs_ratio"],
-                            speedup_per_macs_ratio=speedup / p["macs_ratio"],
-                            dense_ms=1000 * td / batch,
-                            pruned_ms=1000 * tp_ / batch,
-                            input_size=CASES[name]["size"],
-                            threads=torch.get_num_threads(),
-                            repeats=reps,
+                    td, *tps = interleaved_latency([model0] + [p["model"] for p in ps], x, reps)
+                    for r, p, tp_ in zip(variants, ps, tps):
+                        speedup = td / tp_
+                        goal, met = None, None
+                        if goal_target:
+                            goal = f">= {GOAL_FRACTION} x macs_ratio ({GOAL_FRACTION * p['macs_ratio']:.2f})"
+                            met = speedup >= GOAL_FRACTION * p["macs_ratio"]
+                        out.append(
+                            result(
+                                "latency_speedup",
+                                speedup,
+                                "x dense",
+                                goal,
+                                met,
+                                model=name,
+                                batch=batch,
+                                method=method,
+                                target_reduction=target,
+                                round_to=r,
+                                achieved_reduction=p["achieved"],
+                                macs_ratio=p["macs_ratio"],
+                                speedup_per_macs_ratio=speedup / p["macs_ratio"],
+                                speedup_vs_unrounded=tps[0] / tp_,
+                                dense_ms=1000 * td / batch,
+                                pruned_ms=1000 * tp_ / batch,
+                                input_size=CASES[name]["size"],
+                                threads=torch.get_num_threads(),
+                                repeats=reps,
+                            )
                         )
-                    )
-                    log(f"latency {name} b{batch} {method} {target}: {speedup:.2f}x (MACs {p['macs_ratio']:.2f}x)")
+                        log(
+                            f"latency {name} b{batch} {method} {target} round_to {r}: {speedup:.2f}x "
+                            f"(MACs {p['macs_ratio']:.2f}x, {speedup / p['macs_ratio']:.2f} of it)"
+                        )
     return out
 
 

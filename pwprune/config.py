@@ -250,6 +250,11 @@ def validate(config: dict, schema_path) -> dict:
         for name, exp in experiments.items():
             if isinstance(exp, dict):
                 problems += _cross_key_problems(name, exp)
+                if exp.get("precision") == "fp16" and config.get("device") == "cpu":
+                    problems.append(
+                        f"experiments.{name}.precision: 'fp16' needs a CUDA device, and device is 'cpu'; "
+                        "use 'bf16' for mixed precision on a CPU, or 'fp32'"
+                    )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     # Fill the schema's defaults so every consumer sees the same values.
@@ -426,8 +431,18 @@ def compute_threads(experiment: dict, stage: str, device: str) -> int | None:
 def numerics(experiment: dict, stage: str, device: str) -> dict:
     """What a compute job's numbers depend on beyond its inputs and method settings, in canonical
     form, passed to the job as its `numerics` param (so changing it reruns exactly the jobs it
-    changes): the configured thread count (None on CUDA) and deterministic mode."""
-    return {
+    changes): the configured thread count (None on CUDA) and deterministic mode, and for the
+    training stages (dense training, fine-tuning: TRAINING_STAGES) the precision and memory
+    layout they train in; pruning and evaluation compute in fp32."""
+    out = {
         "threads": compute_threads(experiment, stage, device),
         "deterministic": bool(experiment.get("deterministic", True)),
     }
+    if stage in TRAINING_STAGES:
+        out["precision"] = experiment.get("precision", "fp32")
+        out["channels_last"] = bool(experiment.get("channels_last", False))
+    return out
+
+
+# the stages whose training loop `precision` and `channels_last` apply to
+TRAINING_STAGES = ("train", "finetune")

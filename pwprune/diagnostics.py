@@ -201,15 +201,13 @@ def uniform_weight_warning(table, min_weight=None, gamma=None):
 
 
 def read_train_labels(data_dir):
-    """(labels, groups, meta) of a prepared dataset's training split, without loading its images
-    (train.npz holds x, y, g; np.load reads one array at a time)."""
-    import os
-
+    """(labels, groups, meta) of a prepared dataset's training split, without reading its images
+    (the loader memory-maps them: only the pages a job touches are read)."""
     from pwprune.data import load_prepared
 
-    meta = load_prepared(data_dir).meta
-    with np.load(os.path.join(data_dir, "train.npz")) as f:
-        return f["y"], f["g"], meta
+    prepared = load_prepared(data_dir)
+    train = prepared.splits["train"]
+    return train.y, train.g, prepared.meta
 
 
 def teacher_diagnostic_stage(data_dir, teacher_path, settings, experiment, seed, out_csv, log=print):

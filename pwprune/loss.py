@@ -217,18 +217,20 @@ def teacher_outputs(model: nn.Module, loader, device="cpu") -> torch.Tensor:
     [0, len(dataset)) must appear exactly once. The model is moved to `device`; its train/eval
     mode is restored afterwards.
     """
+    from pwprune.rows import RowBuffer, expected_rows
+
     was_training = model.training
     model.to(device).eval()
     try:
-        rows, idxs = [], []
+        rows, idxs = RowBuffer(expected_rows(loader)), RowBuffer(expected_rows(loader))
         for x, _, _, idx in loader:
             rows.append(model(x.to(device)).float().cpu())
             idxs.append(idx.cpu().long())
     finally:
         model.train(was_training)
-    if not rows:
+    if not len(rows):
         raise ValueError("loader yielded no batches")
-    idx = torch.cat(idxs)
+    idx = idxs.tensor()
     n = len(loader.dataset) if hasattr(loader, "dataset") else int(idx.max()) + 1
     # a sampler that skips or repeats samples would leave rows undefined: refuse instead
     if idx.numel() != n or not torch.equal(torch.sort(idx).values, torch.arange(n)):
@@ -236,7 +238,7 @@ def teacher_outputs(model: nn.Module, loader, device="cpu") -> torch.Tensor:
             f"loader: sample indices must cover 0..{n - 1} exactly once "
             f"(got {idx.numel()} indices); use drop_last=False and no subset sampler"
         )
-    rows = torch.cat(rows)
+    rows = rows.tensor()
     out = torch.empty_like(rows)
     out[idx] = rows
     return out

@@ -24,9 +24,11 @@ def predict(model, loader, device="cpu"):
     """
     import torch
 
+    from pwprune.rows import RowBuffer, expected_rows
+
     was_training = model.training
     model.eval()
-    logits, labels, groups = [], [], []
+    logits, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
     try:
         with torch.no_grad():
             for x, y, g, _idx in loader:
@@ -38,9 +40,9 @@ def predict(model, loader, device="cpu"):
                 groups.append(g.cpu().long())
     finally:
         model.train(was_training)
-    if not logits:
+    if not len(logits):
         raise ValueError("predict: loader yielded no batches; evaluate a non-empty split")
-    return torch.cat(logits), torch.cat(labels), torch.cat(groups)
+    return logits.tensor(), labels.tensor(), groups.tensor()
 
 
 def _numpy(a):

@@ -57,6 +57,8 @@ ABLATION_ONLY_LABELS = tuple(l for l in ABLATION_LABELS if l not in MAIN_LABELS)
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "multistep", "none")
 ON_DIVERGENCE = ("raise", "degenerate")
+# the arithmetic of training (an experiment's `precision`): fp32, or autocast to bf16 / fp16
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 # ---- data and models
 DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k")

@@ -1,5 +1,6 @@
 """Training and fine-tuning loops (the paper's AdamW + cosine schedule by default)."""
 
+import contextlib
 import copy
 import math
 import random
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pwprune.names import ON_DIVERGENCE, OPTIMIZERS, SCHEDULERS
+from pwprune.names import ON_DIVERGENCE, OPTIMIZERS, PRECISIONS, SCHEDULERS
+from pwprune.rows import RowBuffer, expected_rows
 
 PROGRESS_SECONDS = 30.0  # within an epoch, a progress line at most this often
 
@@ -109,6 +111,93 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
+class Resume:
+    """Where a training job keeps its resume state, how often it refreshes it, and whose it is.
+
+    path: a file beside the job's output (the stages use `<model>.resume`). fingerprint: a string
+    that names everything the run's result depends on (the stages hash their settings and input
+    files): a state saved under another fingerprint is set aside, never continued from.
+    every_seconds: inside an epoch, the state is written after a batch once this long has passed
+    since the last write; it is always written at an epoch's end. Writes are atomic (a kill
+    mid-write leaves the previous state). The file holds only tensors and plain data and is read
+    with torch.load(weights_only=True). `clear()` removes it: the stage calls it once its own
+    outputs are written."""
+
+    FORMAT = "pwprune-resume"
+
+    def __init__(self, path, fingerprint: str, every_seconds: float = 600.0):
+        if not (isinstance(every_seconds, (int, float)) and every_seconds >= 0):
+            raise ValueError(f"every_seconds must be a number >= 0, got {every_seconds!r}")
+        self.path, self.fingerprint, self.every_seconds = str(path), str(fingerprint), float(every_seconds)
+
+    def load(self, log=print):
+        import os
+
+        if not os.path.exists(self.path):
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            log(f"ignoring the unreadable resume state {self.path} ({type(e).__name__}: {e}); starting at epoch 1")
+            return None
+        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+            log(f"ignoring {self.path}: not a pwprune resume state; starting at epoch 1")
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log(
+                f"ignoring the resume state {self.path}: it was saved for other settings or inputs; starting at epoch 1"
+            )
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        from pwprune.fileio import atomic_open
+
+        with atomic_open(self.path) as f:
+            torch.save({"format": self.FORMAT, "fingerprint": self.fingerprint, **state}, f)
+
+    def clear(self) -> None:
+        import os
+
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def _rng_state(device) -> dict:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state, device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def autocast_dtype(precision: str, device):
+    """None for fp32 (no autocast), else the dtype autocast computes in. fp16 needs CUDA (its
+    GradScaler guards against underflow there); bf16 works on CPU and CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError(
+            f"precision 'fp16' needs a CUDA device (this job runs on {torch.device(device).type}); "
+            "use 'bf16' for mixed precision on a CPU, or 'fp32'"
+        )
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def fit(
     model: nn.Module,
     loader,
@@ -128,6 +217,9 @@ def fit(
     lr_decay: float = 0.1,
     backbone_lr_scale: float = 1.0,
     backbone_lr_growth: float = 1.0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    resume: Resume | None = None,
 ) -> list[dict]:
     """Train `model` in place on (x, y, g, idx) batches; returns one dict per epoch.
 
@@ -150,6 +242,19 @@ def fit(
     `backbone_lr_growth` at each new epoch and is capped by the head's lr of that epoch (and
     stays aligned to it once it gets there): backbone_lr(e) = min(lr * scale * growth**(e-1),
     head_lr(e)) for epoch e = 1, 2, ... . scale == 1 keeps one group (the head's lr for all).
+
+    precision: "fp32", or "bf16" / "fp16": the model's (and the frozen teacher's) forward pass
+    under torch.autocast in that dtype, the weights and the optimiser in fp32, and the loss (the
+    PW loss's weights and targets included) computed in fp32 from the logits in every case; fp16
+    (CUDA only) scales the loss with a GradScaler. channels_last: the model and each batch in
+    channels-last memory layout (faster convolutions on CUDA tensor cores).
+
+    resume (a Resume): the job's resume state. Found with this run's fingerprint, training
+    continues from it (model, optimiser, scheduler, GradScaler, the loader's generators and its
+    position inside the epoch, the global RNG states, the history so far) instead of starting at
+    epoch 1; it is written after each epoch and, inside one, at most every `every_seconds`. On the
+    CPU an interrupted and resumed run ends with the same weights, bit for bit, as an
+    uninterrupted one. It needs a loader with state_dict() (pwprune.data.dataset.Batches).
 
     Each history entry: epoch, loss (mean per-sample loss), accuracy (on the fly, training mode),
     lr (the head's), backbone_lr (the rest's; = lr with one group), seconds,
@@ -192,12 +297,21 @@ def fit(
             "teacher is None, but loss_fn reweights or corrects targets with the dense "
             "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)"
         )
+    if resume is not None and not hasattr(loader, "state_dict"):
+        raise ValueError(
+            "resume needs a loader that can save its position (state_dict/load_state_dict), "
+            "such as pwprune.data.dataset.Batches"
+        )
+    device = torch.device(device)
+    amp_dtype = autocast_dtype(precision, device)
     per_sample_fn = copy.deepcopy(loss_fn)
     per_sample_fn.reduction = "none"
-    device = torch.device(device)
     prefix = f"{context}: " if context else ""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
 
     model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     params = model.parameters()
     if backbone_lr_scale != 1:
         from pwprune.models import classifier_layers
@@ -217,32 +331,78 @@ def fit(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     elif scheduler == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=lr_decay)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     backbone_lr = lr * backbone_lr_scale
 
     history = []
-    for epoch in range(1, epochs + 1):
+    first_epoch, partial = 1, None  # partial: the accumulators of an epoch interrupted mid-way
+    saved = resume.load(log) if resume is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        loader.load_state_dict(saved["loader"])
+        _set_rng_state(saved["rng"], device)
+        history, backbone_lr, partial = saved["history"], saved["backbone_lr"], saved["partial"]
+        first_epoch = saved["epoch"] + (0 if partial else 1)
+        where = f"epoch {first_epoch} after batch {partial['batches']}" if partial else f"epoch {first_epoch}"
+        log(f"{prefix}resuming at {where} from the saved state {resume.path}")
+
+    def snapshot(epoch, part):
+        resume.save(
+            {
+                "epoch": epoch,  # the epoch `part` belongs to, or the last one completed
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "loader": loader.state_dict(),
+                "rng": _rng_state(device),
+                "history": history,
+                "backbone_lr": backbone_lr,
+                "partial": part,
+            }
+        )
+
+    last_save = time.monotonic()
+    for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
+        if partial is None:
+            if len(opt.param_groups) == 2:
+                # the schedule is the head's; whatever it did to the backbone's group is overwritten
+                # here (the recursion of Lightning's BackboneFinetuning; never above the head's lr)
+                if epoch > 1:
+                    backbone_lr *= backbone_lr_growth
+                backbone_lr = min(backbone_lr, opt.param_groups[0]["lr"])
+                opt.param_groups[1]["lr"] = backbone_lr
+            losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
+            correct, done, seconds = 0, 0, 0.0
+        else:
+            losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
+            for buffer, key in ((losses, "losses"), (labels, "labels"), (groups, "groups")):
+                buffer.append(partial[key])
+            correct, done, seconds = partial["correct"], partial["batches"], partial["seconds"]
+            partial = None
         current_lr = opt.param_groups[0]["lr"]
-        if len(opt.param_groups) == 2:
-            # the schedule is the head's; whatever it did to the backbone's group is overwritten
-            # here (the recursion of Lightning's BackboneFinetuning; never above the head's lr)
-            if epoch > 1:
-                backbone_lr *= backbone_lr_growth
-            backbone_lr = min(backbone_lr, current_lr)
-            opt.param_groups[1]["lr"] = backbone_lr
         backbone_current = opt.param_groups[-1]["lr"]
-        losses, labels, groups = [], [], []
-        correct, bad = 0, None
+        bad = None
         last_note = start
-        for batch, (x, y, g, idx) in enumerate(loader, 1):
+        for batch, (x, y, g, idx) in enumerate(loader, done + 1):
             if time.perf_counter() - last_note > PROGRESS_SECONDS:  # long epochs (CelebA) show life
                 last_note = time.perf_counter()
                 log(f"{prefix}epoch {epoch}/{epochs} batch {batch}/{len(loader)}")
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
+            x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+                logits = model(x)
+                teacher_logits = teacher(x, idx) if teacher is not None else None
+            # the loss (PW weights and corrected targets included) in fp32, whatever the precision
+            logits = logits.float()
+            teacher_logits = teacher_logits.float() if teacher_logits is not None else None
             binary = logits.ndim == 1 or logits.shape[1] == 1
             targets = y.float() if binary else y
-            teacher_logits = teacher(x, idx) if teacher is not None else None
             per_sample = per_sample_fn(logits, teacher_logits, targets)
             loss = per_sample.mean()
             value = loss.item()
@@ -250,13 +410,30 @@ def fit(
                 bad = f"loss became {value}"
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             losses.append(per_sample.detach().float().cpu())
-            labels.append(y.cpu())
-            groups.append(g.cpu())
+            labels.append(y.cpu().long())
+            groups.append(g.cpu().long())
             pred = (logits.detach().reshape(-1) > 0).long() if binary else logits.detach().argmax(1)
             correct += int((pred == y).sum())
+            done = batch
+            if resume is not None and done < len(loader) and time.monotonic() - last_save >= resume.every_seconds:
+                part = {
+                    "batches": done,
+                    "losses": losses.tensor(),
+                    "labels": labels.tensor(),
+                    "groups": groups.tensor(),
+                    "correct": correct,
+                    "seconds": seconds + time.perf_counter() - start,
+                }
+                snapshot(epoch, part)
+                last_save = time.monotonic()
         if bad is None and not losses:
             raise ValueError(f"{prefix}loader yielded no batches")
         if bad is None and not _finite_weights(model):
@@ -273,14 +450,14 @@ def fit(
                     "accuracy": float("nan"),
                     "lr": current_lr,
                     "backbone_lr": backbone_current,
-                    "seconds": time.perf_counter() - start,
+                    "seconds": seconds + time.perf_counter() - start,
                     "loss_shares": [],
                     "diverged": True,
                 }
             )
             return history
 
-        losses, labels, groups = torch.cat(losses), torch.cat(labels), torch.cat(groups)
+        losses, labels, groups = losses.tensor(), labels.tensor(), groups.tensor()
         history.append(
             {
                 "epoch": epoch,
@@ -288,7 +465,7 @@ def fit(
                 "accuracy": correct / len(labels),
                 "lr": current_lr,
                 "backbone_lr": backbone_current,
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds + time.perf_counter() - start,
                 "loss_shares": loss_shares(losses, labels, groups),
                 "diverged": False,
             }
@@ -301,6 +478,9 @@ def fit(
             f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
             f"lr {current_lr:.3g}{backbone_note} {h['seconds']:.1f}s"
         )
+        if resume is not None:
+            snapshot(epoch, None)
+            last_save = time.monotonic()
     return history
 
 

@@ -268,7 +268,7 @@ def test_a_scorer_registered_in_the_table_is_a_method_pruned_by_its_scores(monke
     with pytest.raises(
         ValueError,
         match=r"unknown option\(s\) \['norm'\] for pruning method 'toy'; "
-        r"valid options: \['min_channels', 'order'\]",
+        r"valid options: \['min_channels', 'order', 'round_to'\]",
     ):
         prune(m, "toy", norm=1)
     monkeypatch.delitem(scorers.SCORERS, "toy")

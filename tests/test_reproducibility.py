@@ -88,11 +88,12 @@ def test_weights_do_not_depend_on_cores(tmp_path):
 
 def test_numerics_come_from_params_not_scheduling():
     exp = {"resources": {"train": {"threads": 4, "mem_mb": 100}, "finetune": {"threads": 3}}}
-    assert pc.numerics(exp, "train", "cpu") == {"threads": 4, "deterministic": True}
+    training = {"precision": "fp32", "channels_last": False}  # the training stages' arithmetic
+    assert pc.numerics(exp, "train", "cpu") == {"threads": 4, "deterministic": True, **training}
     assert pc.numerics(exp, "prune", "cpu") == {"threads": 1, "deterministic": True}  # unset: 1
     assert pc.numerics(exp, "evaluate", "auto")["threads"] == 3  # evaluation falls back to fine-tuning's
     # on CUDA the CPU thread count does not enter the arithmetic: not a param, so no rerun
-    assert pc.numerics(exp, "train", "cuda") == {"threads": None, "deterministic": True}
+    assert pc.numerics(exp, "train", "cuda") == {"threads": None, "deterministic": True, **training}
     assert pc.numerics(exp, "train", "cuda:1")["threads"] is None
     assert pc.numerics({**exp, "deterministic": False}, "train", "cpu")["deterministic"] is False
 

@@ -542,6 +542,10 @@ EDITS = {
         ("config", "deterministic", None, False),
         {"train_dense", "prune", "finetune", "evaluate"},
     ),
+    # the training loops' arithmetic (issue 13): dense training, fine-tuning and what follows
+    "precision fp32 -> bf16": (("config", "precision", None, "bf16"), {"train_dense", "finetune"}),
+    # how often a training job refreshes its resume state changes no value
+    "resources.finetune.resume_minutes": (("config", "resources", "finetune", {"resume_minutes": 3}), set()),
 }
 
 

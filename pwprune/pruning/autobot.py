@@ -187,19 +187,24 @@ def train_gates(
     return torch.sigmoid(logits).detach().float().cpu()
 
 
-def threshold_search(layout, gates, cand, target, macs_before, tolerance, log=print, max_steps=100):
+def threshold_search(layout, gates, cand, target, macs_before, tolerance, log=print, max_steps=100, masked=None):
     """The authors' stopping rule (pruner.py:88-108): bisect the gate threshold, starting at 0.5 and
     moving by 2^-(i+1) at step i, down when too much would be removed and up otherwise, and stop at
     the first threshold whose estimated reduction is within `tolerance` of the target (or after
     `max_steps`). Channels whose gate is at or below the threshold are removed (the authors keep
     gate > threshold), among the candidates `cand` (least important first, each group's best
     min_channels left out). The reduction is the MAC estimate's (Layout.estimate_macs), as the
-    authors count analytically. -> (number of candidates removed, threshold)."""
+    authors count analytically. masked: (layout, cand, k) -> the bool mask of the channels removed
+    (target._pruned_mask with the prune's round_to); None: the k candidates themselves.
+    -> (number of candidates removed, threshold)."""
     cand_gates = gates[cand]
 
     def reduction(k):
         kept = torch.ones(layout.total)
-        kept[cand[:k]] = 0.0
+        if masked is None:
+            kept[cand[:k]] = 0.0
+        else:
+            kept[masked(layout, cand, k)] = 0.0
         return 1.0 - float(layout.estimate_macs(kept)) / macs_before
 
     threshold, k = 0.5, 0

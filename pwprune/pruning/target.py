@@ -28,9 +28,24 @@ scripts/prune.py:226) gives the pruned model the dense model's weights of the ke
 of the weights the scoring's SGD steps left. `search` "threshold" replaces the search for the
 reduction nearest the target by AutoBot's authors' bisection of the gate threshold
 (autobot.threshold_search), and `tolerance_pw` replaces `tolerance` for a reweighting (PW) loss.
+
+`round_to` N (COMMON_OPTIONS; null = no rounding) keeps every pruned group's channel count a multiple
+of N, as Torch-Pruning's pruners' round_to, so the pruned convs fit the vector widths and tiles of
+the CPU/GPU kernels: a group that loses channels keeps a multiple of N that is at least N and at
+least min_channels, or all of its n channels. A group whose n is smaller than N (or than the first
+such multiple) is never pruned; one whose n is not a multiple of N is either left whole or cut to a
+multiple. For k candidates removed, each group keeps its unrounded count (n minus its candidates
+among the k) rounded to the nearest count it may keep (ties: the larger), losing its lowest-scored
+channels: a nondecreasing function of k, so the removed sets stay nested and the bisection sound;
+it just moves in steps of up to N channels of one group. (Torch-Pruning instead rounds the kept
+count down, which can reach 0 for a group smaller than N.) It applies to every round, the
+geometric schedule's intermediate ones included, and to search "threshold"; the authors' Taylor
+trajectory removes `prunes_per_step` single channels at a time across groups, which no rounding
+can honour, so schedule "authors" refuses round_to > 1.
 """
 
 import copy
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -44,7 +59,7 @@ from .scorers import SCORERS, ScoringData, scorer_options
 PRUNING_METHODS = tuple(SCORERS)  # the methods as registered at import
 
 # the options of the loop, with what each does; a method takes those its scorer declares
-# (scorers.loop_options), with its defaults, and min_channels (COMMON_OPTIONS) applies to every method
+# (scorers.loop_options), with its defaults; min_channels and round_to (COMMON_OPTIONS) apply to every method
 LOOP_OPTIONS = {
     "schedule": "geometric (`steps` rounds) or authors (Taylor's trajectory, trajectory.py)",
     "steps": "rounds of the geometric schedule",
@@ -54,7 +69,7 @@ LOOP_OPTIONS = {
     "search": "nearest (the reduction nearest the target) or threshold (autobot.threshold_search)",
     "tolerance_pw": "the tolerance for a reweighting (PW) loss (null: `tolerance`)",
 }
-COMMON_OPTIONS = {"min_channels": 1}
+COMMON_OPTIONS = {"min_channels": 1, "round_to": None}
 
 
 class _Options(Mapping):
@@ -155,6 +170,19 @@ def _resolve_options(method, options):
         raise ValueError(f"{method} option tolerance_pw must be in (0, 0.2] or null, got {tol!r}")
     if int(opts["min_channels"]) < 1:
         raise ValueError(f"min_channels must be >= 1 (a layer is never pruned to zero), got {opts['min_channels']!r}")
+    r = opts["round_to"]
+    if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1):
+        raise ValueError(
+            f"round_to must be an integer >= 1 (every pruned group keeps a multiple of it) or null "
+            f"(no rounding), got {r!r}"
+        )
+    if r is not None and r > 1 and opts.get("schedule") == "authors":
+        raise ValueError(
+            f"{method} option round_to ({r}) does not apply to schedule 'authors': its trajectory removes "
+            "`prunes_per_step` single channels at a time, ranked across groups, so no group's count can "
+            "be held to a multiple; use schedule 'geometric' or round_to: null"
+        )
+    opts["round_to"] = None if r is None else int(r)
     return opts
 
 
@@ -173,17 +201,42 @@ def _candidates(layout, scores, min_channels):
     return cand[torch.argsort(scores[cand], stable=True)]
 
 
-def _pruned_mask(layout, cand, k):
+def _rounded_keep(raw, n, round_to, least):
+    """The count a group of n keeps for an unrounded `raw`: the nearest of n and the multiples of
+    round_to from `least` (the smallest multiple >= min_channels) up to n; ties keep more."""
+    if least >= n:  # no multiple to prune to (n < round_to, or min_channels too high): keep all
+        return n
+    top = n - n % round_to  # the largest multiple <= n (n itself when n is one)
+    if raw >= top:
+        return n if n - raw <= raw - top else top
+    down = raw - raw % round_to
+    if down < least:
+        return least
+    return down + round_to if down + round_to - raw <= raw - down else down
+
+
+def _pruned_mask(layout, cand, k, round_to=None, min_channels=1):
+    """Flat bool mask of the channels removed when the k lowest candidates go; with round_to, each
+    group's count is then rounded (_rounded_keep) and it loses that many of its lowest candidates."""
     mask = torch.zeros(layout.total, dtype=torch.bool)
-    mask[cand[:k]] = True
+    if not round_to or round_to == 1:
+        mask[cand[:k]] = True
+        return mask
+    group = torch.searchsorted(torch.tensor(layout.offsets), cand, right=True) - 1
+    taken = torch.bincount(group[:k], minlength=len(layout.groups)).tolist()
+    least = -(-max(int(min_channels), 1) // round_to) * round_to
+    for i, (_, n) in enumerate(layout.groups):
+        drop = n - _rounded_keep(n - taken[i], n, round_to, least)
+        if drop:
+            mask[cand[group == i][:drop]] = True  # cand keeps each group's own order: lowest first
     return mask
 
 
-def _estimated_k(layout, cand, aim, macs_before):
+def _estimated_k(layout, cand, aim, macs_before, masked=_pruned_mask):
     """Smallest k whose estimated reduction reaches `aim` (or all candidates)."""
 
     def red(k):
-        return 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
+        return 1.0 - float(layout.estimate_macs((~masked(layout, cand, k)).float())) / macs_before
 
     lo, hi = 0, len(cand)
     if red(hi) < aim:
@@ -200,21 +253,42 @@ def _estimated_k(layout, cand, aim, macs_before):
     return lo
 
 
+def _masker(round_to, min_channels):
+    """_pruned_mask with this round_to and min_channels: (layout, cand, k) -> mask."""
+
+    def masked(layout, cand, k):
+        return _pruned_mask(layout, cand, k, round_to, min_channels)
+
+    return masked
+
+
 def choose_plan(
-    model, layout, scores, target, macs_before, example_inputs, *, tolerance, min_channels, exact=True, log=print
+    model,
+    layout,
+    scores,
+    target,
+    macs_before,
+    example_inputs,
+    *,
+    tolerance,
+    min_channels,
+    round_to=None,
+    exact=True,
+    log=print,
 ):
     """-> (plan {group key: [channel idx]}, expected reduction, note)."""
     cand = _candidates(layout, scores, min_channels)
+    masked = _masker(round_to, min_channels)
     if not exact:  # intermediate Taylor rounds: the estimate is close enough
-        k = _estimated_k(layout, cand, target, macs_before)
-        red = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
-        return layout.plan_from_pruned(_pruned_mask(layout, cand, k)), red, ""
+        k = _estimated_k(layout, cand, target, macs_before, masked)
+        red = 1.0 - float(layout.estimate_macs((~masked(layout, cand, k)).float())) / macs_before
+        return layout.plan_from_pruned(masked(layout, cand, k)), red, ""
 
     real = {}
 
     def measure(k):
         if k not in real:
-            plan = layout.plan_from_pruned(_pruned_mask(layout, cand, k))
+            plan = layout.plan_from_pruned(masked(layout, cand, k))
             real[k] = 1.0 - trial_macs(model, plan, example_inputs, layout.layers) / macs_before
             log(
                 f"  trial: remove {k}/{len(cand)} candidate channels -> {real[k]:.4f} of MACs removed "
@@ -227,17 +301,19 @@ def choose_plan(
 
     note = ""
     kmax = len(cand)
-    most = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, kmax)).float())) / macs_before
+    most = 1.0 - float(layout.estimate_macs((~masked(layout, cand, kmax)).float())) / macs_before
     if most < target - tolerance / 2 and measure(kmax) < target - tolerance:
         note = (
             f"target {target:.4f} not reachable: with every prunable group at its minimum of "
-            f"{min_channels} channel(s) only {real[kmax]:.4f} of MACs can be removed"
+            f"{min_channels} channel(s)"
+            + (f" rounded to a multiple of round_to {round_to}" if round_to and round_to > 1 else "")
+            + f" only {real[kmax]:.4f} of MACs can be removed"
         )
         k = kmax
     else:
         aim = target
         for _ in range(3):  # correct the estimate by what it misses (activations, pools)
-            k = _estimated_k(layout, cand, aim, macs_before)
+            k = _estimated_k(layout, cand, aim, macs_before, masked)
             if abs(measure(k) - target) <= tolerance / 2:
                 break
             aim = min(max(aim + target - real[k], 0.0), 1.0)
@@ -255,11 +331,12 @@ def choose_plan(
                     break
         k = min(real, key=lambda j: (abs(real[j] - target), j))
         if abs(real[k] - target) > tolerance:
+            step = f"{round_to} more channels of a group" if round_to and round_to > 1 else "one more channel"
             note = (
-                f"closest reachable reduction is {real[k]:.4f} for target {target:.4f}: removing one "
-                f"more channel changes MACs by more than the tolerance {tolerance}"
+                f"closest reachable reduction is {real[k]:.4f} for target {target:.4f}: removing "
+                f"{step} changes MACs by more than the tolerance {tolerance}"
             )
-    return layout.plan_from_pruned(_pruned_mask(layout, cand, k)), real[k], note
+    return layout.plan_from_pruned(masked(layout, cand, k)), real[k], note
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,9 +360,10 @@ def _prune_in_rounds(model, method, opts, target, ex, macs_before, data, toleran
         scores = scorer(model, layout, data, **scorer_opts)
         if opts.get("search") == "threshold":  # the AutoBot authors' stopping rule
             cand = _candidates(layout, scores, int(opts["min_channels"]))
-            k, _ = threshold_search(layout, scores, cand, round_target, macs_before, tolerance, log=log)
-            plan, note = layout.plan_from_pruned(_pruned_mask(layout, cand, k)), ""
-            red = 1.0 - float(layout.estimate_macs((~_pruned_mask(layout, cand, k)).float())) / macs_before
+            masked = _masker(opts["round_to"], int(opts["min_channels"]))
+            k, _ = threshold_search(layout, scores, cand, round_target, macs_before, tolerance, log=log, masked=masked)
+            plan, note = layout.plan_from_pruned(masked(layout, cand, k)), ""
+            red = 1.0 - float(layout.estimate_macs((~masked(layout, cand, k)).float())) / macs_before
         else:
             plan, red, note = choose_plan(
                 model,
@@ -296,6 +374,7 @@ def _prune_in_rounds(model, method, opts, target, ex, macs_before, data, toleran
                 ex,
                 tolerance=tolerance,
                 min_channels=int(opts["min_channels"]),
+                round_to=opts["round_to"],
                 exact=(step == steps),
                 log=log,
             )
@@ -387,7 +466,8 @@ def prune_to_target(
 ):
     """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
 
-    method: a key of scorers.SCORERS; options: that method's (OPTIONS[method]) and min_channels.
+    method: a key of scorers.SCORERS; options: that method's (OPTIONS[method]), min_channels and
+    round_to (every pruned group keeps a multiple of it; module docstring).
     Unknown options are refused with the method's valid ones. loader, loss_fn, teacher: what the
     data-driven methods score with (required by those, ignored by the others); seed seeds the
     random scores and, through a forked RNG, the draws of the data-driven methods.

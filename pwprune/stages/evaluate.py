@@ -47,7 +47,7 @@ def evaluate(
     rows = []
     # eval_splits already lists "test" first (pwprune.data meta)
     for split in list(prepared.meta.get("eval_splits") or ["test"]):
-        logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch), device)
+        logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch, device), device)
         for r in group_metrics(
             logits,
             labels,

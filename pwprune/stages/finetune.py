@@ -8,11 +8,25 @@ from pwprune.stages.inputs import fit, load_data, make_loss, make_teacher
 from pwprune.stages.jobs import write_json, write_rows
 
 
-def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, seed, device, context, out, log=print):
+def finetune_stage(
+    data_dir,
+    pruned_path,
+    dense_path,
+    teacher_path,
+    finetune,
+    seed,
+    device,
+    context,
+    out,
+    log=print,
+    numerics=None,
+    resume=None,
+):
     """out: dict with model, shares, history paths. `finetune` holds loop, loss, pw. A run that
     diverges keeps the pruned weights and says so in its checkpoint's meta (`diverged`), which the
-    evaluate stage turns into a degenerate trial."""
+    evaluate stage turns into a degenerate trial. numerics, resume: as train_dense_stage's."""
     from pwprune.checkpoint import load_checkpoint, save_checkpoint
+    from pwprune.environment import numeric_environment
 
     prepared = load_data(data_dir)
     model, info = load_checkpoint(pruned_path, device=device)
@@ -26,7 +40,21 @@ def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, se
         teacher = make_teacher(augment, dense, teacher_path, device)
     loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
     log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
-    history = fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=info["arch"])
+    numerics = numerics or {}
+    history = fit(
+        model,
+        prepared,
+        loop,
+        loss_fn,
+        teacher,
+        seed,
+        device,
+        context,
+        log,
+        arch=info["arch"],
+        numerics=numerics,
+        resume=resume,
+    )
     shares = [{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])]
     diverged = bool(history and history[-1].get("diverged"))
     if diverged:
@@ -47,5 +75,8 @@ def finetune_stage(data_dir, pruned_path, dense_path, teacher_path, finetune, se
             "seed": seed,
             "achieved_reduction": pruned_meta["achieved_reduction"],
             "counted_layers": pruned_meta.get("counted_layers", "all"),
+            "environment": numeric_environment(device, numerics.get("precision", "fp32")),
         },
     )
+    if resume is not None:
+        resume.clear()

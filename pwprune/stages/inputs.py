@@ -78,6 +78,16 @@ def deterministic_ops(option: str):
         ) from None
 
 
+def resume_state(model_path, params: dict, inputs, minutes=10):
+    """The resume state of the training job that writes `model_path`: `<model_path>.resume`,
+    fingerprinted by the job's params and input files (pwprune.stages.jobs.fingerprint), refreshed
+    inside an epoch at most every `minutes` (resources.<stage>.resume_minutes)."""
+    from pwprune.stages.jobs import fingerprint
+    from pwprune.train import Resume
+
+    return Resume(f"{model_path}.resume", fingerprint(params, inputs), every_seconds=60.0 * float(minutes))
+
+
 def load_data(data_dir):
     from pwprune.data import load_prepared
 
@@ -95,26 +105,28 @@ def _input_meta(prepared, arch):
     return {**prepared.meta, "mean": norm[0], "std": norm[1]}
 
 
-def train_loader(prepared, batch_size, seed, augment, shuffle=True, arch=None):
-    """arch: the model's arch dict (models.arch_dict); its input_mean/input_std, when present,
-    replace the data's train mean/std. The same for eval_loader."""
-    import torch
+def train_loader(prepared, batch_size, seed, augment, shuffle=True, arch=None, device="cpu"):
+    """Batches of the train split (pwprune.data.dataset.Batches), shuffled with `seed` and
+    augmented from a generator of their own; x arrives on `device`. arch: the model's arch dict
+    (models.arch_dict); its input_mean/input_std, when present, replace the data's train
+    mean/std. The same for eval_loader."""
+    from pwprune.data.dataset import Batches
 
-    from pwprune.data import SplitDataset
-    from pwprune.train import make_loader
+    return Batches(
+        prepared.splits["train"],
+        _input_meta(prepared, arch),
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        device=device,
+    )
 
-    # augmentation draws from its own generator, seeded apart from the shuffle's
-    gen = torch.Generator().manual_seed(seed + 1_000_003) if augment else None
-    ds = SplitDataset(prepared.splits["train"], _input_meta(prepared, arch), augment=augment, generator=gen)
-    return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
+def eval_loader(prepared, split, batch_size, arch=None, device="cpu"):
+    from pwprune.data.dataset import Batches
 
-def eval_loader(prepared, split, batch_size, arch=None):
-    from pwprune.data import SplitDataset
-    from pwprune.train import make_loader
-
-    ds = SplitDataset(prepared.splits[split], _input_meta(prepared, arch), augment=False)
-    return make_loader(ds, batch_size=batch_size, shuffle=False, seed=0)
+    return Batches(prepared.splits[split], _input_meta(prepared, arch), batch_size, device=device)
 
 
 def make_teacher(augment, dense_model, teacher_path, device):
@@ -156,11 +168,15 @@ def make_loss(kind, pw):
     return make_loss(kind, **(pw or {}))
 
 
-def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=None):
-    """pwprune.train.fit with one `train`/`finetune` config section."""
+def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arch=None, numerics=None, resume=None):
+    """pwprune.train.fit with one `train`/`finetune` config section; `numerics` (the job's
+    numerics param) gives the precision and memory layout, `resume` the job's resume state."""
+    numerics = numerics or {}
     from pwprune.train import fit
 
-    loader = train_loader(prepared, loop["batch_size"], seed, augment=loop.get("augment", False), arch=arch)
+    loader = train_loader(
+        prepared, loop["batch_size"], seed, augment=loop.get("augment", False), arch=arch, device=device
+    )
     return fit(
         model,
         loader,
@@ -179,4 +195,7 @@ def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arc
         lr_decay=loop.get("lr_decay", 0.1),
         backbone_lr_scale=loop.get("backbone_lr_scale", 1.0),
         backbone_lr_growth=loop.get("backbone_lr_growth", 1.0),
+        precision=numerics.get("precision", "fp32"),
+        channels_last=bool(numerics.get("channels_last", False)),
+        resume=resume,
     )

@@ -73,6 +73,28 @@ def job_log(path, exit_when_done=False):
         os._exit(0)
 
 
+def fingerprint(params: dict, inputs) -> str:
+    """A job's identity for its resume state (pwprune.train.Resume): its params (the code hash
+    among them) and its input files, each by content up to 256 MB and by size and modification
+    time above that or inside a directory (a prepared dataset of many GB is not read at every
+    start; Snakemake reruns the job when it is rewritten, and its times change then)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=_jsonable).encode())
+    for path in map(Path, inputs):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{st.st_size}".encode())
+            if path.is_dir() or st.st_size > 256 * 2**20:
+                h.update(str(st.st_mtime_ns).encode())
+            else:
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(2**20), b""):
+                        h.update(chunk)
+    return h.hexdigest()
+
+
 def write_json(path, obj):
     with atomic_open(path, "w") as f:
         f.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")

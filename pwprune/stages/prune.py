@@ -26,7 +26,7 @@ def prune_stage(data_dir, dense_path, teacher_path, prune, seed, device, context
         prepared = load_data(data_dir)
         augment = prune.get("augment", False)
         kwargs = dict(
-            loader=train_loader(prepared, prune["batch_size"], seed, augment, arch=arch),
+            loader=train_loader(prepared, prune["batch_size"], seed, augment, arch=arch, device=device),
             loss_fn=make_loss(prune["loss"], prune.get("pw")),
             teacher=make_teacher(augment, model, teacher_path, device),
         )

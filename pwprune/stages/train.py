@@ -8,11 +8,26 @@ from pwprune.stages.jobs import write_json
 
 
 def train_dense_stage(
-    data_dir, model_name, loop, seed, device, context, out, log=print, pretrained="none", teacher_batch_size=256
+    data_dir,
+    model_name,
+    loop,
+    seed,
+    device,
+    context,
+    out,
+    log=print,
+    pretrained="none",
+    teacher_batch_size=256,
+    numerics=None,
+    resume=None,
 ):
     """out: dict with model, history, teacher paths. pretrained: "none" | "imagenet"
-    (torchvision's ImageNet weights from the local hub cache, new head; models.build_model)."""
+    (torchvision's ImageNet weights from the local hub cache, new head; models.build_model).
+    numerics: the job's numerics param (its precision and memory layout reach the training
+    loop); resume: its resume state (stages.inputs.resume_state), removed once the outputs are
+    written."""
     from pwprune.checkpoint import save_checkpoint
+    from pwprune.environment import numeric_environment
     from pwprune.loss import teacher_outputs
     from pwprune.models import arch_dict, build_model
 
@@ -26,11 +41,27 @@ def train_dense_stage(
         f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "
         f"on {meta['name']} ({len(prepared.splits['train'].y)} training samples)"
     )
-    history = fit(model, prepared, loop, make_loss("ce", None), None, seed, device, context, log, arch=arch)
+    numerics = numerics or {}
+    history = fit(
+        model,
+        prepared,
+        loop,
+        make_loss("ce", None),
+        None,
+        seed,
+        device,
+        context,
+        log,
+        arch=arch,
+        numerics=numerics,
+        resume=resume,
+    )
     if history and history[-1].get("diverged"):  # on_divergence: degenerate; no dense, no trial
         raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
     logits = teacher_outputs(
-        model, train_loader(prepared, teacher_batch_size, seed, augment=False, shuffle=False, arch=arch), device
+        model,
+        train_loader(prepared, teacher_batch_size, seed, augment=False, shuffle=False, arch=arch, device=device),
+        device,
     )
     save_tensor(out["teacher"], logits)
     write_json(out["history"], history)
@@ -45,5 +76,8 @@ def train_dense_stage(
             "pretrained": pretrained,
             "achieved_reduction": 0.0,
             "counted_layers": "all",
+            "environment": numeric_environment(device, numerics.get("precision", "fp32")),
         },
     )
+    if resume is not None:
+        resume.clear()

@@ -26,6 +26,7 @@ rule finetune:
     resources:
         mem_mb=resources_for("finetune", "mem_mb", 2000),
         runtime=resources_for("finetune", "runtime", 30),
+        resume_minutes=resources_for("finetune", "resume_minutes", 10),
         gpu=gpus(),
     conda:
         "../envs/pwprune.yaml"

@@ -25,6 +25,7 @@ rule train_dense:
     resources:
         mem_mb=resources_for("train", "mem_mb", 2000),
         runtime=resources_for("train", "runtime", 30),
+        resume_minutes=resources_for("train", "resume_minutes", 10),
         gpu=gpus(),
     conda:
         "../envs/pwprune.yaml"

@@ -1,14 +1,15 @@
 from pwprune.stages import labels
 from pwprune.stages.finetune import finetune_stage
-from pwprune.stages.inputs import deterministic_ops, setup
+from pwprune.stages.inputs import deterministic_ops, resume_state, setup
 from pwprune.stages.jobs import job_log
 
 with (
     job_log(snakemake.log[0], exit_when_done=True) as log,
     deterministic_ops(f"experiments.{snakemake.wildcards.exp}.deterministic"),
 ):
-    p, w, i = snakemake.params, snakemake.wildcards, snakemake.input
+    p, w, i, o = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
     device = setup(p.numerics, snakemake.threads, p.device, p.seed, log)
+    resume = resume_state(o.model, dict(p.items()), i, snakemake.resources.resume_minutes)
     finetune_stage(
         i.data,
         i.pruned,
@@ -18,6 +19,8 @@ with (
         p.seed,
         device,
         labels.finetune(w),
-        out=dict(snakemake.output.items()),
+        out=dict(o.items()),
         log=log,
+        numerics=p.numerics,
+        resume=resume,
     )

@@ -1,5 +1,5 @@
 from pwprune.stages import labels
-from pwprune.stages.inputs import deterministic_ops, setup
+from pwprune.stages.inputs import deterministic_ops, resume_state, setup
 from pwprune.stages.jobs import job_log
 from pwprune.stages.train import train_dense_stage
 
@@ -7,8 +7,9 @@ with (
     job_log(snakemake.log[0], exit_when_done=True) as log,
     deterministic_ops(f"experiments.{snakemake.wildcards.exp}.deterministic"),
 ):
-    p, w = snakemake.params, snakemake.wildcards
+    p, w, o = snakemake.params, snakemake.wildcards, snakemake.output
     device = setup(p.numerics, snakemake.threads, p.device, p.seed, log)
+    resume = resume_state(o.model, dict(p.items()), snakemake.input, snakemake.resources.resume_minutes)
     train_dense_stage(
         snakemake.input.data,
         p.model,
@@ -16,7 +17,9 @@ with (
         p.seed,
         device,
         labels.train_dense(w),
-        out=dict(snakemake.output.items()),
+        out=dict(o.items()),
         log=log,
         pretrained=p.pretrained,
+        numerics=p.numerics,
+        resume=resume,
     )

@@ -1,0 +1,149 @@
+"""Input and training throughput (issue 13, items 2 and 3), on whatever device is present.
+
+input_samples_s: samples/s delivered to training, per-sample path (SplitDataset in a DataLoader,
+    what every job used before: convert, normalise and augment one image at a time) against the
+    batched path (pwprune.data.dataset.Batches: one gather per batch, then crop, flip, convert
+    and normalise vectorised over the batch on the device), at 32 and 128 px, with and without
+    augmentation, side by side in one run.
+train_samples_s: samples/s of training steps (forward, loss, backward, AdamW step) of
+    ResNet-18 at 128 px with batches from Batches, in fp32 and in bf16 autocast (and fp16 with a
+    GradScaler on CUDA), through pwprune.train.fit itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from . import log, result
+
+
+def _split(n, size, seed=0):
+    from pwprune.data import Split
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+    return Split("train", x, rng.integers(0, 2, n).astype(np.int64), rng.integers(0, 2, n).astype(np.int64))
+
+
+def _meta(size):
+    return {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": size}
+
+
+def _rate(loader, device, passes):
+    import torch
+
+    best = 0.0
+    for _ in range(passes):
+        t0, n = time.perf_counter(), 0
+        for x, *_ in loader:
+            x = x.to(device)
+            n += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def input_samples_s(opts, device):
+    import torch
+
+    from pwprune.data.dataset import Batches, SplitDataset
+    from pwprune.train import make_loader
+
+    out = []
+    passes = 2 if opts.quick else 3
+    for size, n in ((32, 8192), (128, 2048)):
+        split, meta = _split(n, size), _meta(size)
+        for augment in (False, True):
+            gen = torch.Generator().manual_seed(1)
+            old = make_loader(SplitDataset(split, meta, augment=augment, generator=gen), 256, True, 0)
+            new = Batches(split, meta, 256, shuffle=True, seed=0, augment=augment, device=device)
+            r_old, r_new = _rate(old, device, passes), _rate(new, device, passes)
+            case = f"{size} px, {'augmented' if augment else 'no augmentation'}, batch 256, {device.type}"
+            log(f"input_samples_s ({case}): per-sample {r_old:,.0f}/s, batched {r_new:,.0f}/s ({r_new / r_old:.1f}x)")
+            out.append(
+                result(
+                    "input_samples_s",
+                    r_new,
+                    "samples/s",
+                    None,
+                    None,
+                    case=case,
+                    per_sample_path=round(r_old),
+                    speedup=round(r_new / r_old, 2),
+                )
+            )
+    return out
+
+
+def train_samples_s(opts, device):
+    import torch
+
+    from pwprune.data.dataset import Batches
+    from pwprune.loss import make_loss
+    from pwprune.models import build_model
+    from pwprune.train import fit
+
+    size = 128
+    # on a CPU without native bf16 (no AVX512-BF16/AMX) bf16 matmuls are emulated and slow: keep
+    # the CPU case small
+    batch, batches = (32, 2 if opts.quick else 4) if device.type == "cpu" else (256, 16 if opts.quick else 32)
+    split = _split(batch * batches, size)
+    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    out, rates = [], {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        model = build_model("resnet18", 2, 3, size)
+        loader = Batches(split, _meta(size), batch, shuffle=True, seed=0, augment=True, device=device)
+        # epoch 1 warms up (allocator, kernels), epoch 2 is timed
+        history = fit(
+            model,
+            loader,
+            epochs=2,
+            lr=1e-3,
+            weight_decay=0.0,
+            loss_fn=make_loss("ce"),
+            device=device,
+            precision=precision,
+            channels_last=device.type == "cuda",
+            log=lambda *a: None,
+        )
+        rates[precision] = len(split) / history[-1]["seconds"]
+    where = device.type
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, channels_last"
+    else:
+        flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+        where = f"cpu ({'native bf16' if ('avx512_bf16' in flags or 'amx_bf16' in flags) else 'no native bf16'})"
+    for precision in precisions:
+        ratio = rates[precision] / rates["fp32"]
+        case = f"resnet18 128 px, batch {batch}, {where}"
+        log(f"train_samples_s ({case}, {precision}): {rates[precision]:,.0f} samples/s ({ratio:.2f}x fp32)")
+        out.append(
+            result(
+                "train_samples_s",
+                rates[precision],
+                "samples/s",
+                None,
+                None,
+                case=case,
+                precision=precision,
+                vs_fp32=round(ratio, 2),
+            )
+        )
+    return out
+
+
+def run(names, opts):
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = []
+    if "input_samples_s" in names:
+        out += input_samples_s(opts, device)
+    if "train_samples_s" in names:
+        out += train_samples_s(opts, device)
+    return out
