@@ -935,6 +935,22 @@ FAULTS = [
         "",
         (T + "test_resume.py::test_bf16_on_cpu_trains_with_the_pw_loss_in_fp32_close_to_fp32",),
     ),
+    Fault(
+        "stage-trains-in-fp32",
+        "the training stages hand fit fp32 whatever the experiment's precision",
+        "pwprune/stages/inputs.py",
+        'precision=numerics.get("precision", "fp32"),',
+        'precision="fp32",',
+        (T + "test_resume.py::test_bf16_runs_end_to_end_on_cpu_with_the_pw_loss_close_to_fp32",),
+    ),
+    Fault(
+        "precision-not-recorded",
+        "a fine-tuned checkpoint's environment says fp32 whatever precision it trained in",
+        "pwprune/stages/finetune.py",
+        '"environment": numeric_environment(device, numerics.get("precision", "fp32")),',
+        '"environment": numeric_environment(device),',
+        (T + "test_resume.py::test_bf16_runs_end_to_end_on_cpu_with_the_pw_loss_close_to_fp32",),
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ loss in fp32."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -257,3 +259,52 @@ def test_a_sigkilled_training_job_resumes_where_it_was_and_ends_with_the_same_we
     assert same(checkpoint_state(root / DENSE), checkpoint_state(whole / DENSE))
     assert not (root / f"{DENSE}.resume").exists()  # a finished job removes its state
     assert load_checkpoint(root / DENSE)[1]["meta"]["environment"]["precision"] == "fp32"
+
+
+# ---------------------------------------------------------------- bf16 through the real workflow
+
+MIXED = {
+    "active": ["mixed"],
+    "experiments": {
+        "mixed": {
+            "description": "dense training, magnitude pruning and PW fine-tuning, in fp32 or bf16",
+            "dataset": {"kind": "digits", "image_size": 12, "minority_share": 0.1, "seed": 0},
+            "model": "small_cnn",
+            "seeds": [0],
+            "train": {"epochs": 2, "lr": 0.003, "batch_size": 64},
+            "prune": {"methods": ["magnitude"], "targets": [0.5]},
+            "finetune": {"epochs": 2, "lr": 0.001, "batch_size": 64},
+            "losses": ["pw"],
+            "pw": {"min_weight": 0.5, "gamma": 1.0},
+        }
+    },
+}
+TUNED = "results/mixed/seed0/finetuned/magnitude-none-pw/0.5"
+
+
+def _mixed_run(root, precision):
+    copy_repo(root)
+    config = {**MIXED, "experiments": {"mixed": {**MIXED["experiments"]["mixed"], "precision": precision}}}
+    (root / "mixed.yaml").write_text(yaml.safe_dump(config))
+    snakemake(root, f"{TUNED}/metrics.csv", "--configfile=mixed.yaml", "--cores", "2")
+    history = json.loads((root / TUNED / "history.json").read_text())
+    meta = load_checkpoint(root / TUNED / "model.pt")[1]["meta"]
+    return history, meta, pd.read_csv(root / TUNED / "metrics.csv")
+
+
+@pytest.mark.e2e
+def test_bf16_runs_end_to_end_on_cpu_with_the_pw_loss_close_to_fp32(tmp_path):
+    """The real Snakemake CLI trains, prunes, fine-tunes with the PW loss and evaluates in bf16 and
+    in fp32: the checkpoints record their precision, and bf16's PW loss per epoch and its test
+    accuracy stay close to fp32's."""
+    h32, meta32, m32 = _mixed_run(tmp_path / "fp32", "fp32")
+    h16, meta16, m16 = _mixed_run(tmp_path / "bf16", "bf16")
+    assert meta32["environment"]["precision"] == "fp32" and meta16["environment"]["precision"] == "bf16"
+    for a, b in zip(h32, h16):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.1)
+    assert [h["loss"] for h in h16] != [h["loss"] for h in h32]  # bf16 did change the arithmetic
+    acc = {
+        name: m.query("split == 'test' and group == 'all'")["accuracy"].item() for name, m in (("32", m32), ("16", m16))
+    }
+    assert abs(acc["16"] - acc["32"]) < 0.05, acc
+    assert (m16["environment"].str.contains("bf16")).all()
