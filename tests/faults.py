@@ -803,8 +803,8 @@ FAULTS = [
         "augmentation-global-rng",
         "augmentation's crop draws from torch's global RNG, not its own seeded generator",
         "pwprune/data/dataset.py",
-        "top, left = torch.randint(0, 2 * p + 1, (2,), generator=self.generator).tolist()",
-        "top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()",
+        "offsets = torch.randint(0, 2 * p + 1, (len(idx), 2), generator=self.augment_generator)",
+        "offsets = torch.randint(0, 2 * p + 1, (len(idx), 2))",
         (T + "test_reproducibility.py::test_augmentation_draws_from_its_own_seeded_generator",),
     ),
     Fault(
