@@ -370,6 +370,7 @@ def fit(
     last_save = time.monotonic()
     for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
+        losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
         if partial is None:
             if len(opt.param_groups) == 2:
                 # the schedule is the head's; whatever it did to the backbone's group is overwritten
@@ -378,10 +379,8 @@ def fit(
                     backbone_lr *= backbone_lr_growth
                 backbone_lr = min(backbone_lr, opt.param_groups[0]["lr"])
                 opt.param_groups[1]["lr"] = backbone_lr
-            losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
             correct, done, seconds = 0, 0, 0.0
-        else:
-            losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
+        else:  # continue the interrupted epoch's accumulators
             for buffer, key in ((losses, "losses"), (labels, "labels"), (groups, "groups")):
                 buffer.append(partial[key])
             correct, done, seconds = partial["correct"], partial["batches"], partial["seconds"]
