@@ -24,9 +24,10 @@ class ConfigError(ValueError):
 
 def phase_losses(label: str, method: str) -> tuple[str, str]:
     """(prune_loss, finetune_loss) for a comparison label and pruning method."""
-    if label not in LOSS_LABELS:
-        raise ConfigError(f"unknown loss label {label!r}; valid: {', '.join(LOSS_LABELS)}")
-    prune, finetune = LOSS_LABELS[label]
+    labels = {**LOSS_LABELS, **names.BASELINE_LABELS}
+    if label not in labels:
+        raise ConfigError(f"unknown loss label {label!r}; valid: {', '.join(labels)}")
+    prune, finetune = labels[label]
     return ("none" if method in DATA_FREE_METHODS else prune), finetune
 
 
@@ -35,6 +36,12 @@ def pw_settings(experiment: dict, method: str) -> dict:
     pw = experiment["pw"]
     override = pw.get("methods", {}).get(method, {})
     return {"min_weight": override.get("min_weight", pw["min_weight"]), "gamma": override.get("gamma", pw["gamma"])}
+
+
+def ceag_settings(experiment: dict) -> dict:
+    """epsilon/dual_lr of CEAG fine-tuning (the experiment's `ceag` section; names' defaults)."""
+    ceag = experiment.get("ceag") or {}
+    return {"epsilon": ceag.get("epsilon", names.CEAG_EPSILON), "dual_lr": ceag.get("dual_lr", names.CEAG_DUAL_LR)}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -84,6 +91,12 @@ def _describe(error) -> str:
             f"unknown key(s) {', '.join(map(repr, extra))}; valid keys: {', '.join(allowed) if allowed else '(none)'}"
         )
     if v == "enum":
+        path = list(error.absolute_path)
+        if path[-1:] == ["model"] and isinstance(error.instance, str) and error.instance in names.REFUSED_MODELS:
+            return (
+                f"{error.instance!r} is refused: {names.REFUSED_MODELS[error.instance]}; "
+                f"valid values: {', '.join(map(str, error.validator_value))}"
+            )
         return f"{error.instance!r} is not valid; valid values: {', '.join(map(str, error.validator_value))}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
@@ -271,13 +284,13 @@ def validate(config: dict, schema_path) -> dict:
 def _cross_key_problems(name: str, exp: dict) -> list[str]:
     """What the schema cannot say about one experiment: ImageNet weights exist only for the
     torchvision models; a multistep schedule needs strictly increasing milestones."""
-    from pwprune.weights import IMAGENET_FILES
+    from pwprune.weights import IMAGENET_FILES, imagenet_models
 
     problems = []
     if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES:
         problems.append(
             f"experiments.{name}.pretrained: 'imagenet' is not available for model "
-            f"{exp.get('model')!r}; valid models: {', '.join(IMAGENET_FILES)} "
+            f"{exp.get('model')!r}; valid models: {imagenet_models()} "
             "(or pretrained: none)"
         )
     for loop in ("train", "finetune"):

@@ -65,6 +65,11 @@ def _scores_and_predictions(logits):
     return p, np.argmax(logits, axis=1).astype(np.int64)
 
 
+def predicted_classes(logits):
+    """The class each sample is predicted as (int64): logit > 0 for a single logit, else argmax."""
+    return _scores_and_predictions(_numpy(logits))[1]
+
+
 def _binary_auroc(positive, scores):
     """AUROC as the Mann-Whitney statistic with average ranks for ties (what sklearn's
     roc_auc_score computes), in numpy: importing sklearn would add ~1 s to every pipeline job."""
@@ -105,8 +110,13 @@ def _class_auroc(scores, y, c):
 
 
 def group_metrics(logits, labels, groups, group_names, groups_are_classes=False):
-    """Rows `{group, n, accuracy, auroc, degenerate}` for each group (in `group_names` order,
-    group id = position) and then `all`.
+    """Rows `{group, n, accuracy, auroc, tpr, fpr, degenerate}` for each group (in `group_names`
+    order, group id = position) and then `all`.
+
+    tpr, fpr: for a binary task (a single logit), the group's true-positive rate P(pred 1 | y 1)
+    and false-positive rate P(pred 1 | y 0), the rates whose spread over groups is the
+    equalised-odds difference (pwprune.summary.equalised_odds_difference); NaN for a multi-class
+    task, or when the group has no sample of that label.
 
     A group's AUROC is computed over its own samples, except with `groups_are_classes` (the groups
     are the classes, group id = label, as CIFAR-10's; the prepared data's meta says so): a group
@@ -137,6 +147,7 @@ def group_metrics(logits, labels, groups, group_names, groups_are_classes=False)
             "have a group id other than their label; pass groups_are_classes=False"
         )
     degenerate = bool(len(pred) > 0 and len(np.unique(pred)) == 1)
+    binary = scores.ndim == 1
     rows = []
     masks = [(str(name), g == i) for i, name in enumerate(group_names)]
     masks.append(("all", np.ones(len(y), dtype=bool)))
@@ -145,8 +156,19 @@ def group_metrics(logits, labels, groups, group_names, groups_are_classes=False)
         acc = float(np.mean(pred[m] == y[m])) if n else math.nan
         per_class = groups_are_classes and i < len(group_names)
         auroc = _class_auroc(scores, y, i) if per_class else _auroc(scores[m], y[m])
-        rows.append({"group": name, "n": n, "accuracy": acc, "auroc": auroc, "degenerate": degenerate})
+        tpr, fpr = _rates(pred[m], y[m]) if binary else (math.nan, math.nan)
+        rows.append(
+            {"group": name, "n": n, "accuracy": acc, "auroc": auroc, "tpr": tpr, "fpr": fpr, "degenerate": degenerate}
+        )
     return rows
+
+
+def _rates(pred, y):
+    """(true-positive rate, false-positive rate) of binary predictions; NaN where the label is absent."""
+    pos, neg = y == 1, y == 0
+    tpr = float(np.mean(pred[pos] == 1)) if pos.any() else math.nan
+    fpr = float(np.mean(pred[neg] == 1)) if neg.any() else math.nan
+    return tpr, fpr
 
 
 def count_macs_params(model, example_input):

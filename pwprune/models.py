@@ -154,20 +154,44 @@ def _replace_conv_in(conv, in_channels):
     )
 
 
+def _first_conv_name(model):
+    """The input conv: the first Conv2d in module order (resnet conv1, vgg features.0, ...)."""
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return n
+    raise ValueError(f"model {type(model).__name__} has no Conv2d to take the input channels")
+
+
+def _set_submodule(model, name, module):
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), attr, module)
+
+
+# torchvision builders that need more than weights/num_classes for a plain single-output classifier
+# (their auxiliary heads return a tuple in training mode and cannot be pruned as one graph)
+_TORCHVISION_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+# the smallest input some families take (pools or strides collapse anything smaller to 0 px)
+_MIN_INPUT_SIZE = {"vgg": 32, "alexnet": 63, "inception_v3": 75}
+
+
 def _torchvision(name, in_channels, n_out, input_size):
+    """torchvision's classifier `name` from its model registry (get_model), random init, with
+    n_out outputs (torchvision's own num_classes head) and its input conv taking in_channels."""
     import torchvision.models as tvm  # lazy: see module docstring
 
-    if name == "vgg16" and input_size < 32:
-        # five 2x2 max-pools: anything below 32 px collapses to zero spatial size
-        raise ValueError(f"vgg16 needs input_size >= 32, got input_size={input_size}")
-    model = getattr(tvm, name)(weights=None, num_classes=n_out)
+    for prefix, least in _MIN_INPUT_SIZE.items():
+        if name.startswith(prefix) and input_size < least:
+            raise ValueError(
+                f"{name} needs input_size >= {least} (its strides and pools collapse smaller inputs), "
+                f"got input_size={input_size}"
+            )
+    model = tvm.get_model(name, weights=None, num_classes=n_out, **_TORCHVISION_KWARGS.get(name, {}))
     if in_channels != 3:
-        if name.startswith("resnet"):
-            model.conv1 = _replace_conv_in(model.conv1, in_channels)
-        elif name == "vgg16":
-            model.features[0] = _replace_conv_in(model.features[0], in_channels)
-        else:  # efficientnet_v2_*: features[0] is Conv2dNormActivation(conv, bn, act)
-            model.features[0][0] = _replace_conv_in(model.features[0][0], in_channels)
+        first = _first_conv_name(model)
+        _set_submodule(model, first, _replace_conv_in(model.get_submodule(first), in_channels))
     return model
 
 
@@ -198,10 +222,10 @@ def load_imagenet_state(name):
     (torch.hub.get_dir()), hash-checked, loaded with weights_only=True; never downloads."""
     import torchvision.models as tvm  # lazy: see module docstring
 
-    from pwprune.weights import IMAGENET_FILES, fetch_hint
+    from pwprune.weights import IMAGENET_FILES, fetch_hint, imagenet_models
 
     if name not in IMAGENET_FILES:
-        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; got model {name!r}")
+        raise ValueError(f"pretrained='imagenet' is only available for {imagenet_models()}; got model {name!r}")
     url = tvm.get_model_weights(name).DEFAULT.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     if not path.is_file():
@@ -217,28 +241,49 @@ def _imagenet(name, in_channels, n_out, input_size):
     """torchvision model with its ImageNet weights and a fresh final Linear with n_out outputs: the
     same modules and state-dict keys as tvm.<name>(weights=None, num_classes=n_out), so the
     checkpoints rebuild from the arch dict with random init and then load their own weights."""
-    from pwprune.weights import IMAGENET_FILES
+    from pwprune.weights import IMAGENET_FILES, imagenet_models
 
     if name not in IMAGENET_FILES:
-        raise ValueError(f"pretrained='imagenet' is only available for {', '.join(IMAGENET_FILES)}; got model {name!r}")
+        raise ValueError(f"pretrained='imagenet' is only available for {imagenet_models()}; got model {name!r}")
     if in_channels != 3:
         raise ValueError(
             f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels}"
             f" for {name}; use pretrained: none for this dataset"
         )
     model = _torchvision(name, 3, 1000, input_size)
-    model.load_state_dict(load_imagenet_state(name), strict=True)
-    head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    parent_name, _, attr = head_name.rpartition(".")
-    setattr(model.get_submodule(parent_name), attr, nn.Linear(head.in_features, n_out))
+    state = load_imagenet_state(name)
+    if name in _TORCHVISION_KWARGS:  # built without the auxiliary heads the weights carry
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    model.load_state_dict(state, strict=True)
+    head_name = _head_name(model)
+    head = model.get_submodule(head_name)
+    if isinstance(head, nn.Linear):
+        _set_submodule(model, head_name, nn.Linear(head.in_features, n_out))
+    else:  # squeezenet: a 1x1 conv gives the logits
+        _set_submodule(model, head_name, nn.Conv2d(head.in_channels, n_out, head.kernel_size))
     return model
+
+
+def check_model_name(name):
+    """ValueError for a name that is not offered: why, for a torchvision family the pruning graph
+    cannot handle (names.REFUSED_MODELS), else the valid names."""
+    from pwprune.names import REFUSED_MODELS
+
+    if name in REFUSED_MODELS:
+        raise ValueError(f"model {name!r} is refused: {REFUSED_MODELS[name]}")
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    return name
 
 
 def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="none"):
     """pretrained: "none" (random init) or "imagenet" (torchvision's DEFAULT weights from the local
-    hub cache, new head; torchvision models only)."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    hub cache, new head; torchvision models only).
+
+    Every name of MODEL_NAMES that is not the pipeline's own (names.OWN_MODELS) is torchvision's
+    classifier of that name from its registry, with a head of num_outputs(num_classes) outputs and
+    an input conv taking in_channels."""
+    check_model_name(name)
     if int(in_channels) < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels!r}")
     if int(input_size) < 8:
@@ -270,8 +315,7 @@ def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"
     expect (input_mean, input_std), which the pipeline's loaders then use instead of the data's
     own train mean/std. The arch always rebuilds with random init (build_from_arch): the weights
     come from the checkpoint."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    check_model_name(name)
     arch = {
         "name": str(name),
         "num_classes": int(num_classes),
@@ -279,9 +323,10 @@ def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"
         "input_size": int(input_size),
     }
     if pretrained == "imagenet":
-        from pwprune.weights import IMAGENET_MEAN, IMAGENET_STD
+        from pwprune.weights import normalisation
 
-        arch.update(input_mean=list(IMAGENET_MEAN), input_std=list(IMAGENET_STD))
+        mean, std = normalisation(name)
+        arch.update(input_mean=list(mean), input_std=list(std))
     elif pretrained != "none":
         raise ValueError(f"pretrained must be 'none' or 'imagenet', got {pretrained!r}")
     return arch
@@ -316,13 +361,20 @@ def example_input(arch):
     return torch.zeros(1, int(arch["in_channels"]), int(arch["input_size"]), int(arch["input_size"]))
 
 
+def _head_name(model):
+    """The layer giving the logits: the last Linear, or the last Conv2d of a model without one
+    (torchvision's squeezenets end in a 1x1 conv and a pool)."""
+    for kind in (nn.Linear, nn.Conv2d):
+        found = [n for n, m in model.named_modules() if isinstance(m, kind)]
+        if found:
+            return found[-1]
+    raise ValueError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d classifier")
+
+
 def classifier_layers(model):
-    """The final Linear of every registered model: its output size (the logits) must never be
+    """The head of every registered model (_head_name): its output size (the logits) must never be
     pruned. Its input channels may be, together with the layer that feeds them."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"model {type(model).__name__} has no nn.Linear classifier")
-    return [linears[-1]]
+    return [model.get_submodule(_head_name(model))]
 
 
 def fixed_layers(model):

@@ -12,8 +12,8 @@ start-up and a dry run must stay fast.
 from __future__ import annotations
 
 # ---- pruning
-# the paper's order: data-free methods first
-METHODS = ("random", "magnitude", "taylor", "autobot")
+# the paper's order: data-free methods first; then the group-aware baselines (docs/fair-baselines.md)
+METHODS = ("random", "magnitude", "taylor", "autobot", "fairgrape", "fairprune")
 # These methods use no data while choosing channels, so the pruning-phase loss is moot:
 # one pruned checkpoint serves every label.
 DATA_FREE_METHODS = ("random", "magnitude")
@@ -52,6 +52,19 @@ MAIN_LABELS = ("ce", "pw")
 ABLATION_LABELS = tuple(LOSS_LABELS)
 # the labels only the ablation runs
 ABLATION_ONLY_LABELS = tuple(l for l in ABLATION_LABELS if l not in MAIN_LABELS)
+# Fine-tuning baselines from the fair-pruning literature (issue 14), label -> (pruning-phase loss,
+# fine-tuning loss) like LOSS_LABELS. Not PW ablations: the ablation grid does not run them; an
+# experiment runs them only where its `losses` lists them. ceag: CEAG constrained fine-tuning
+# (Hashemizadeh et al., ICLR 2024; pwprune.ceag) after pruning with plain CE.
+BASELINE_LABELS = {"ceag": ("ce", "ceag")}
+# the fine-tuning losses (the floss wildcard): the PW family and the baselines' own
+FINETUNE_LOSSES = (*LOSS_KINDS, *(f for _, f in BASELINE_LABELS.values() if f not in LOSS_KINDS))
+# what an experiment's `losses` may list
+EXPERIMENT_LOSS_LABELS = (*MAIN_LABELS, *BASELINE_LABELS)
+# CEAG's defaults (an experiment's `ceag` section): the tolerance epsilon on each group's excess
+# accuracy drop (the authors' FairFace/UTKFace setting) and the multipliers' SGD step size (theirs)
+CEAG_EPSILON = 0.01
+CEAG_DUAL_LR = 0.01
 
 # ---- training loops (train / finetune)
 OPTIMIZERS = ("adamw", "sgd")
@@ -61,19 +74,53 @@ ON_DIVERGENCE = ("raise", "degenerate")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # ---- data and models
-DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k")
-MODEL_NAMES = (
-    "small_cnn",
-    "resnet20",
-    "resnet56",
-    "resnet20_a",
-    "resnet56_a",
-    "resnet18",
-    "resnet34",
-    "vgg16",
-    "efficientnet_v2_s",
-    "efficientnet_v2_m",
-)
+DATASET_KINDS = ("digits", "cifar10", "celeba", "fitzpatrick17k", "images_csv")
+# the pipeline's own models (pwprune.models); every other name is a torchvision classifier
+OWN_MODELS = ("small_cnn", "resnet20", "resnet56", "resnet20_a", "resnet56_a")
+
+
+def _torchvision_classifiers() -> tuple[str, ...]:
+    """torchvision's classification registry, list_models(module=torchvision.models), read from
+    the installed package's source (its @register_model() functions in torchvision/models/*.py)
+    in ~5 ms: importing torchvision costs seconds, and the Snakefile imports this module at
+    start-up. tests/test_model_families.py holds it equal to list_models."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.origin:
+        return ()
+    pattern = re.compile(r"^@register_model\(\)\s*\n(?:@.*\n)*def (\w+)", re.M)
+    files = (Path(spec.origin).parent / "models").glob("*.py")
+    return tuple(sorted(n for f in files for n in pattern.findall(f.read_text(encoding="utf-8"))))
+
+
+TORCHVISION_CLASSIFIERS = _torchvision_classifiers()
+# torchvision families that the pruning graph (Torch-Pruning's DependencyGraph, pwprune.pruning.graph)
+# cannot prune to a MAC target: name prefix -> why. Refused at config validation, with the reason.
+REFUSED_MODEL_FAMILIES = {
+    "shufflenet_v2_": (
+        "ShuffleNetV2's channel shuffle (a reshape that interleaves channels) breaks Torch-Pruning's "
+        "dependency graph while it is built (ZeroDivisionError in its reshape index mapping)"
+    ),
+    "vit_": (
+        "the Vision Transformer's attention reshapes to its fixed hidden size: after Torch-Pruning "
+        "removes embedding channels its forward pass fails"
+    ),
+    "swin_": (
+        "Swin's shifted-window attention reshapes to fixed head sizes, and Torch-Pruning's graph "
+        "does not finish tracing it (maximum recursion depth in its shape inference)"
+    ),
+    "maxvit_": (
+        "MaxViT's block and grid attention reshapes to fixed head sizes, as ViT's and Swin's, and "
+        "its input size is fixed when it is built (a multiple of 224 px)"
+    ),
+}
+REFUSED_MODELS = {
+    n: why for n in TORCHVISION_CLASSIFIERS for prefix, why in REFUSED_MODEL_FAMILIES.items() if n.startswith(prefix)
+}
+MODEL_NAMES = OWN_MODELS + tuple(n for n in TORCHVISION_CLASSIFIERS if n not in REFUSED_MODELS)
 PRETRAINED_CHOICES = ("none", "imagenet")
 
 # ---- figures (pwprune.plots draws them; workflow/rules/report.smk asks for them)

@@ -34,6 +34,8 @@ TABLE_COLUMNS = (
     "n",
     "accuracy",
     "auroc",
+    "tpr",
+    "fpr",
     "params",
     "macs",
     "latency_ms",
@@ -50,8 +52,11 @@ def fairness(rows, dense_rows):
 
     gap = best - worst group accuracy; drops = {group: dense accuracy - model accuracy};
     worst_drop = the largest drop; drop_std = the *population* std (ddof=0) of the drops, the
-    spread FairGRAPE reports: the groups are the whole population of groups, not a sample of them.
-    The `all` row and groups with NaN accuracy (no samples) are left out.
+    spread FairGRAPE reports: the groups are the whole population of groups, not a sample of them;
+    max_disparity = max over groups of (the group's drop - the overall drop), the disparity that
+    CEAG (Hashemizadeh et al., ICLR 2024) constrains and reports, from the `all` rows (NaN when
+    either side lacks one). The `all` row and groups with NaN accuracy (no samples) are left out
+    of the per-group quantities.
     """
     acc = {str(r["group"]): float(r["accuracy"]) for r in rows if str(r["group"]) != "all"}
     acc = {k: v for k, v in acc.items() if not math.isnan(v)}
@@ -66,12 +71,35 @@ def fairness(rows, dense_rows):
             f"fairness: dense_rows lack group(s) {missing}; pass the dense model's rows for the same groups"
         )
     d = np.array(list(drops.values()))
+    overall = _overall(dense_rows) - _overall(rows)
     return {
         "gap": max(acc.values()) - min(acc.values()),
         "drops": drops,
         "worst_drop": float(d.max()),
         "drop_std": float(d.std(ddof=0)),
+        "max_disparity": float(d.max() - overall),
     }
+
+
+def _overall(rows):
+    acc = [float(r["accuracy"]) for r in rows if str(r["group"]) == "all"]
+    return acc[0] if acc else math.nan
+
+
+def equalised_odds_difference(rows):
+    """The equalised-odds difference of one model from its per-group rows (`tpr`, `fpr` as
+    pwprune.metrics.group_metrics writes them): the larger of the spread (max - min over groups)
+    of the true-positive rates and that of the false-positive rates, as fairlearn's
+    equalized_odds_difference (agg="worst_case") defines it. Binary tasks only: NaN when no
+    group has a finite rate (a multi-class task); groups whose rate is undefined (no sample of
+    that label) are left out of that rate's spread. The `all` row is left out."""
+    spreads = []
+    for rate in ("tpr", "fpr"):
+        v = np.array([float(r.get(rate, math.nan)) for r in rows if str(r["group"]) != "all"], dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v):
+            spreads.append(float(v.max() - v.min()))
+    return max(spreads) if spreads else math.nan
 
 
 def _validate(df, path, required, what, producer):
@@ -106,7 +134,18 @@ def clean_metrics(df):
     df["group"] = df["group"].astype(str)
     df["environment"] = _environment_column(df)
     df["degenerate"] = _as_bool(df["degenerate"])
-    for c in ("target_reduction", "achieved_reduction", "accuracy", "auroc", "macs", "params", "latency_ms"):
+    numeric = (
+        "target_reduction",
+        "achieved_reduction",
+        "accuracy",
+        "auroc",
+        "tpr",
+        "fpr",
+        "macs",
+        "params",
+        "latency_ms",
+    )
+    for c in numeric:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["seed"] = pd.to_numeric(df["seed"]).astype(int)
     return df
@@ -157,13 +196,14 @@ def _dense_reference(df):
 def trial_table(df, stage="finetuned"):
     """One row per trial at `stage` with its overall and worst-group accuracy and its fairness
     against the dense model of the same seed (the seed-averaged dense model if that seed has
-    none): gap, worst_drop, drop_std, plus size/speed columns and the degenerate flag."""
+    none): gap, worst_drop, drop_std, max_disparity (fairness), the equalised-odds difference
+    eod (equalised_odds_difference), plus size/speed columns and the degenerate flag."""
     per_seed, pooled = _dense_reference(df)
     sub = df[df["stage"] == stage]
     out = []
     for key, t in sub.groupby(TRIAL_KEYS, sort=True):
         exp, split, seed = key[0], key[1], key[5]
-        rows = t[["group", "accuracy"]].to_dict("records")
+        rows = t[["group", "accuracy", "tpr", "fpr"]].to_dict("records")
         groups = [r["group"] for r in rows if r["group"] != "all"]
         if not groups:
             continue
@@ -179,6 +219,7 @@ def trial_table(df, stage="finetuned"):
             f = fairness(rows, dense_rows)
         else:  # no dense model to compare with: the gap is still defined, the drops are not
             f = {"gap": fairness(rows, rows)["gap"], "worst_drop": math.nan, "drop_std": math.nan}
+            f["max_disparity"] = math.nan
         all_row = t[t["group"] == "all"]
         group_acc = t.loc[t["group"] != "all", "accuracy"]
         first = all_row.iloc[0] if len(all_row) else t.iloc[0]
@@ -190,6 +231,8 @@ def trial_table(df, stage="finetuned"):
                 gap=f["gap"],
                 worst_drop=f["worst_drop"],
                 drop_std=f["drop_std"],
+                max_disparity=f["max_disparity"],
+                eod=equalised_odds_difference(rows),
                 macs=float(first["macs"]),
                 params=float(first["params"]),
                 latency_ms=float(first["latency_ms"]),
@@ -203,6 +246,8 @@ def trial_table(df, stage="finetuned"):
         "gap",
         "worst_drop",
         "drop_std",
+        "max_disparity",
+        "eod",
         "macs",
         "params",
         "latency_ms",
@@ -227,6 +272,92 @@ def aggregate_trials(trials, keys, value):
             )
         )
     return pd.DataFrame(rows, columns=list(keys) + ["mean", "ci95", "n", "n_degenerate"])
+
+
+# the field's fairness metrics (issue 14), in the order the summary shows them: column of the
+# trial table -> its name in the summary
+FIELD_METRICS = {
+    "accuracy": "accuracy",
+    "worst_group_accuracy": "worst-group accuracy",
+    "worst_drop": "worst-group drop",
+    "max_disparity": "max disparity (CEAG)",
+    "drop_std": "std of group drops",
+    "eod": "equalised-odds difference",
+}
+FIELD_KEYS = ["experiment", "split", "stage", "method", "loss", "target_reduction"]
+
+
+def field_metrics(metrics_df, stages=("pruned", "finetuned"), intervals=None):
+    """The field's fairness metrics per experiment × split × stage × method × loss × target: for
+    each column of FIELD_METRICS its mean, 95% t-interval half-width and count over seeds (the
+    per-seed values are trial_table's). Long form: one row per key and metric. Fractions.
+
+    intervals: the bootstrap table (pwprune.stages.bootstrap, results/bootstrap.csv). A cell with
+    a single seed has no interval over seeds; its `boot_lo`, `boot_hi` are then that run's 95%
+    bootstrap interval over test samples (NaN elsewhere, or without the table)."""
+    validate_metrics(metrics_df, "metrics_df")
+    df = clean_metrics(metrics_df)
+    trials = pd.concat([trial_table(df, st).assign(stage=st) for st in stages], ignore_index=True)
+    boot = _bootstrap_lookup(intervals)
+    rows = []
+    for key, t in trials.groupby(FIELD_KEYS, sort=True):
+        for metric in FIELD_METRICS:
+            m, h = t_interval(t[metric])
+            n = int(np.isfinite(t[metric].astype(float)).sum())
+            lo = hi = math.nan
+            if n == 1 and boot is not None:
+                seed = int(t.loc[np.isfinite(t[metric].astype(float)), "seed"].iloc[0])
+                hit = boot.get((*key, seed, metric))
+                if hit is not None:
+                    lo, hi = hit
+            rows.append(dict(zip(FIELD_KEYS, key), metric=metric, mean=m, ci95=h, n_seeds=n, boot_lo=lo, boot_hi=hi))
+    return pd.DataFrame(rows, columns=FIELD_KEYS + ["metric", "mean", "ci95", "n_seeds", "boot_lo", "boot_hi"])
+
+
+def _bootstrap_lookup(intervals):
+    """{(experiment, split, stage, method, loss, target_reduction, seed, metric): (lo, hi)}."""
+    if intervals is None:
+        return None
+    out = {}
+    for r in intervals.itertuples(index=False):
+        key = (r.experiment, r.split, r.stage, r.method, r.loss, float(r.target_reduction), int(r.seed), r.metric)
+        out[key] = (float(r.lo), float(r.hi))
+    return out
+
+
+def field_section(table):
+    """The summary's "## Fairness metrics of the field" section from a field_metrics frame, in
+    percentage points (mean ± 95% t-interval half-width over seeds; a dash where a metric is
+    undefined, e.g. the equalised-odds difference of a multi-class task)."""
+    out = [
+        "## Fairness metrics of the field",
+        "",
+        "Per stage, method, loss and FLOP reduction, in pp, mean ± 95% t-interval over seeds: "
+        "worst-group accuracy; worst-group drop (the largest drop of a group's accuracy from the "
+        "dense model's); max disparity (max over groups of the group's drop minus the overall "
+        "drop, as CEAG reports it); the population std of the group drops (FairGRAPE, the paper); "
+        "the equalised-odds difference (binary tasks: the larger of the spreads over groups of the "
+        "true- and false-positive rates). A cell with one seed has no interval over seeds: it "
+        "shows that run's 95% bootstrap interval over test samples in brackets (1,000 resamples "
+        "stratified by group, paired with the dense model; results/bootstrap.csv). Also in "
+        "results/fairness.csv.",
+        "",
+    ]
+    if not len(table):
+        return out + ["(no pruned or fine-tuned trials)", ""]
+    values = ["mean", "ci95", "boot_lo", "boot_hi"]
+    wide = table.pivot_table(index=FIELD_KEYS, columns="metric", values=values, dropna=False, sort=False)
+    header = ["experiment", "split", "stage", "method", "loss", "FLOP reduction (%)", *FIELD_METRICS.values()]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, r in wide.iterrows():
+        cells = [str(k) for k in key[:5]] + [f"{100 * key[5]:.4g}"]
+        for m in FIELD_METRICS:
+            cell = _pp(r[("mean", m)], r[("ci95", m)])
+            if np.isfinite(r[("boot_lo", m)]):
+                cell += f" [{100 * r[('boot_lo', m)]:.1f}, {100 * r[('boot_hi', m)]:.1f}]"
+            cells.append(cell)
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def _paired_test(ce, pw):
@@ -320,6 +451,7 @@ def summarize(metrics_df):
     # for write_summary: the environments of the rows behind these numbers (not a column: it
     # describes the whole table, and summary.csv keeps its columns)
     res.attrs["environments"] = environment_report(df)
+    res.attrs["groups"] = group_section(df)  # likewise: the groups by name, with their counts
     return res
 
 
@@ -523,6 +655,28 @@ def _pp(mean, half=math.nan, signed=False):
     return s + (f" ± {100 * half:.1f}" if np.isfinite(half) else "")
 
 
+def group_section(metrics, small=30):
+    """The "## Groups" section of a summary: per experiment and evaluation split, every group by
+    its name (as the prepared data's meta.json names it: e.g. "female & old" for intersectional
+    groups) with its sample count, read from the dense model's rows; a group under `small`
+    samples is flagged with the width of its 95% Wilson interval at 50% accuracy
+    (pwprune.data.groups.wilson_width), the widest its accuracy interval can be."""
+    from pwprune.data.groups import wilson_width
+
+    out = ["## Groups", "", "Samples per group in each evaluation split (the dense model's rows).", ""]
+    if metrics is None or not len(metrics):
+        return out + ["(no rows in the metrics table)", ""]
+    d = metrics[(metrics["stage"] == "dense") & (metrics["group"].astype(str) != "all")]
+    for (exp, split), t in d.groupby(["experiment", "split"], sort=True):
+        first = t[t["seed"] == t["seed"].min()].drop_duplicates("group")
+        cells = []
+        for g, n in zip(first["group"].astype(str), first["n"].astype(int)):
+            flag = f" (< {small}: ±{50 * wilson_width(n):.0f} pp at 95%)" if n < small else ""
+            cells.append(f"{g}: {n}{flag}")
+        out.append(f"- {exp}, {split}: " + "; ".join(cells))
+    return out + [""]
+
+
 def write_summary(df, md_path, csv_path, metrics=None):
     """summary.csv: the `summarize` frame as is (fractions). summary.md: the same in percentage
     points with a header saying how to read it, then the numeric environments the numbers came
@@ -579,6 +733,9 @@ def write_summary(df, md_path, csv_path, metrics=None):
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
         lines.append("\n(no CE/PW fine-tuned trials in the metrics table)")
+    groups = group_section(metrics) if metrics is not None else df.attrs.get("groups")
+    if groups:  # absent only for a frame not made by summarize, without the metrics table
+        lines += ["", *groups]
     lines += ["", *environment_section(env_lines, env_warnings)]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -258,7 +258,10 @@ def fit(
 
     Each history entry: epoch, loss (mean per-sample loss), accuracy (on the fly, training mode),
     lr (the head's), backbone_lr (the rest's; = lr with one group), seconds,
-    loss_shares [{label, group, share}], diverged. A NaN/inf loss or non-finite
+    loss_shares [{label, group, share}], diverged; with a loss that declares `needs_groups`
+    (pwprune.ceag.CEAGLoss: called as loss_fn(logits, teacher_logits, targets, groups=g), its
+    dual_step() run after each optimiser step) also constraints {multipliers, violations} per
+    group, from its epoch_record(), and a log line of them. A NaN/inf loss or non-finite
     weights raise DivergenceError, or with on_divergence="degenerate" stop training and return
     the history with diverged=True on its last entry (the model is then unusable).
     """
@@ -292,7 +295,13 @@ def fit(
             "loss_fn must be a PerformanceWeightedLoss-like object with a `reduction` "
             "attribute, called as loss_fn(logits, teacher_logits, targets)"
         )
-    if teacher is None and (getattr(loss_fn, "reweight", False) or getattr(loss_fn, "correct_targets", False)):
+    # a loss that declares needs_groups (pwprune.ceag.CEAGLoss) is called with groups=g as well
+    needs_groups = bool(getattr(loss_fn, "needs_groups", False))
+    if teacher is None and (
+        getattr(loss_fn, "reweight", False)
+        or getattr(loss_fn, "correct_targets", False)
+        or (needs_groups and getattr(loss_fn, "needs_teacher", False))
+    ):
         raise ValueError(
             "teacher is None, but loss_fn reweights or corrects targets with the dense "
             "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)"
@@ -347,6 +356,8 @@ def fit(
         loader.load_state_dict(saved["loader"])
         _set_rng_state(saved["rng"], device)
         history, backbone_lr, partial = saved["history"], saved["backbone_lr"], saved["partial"]
+        if needs_groups:  # the multipliers and the epoch's constraint counts
+            per_sample_fn.load_state_dict(saved["loss_state"])
         first_epoch = saved["epoch"] + (0 if partial else 1)
         where = f"epoch {first_epoch} after batch {partial['batches']}" if partial else f"epoch {first_epoch}"
         log(f"{prefix}resuming at {where} from the saved state {resume.path}")
@@ -364,6 +375,7 @@ def fit(
                 "history": history,
                 "backbone_lr": backbone_lr,
                 "partial": part,
+                **({"loss_state": per_sample_fn.state_dict()} if needs_groups else {}),
             }
         )
 
@@ -402,7 +414,10 @@ def fit(
             teacher_logits = teacher_logits.float() if teacher_logits is not None else None
             binary = logits.ndim == 1 or logits.shape[1] == 1
             targets = y.float() if binary else y
-            per_sample = per_sample_fn(logits, teacher_logits, targets)
+            if needs_groups:
+                per_sample = per_sample_fn(logits, teacher_logits, targets, groups=g.to(device))
+            else:
+                per_sample = per_sample_fn(logits, teacher_logits, targets)
             loss = per_sample.mean()
             value = loss.item()
             if not math.isfinite(value):
@@ -416,6 +431,8 @@ def fit(
             else:
                 loss.backward()
                 opt.step()
+            if needs_groups:  # the multipliers' ascent step, after the model's descent step
+                per_sample_fn.dual_step()
             losses.append(per_sample.detach().float().cpu())
             labels.append(y.cpu().long())
             groups.append(g.cpu().long())
@@ -469,6 +486,8 @@ def fit(
                 "diverged": False,
             }
         )
+        if needs_groups:
+            history[-1]["constraints"] = per_sample_fn.epoch_record()
         if sched is not None:
             sched.step()
         h = history[-1]
@@ -477,6 +496,13 @@ def fit(
             f"{prefix}epoch {epoch}/{epochs} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
             f"lr {current_lr:.3g}{backbone_note} {h['seconds']:.1f}s"
         )
+        if needs_groups:
+            c = h["constraints"]
+            log(
+                f"{prefix}epoch {epoch}/{epochs} constraints: multipliers "
+                f"[{', '.join(f'{v:.4g}' for v in c['multipliers'])}] violations "
+                f"[{', '.join('-' if v is None else f'{v:.4g}' for v in c['violations'])}]"
+            )
         if resume is not None:
             snapshot(epoch, None)
             last_save = time.monotonic()

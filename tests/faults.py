@@ -52,6 +52,84 @@ class Fault:
 
 
 FAULTS = [
+    # ---- intersectional groups and the images_csv kind (issues 14.3, 17.1)
+    Fault(
+        "group-product-order",
+        "intersectional group names run in another order than the ids (last attribute slowest)",
+        "pwprune/data/groups.py",
+        "combos = [c + (i,) for c in combos for i in range(len(dom))]",
+        "combos = [c + (i,) for i in range(len(dom)) for c in combos]",
+        (
+            T + "test_images_csv.py::test_combine_orders_the_product_first_attribute_slowest",
+            T + "test_images_csv.py::test_prepare_names_shapes_and_labels_of_every_row",
+        ),
+    ),
+    Fault(
+        "csv-split-by-label-only",
+        "images_csv's seeded split is stratified by label only, not by label x group",
+        "pwprune/data/images_csv.py",
+        "key = np.asarray(y, np.int64) * n_groups + np.asarray(g, np.int64)",
+        "key = np.asarray(y, np.int64) * n_groups",
+        (T + "test_images_csv.py::test_seeded_split_is_stratified_by_label_and_group_and_counted_in_meta",),
+    ),
+    Fault(
+        "csv-path-escape-unchecked",
+        "an images_csv path that climbs out of the image root is read",
+        "pwprune/data/images_csv.py",
+        "if os.path.commonpath([root, full]) != root:",
+        "if False:",
+        (T + "test_images_csv.py::test_refuses_a_path_that_escapes_the_image_root",),
+    ),
+    Fault(
+        "csv-empty-split-cell-accepted",
+        "a label x group cell with no image in a split is not refused",
+        "pwprune/data/images_csv.py",
+        "                if c[ci, k] == 0:",
+        "                if False:",
+        (T + "test_images_csv.py::test_refuses_a_label_group_cell_absent_from_a_split",),
+    ),
+    # ---- group-aware pruning baselines: FairGRAPE, FairPrune (issue 14, item 1)
+    Fault(
+        "fairgrape-feeds-the-richest-group",
+        "FairGRAPE's greedy step lets the group furthest above its importance share pick next",
+        "pwprune/pruning/fair.py",
+        "k = min(range(k_groups), key=lambda j: (share[j] - target[j], j))",
+        "k = max(range(k_groups), key=lambda j: (share[j] - target[j], j))",
+        (
+            T + "test_fair_scorers.py::test_greedy_keep_order_by_hand",
+            T + "test_fair_scorers.py::test_fairgrape_keeps_group_shares_closer_to_dense_than_taylor_ranking",
+        ),
+    ),
+    Fault(
+        "fairgrape-signed-taylor",
+        "FairGRAPE's per-group importance sums signed activation x gradient terms (no absolute value)",
+        "pwprune/pruning/fair.py",
+        "per_sample = hooks.taylor_samples().double().abs() * len(g)",
+        "per_sample = hooks.taylor_samples().double() * len(g)",
+        (T + "test_fair_scorers.py::test_group_taylor_equals_per_sample_activation_times_gradient_by_group",),
+    ),
+    Fault(
+        "fairprune-roles-swapped",
+        "FairPrune removes the channels salient for the unprivileged group instead of the privileged one",
+        "pwprune/pruning/fair.py",
+        "scores = beta * unpriv - s[:, priv]",
+        "scores = s[:, priv] - beta * unpriv",
+        (
+            T + "test_fair_scorers.py::test_fairprune_scores_by_hand",
+            T + "test_fair_scorers.py::test_fairprune_removes_the_channels_salient_only_for_the_privileged_group",
+        ),
+    ),
+    Fault(
+        "fairprune-privileged-is-worst",
+        "FairPrune takes the group with the lowest dense accuracy as the privileged one",
+        "pwprune/pruning/fair.py",
+        "priv = min(range(k_groups), key=lambda k: (-accuracy[k], -mean_prob[k], k))",
+        "priv = min(range(k_groups), key=lambda k: (accuracy[k], mean_prob[k], k))",
+        (
+            T + "test_fair_scorers.py::test_group_weights_by_hand",
+            T + "test_fair_scorers.py::test_fairprune_removes_the_channels_salient_only_for_the_privileged_group",
+        ),
+    ),
     # ---- pruning: which channels go
     Fault(
         "magnitude-keeps-weakest",
@@ -631,8 +709,8 @@ FAULTS = [
         "imagenet-weights-not-loaded",
         "pretrained: imagenet reads the weights file but keeps the random init",
         "pwprune/models.py",
-        "    model.load_state_dict(load_imagenet_state(name), strict=True)",
-        "    load_imagenet_state(name)",
+        "    model.load_state_dict(state, strict=True)",
+        "    state = state",
         (T + "test_paper_training.py::test_imagenet_weights_are_loaded_with_a_new_head",),
     ),
     Fault(
@@ -958,6 +1036,128 @@ FAULTS = [
         '"environment": numeric_environment(device, numerics.get("precision", "fp32")),',
         '"environment": numeric_environment(device),',
         (T + "test_resume.py::test_bf16_runs_end_to_end_on_cpu_with_the_pw_loss_close_to_fp32",),
+    ),
+    # ---- the field's fairness metrics (issue 14, item 4)
+    Fault(
+        "max-disparity-sign",
+        "max disparity adds the overall drop to the worst group's instead of subtracting it",
+        "pwprune/summary.py",
+        '"max_disparity": float(d.max() - overall),',
+        '"max_disparity": float(d.max() + overall),',
+        (
+            T + "test_metrics.py::test_fairness_by_hand",
+            T + "test_plots.py::test_trial_max_disparity_and_the_field_metrics_over_seeds_by_hand",
+        ),
+    ),
+    Fault(
+        "fpr-from-positives",
+        "a group's false-positive rate is computed on its positives",
+        "pwprune/metrics.py",
+        "fpr = float(np.mean(pred[neg] == 1)) if neg.any() else math.nan",
+        "fpr = float(np.mean(pred[pos] == 1)) if neg.any() else math.nan",
+        (
+            T + "test_metrics.py::test_true_and_false_positive_rates_by_hand",
+            T + "test_metrics.py::test_equalised_odds_difference_is_fairleans",
+        ),
+    ),
+    Fault(
+        "eod-ignores-fpr",
+        "the equalised-odds difference looks only at the true-positive rates",
+        "pwprune/summary.py",
+        'for rate in ("tpr", "fpr"):',
+        'for rate in ("tpr",):',
+        (T + "test_metrics.py::test_equalised_odds_difference_is_fairleans",),
+    ),
+    # ---- any torchvision classifier by name (issue 17, item 2)
+    Fault(
+        "tv-head-not-resized",
+        "a torchvision model keeps its 1000-class ImageNet head whatever the label count",
+        "pwprune/models.py",
+        "model = tvm.get_model(name, weights=None, num_classes=n_out,",
+        "model = tvm.get_model(name, weights=None, num_classes=1000,",
+        (T + "test_model_families.py::test_head_follows_the_labels_and_input_conv_the_channels",),
+    ),
+    Fault(
+        "tv-input-conv-not-adapted",
+        "a torchvision model's input conv keeps 3 channels for grey-scale or multi-band data",
+        "pwprune/models.py",
+        "    if in_channels != 3:\n        first = _first_conv_name(model)",
+        "    if False:\n        first = _first_conv_name(model)",
+        (T + "test_model_families.py::test_head_follows_the_labels_and_input_conv_the_channels",),
+    ),
+    Fault(
+        "tv-refused-family-offered",
+        "the families the pruning graph cannot handle are offered like any other",
+        "pwprune/names.py",
+        "MODEL_NAMES = OWN_MODELS + tuple(n for n in TORCHVISION_CLASSIFIERS if n not in REFUSED_MODELS)",
+        "MODEL_NAMES = OWN_MODELS + TORCHVISION_CLASSIFIERS",
+        (T + "test_model_families.py::test_refused_family_is_refused_at_config_validation_with_the_reason",),
+    ),
+    Fault(
+        "tv-refusal-without-reason",
+        "config validation refuses a family without saying why (only the list of valid names)",
+        "pwprune/config.py",
+        'if path[-1:] == ["model"] and isinstance(error.instance, str)',
+        "if False and isinstance(error.instance, str)",
+        (T + "test_model_families.py::test_refused_family_is_refused_at_config_validation_with_the_reason",),
+    ),
+    Fault(
+        "tv-grouped-conv-pruned",
+        "channel groups that touch a grouped (RegNet, ResNeXt) conv are pruned like any other",
+        "pwprune/pruning/graph.py",
+        "            if any(_is_grouped_conv(item.dep.target.module) for item in group):",
+        "            if False:",
+        (T + "test_model_families.py::test_family_prunes_to_a_mac_target[regnet_x_400mf]",),
+    ),
+    # ---- CEAG constrained fine-tuning (issue 14, item 2)
+    Fault(
+        "ceag-multiplier-descends",
+        "the multipliers step against the violation (descent instead of ascent)",
+        "pwprune/ceag.py",
+        "stepped = (multipliers + dual_lr * torch.nan_to_num(violations, nan=0.0))",
+        "stepped = (multipliers - dual_lr * torch.nan_to_num(violations, nan=0.0))",
+        (
+            T + "test_ceag.py::test_dual_ascent_against_hand_arithmetic",
+            T + "test_ceag.py::test_multipliers_rise_on_the_violated_group_and_fall_to_zero_on_the_satisfied_one",
+        ),
+    ),
+    Fault(
+        "ceag-no-projection",
+        "a satisfied constraint drives its multiplier below 0 (no projection onto lambda >= 0)",
+        "pwprune/ceag.py",
+        "nan_to_num(violations, nan=0.0)).clamp(min=0.0)",
+        "nan_to_num(violations, nan=0.0))",
+        (
+            T + "test_ceag.py::test_dual_ascent_against_hand_arithmetic",
+            T + "test_ceag.py::test_multipliers_rise_on_the_violated_group_and_fall_to_zero_on_the_satisfied_one",
+        ),
+    ),
+    Fault(
+        "ceag-wrong-baseline",
+        "each group's drop is measured against the model's own accuracy, not the dense model's",
+        "pwprune/ceag.py",
+        "self.dense_group_accuracy.to(logits.device),",
+        "group_acc,",
+        (
+            T + "test_ceag.py::test_multipliers_rise_on_the_violated_group_and_fall_to_zero_on_the_satisfied_one",
+            T + "test_ceag.py::test_fit_with_ceag_raises_the_minority_multiplier_logs_it_and_narrows_its_gap",
+        ),
+    ),
+    Fault(
+        "ceag-fit-skips-dual-step",
+        "fit never applies the multipliers' ascent step",
+        "pwprune/train.py",
+        "                per_sample_fn.dual_step()\n",
+        "                pass\n",
+        (T + "test_ceag.py::test_fit_with_ceag_raises_the_minority_multiplier_logs_it_and_narrows_its_gap",),
+    ),
+    Fault(
+        "ceag-resume-forgets-multipliers",
+        "a resumed CEAG fine-tuning starts its multipliers from 0 again",
+        "pwprune/train.py",
+        '            per_sample_fn.load_state_dict(saved["loss_state"])\n',
+        "            pass\n",
+        (T + "test_ceag.py::test_a_resumed_ceag_fit_continues_with_the_saved_multipliers",),
     ),
 ]
 

@@ -94,8 +94,9 @@ def test_schema_enums_equal_the_registries_after_loading():
     # every method can get its own PW settings; every method with options has its block
     assert list(exp["pw"]["properties"]["methods"]["properties"]) == list(names.METHODS)
     assert set(names.METHODS) - {"random"} <= set(prune)
-    # the main comparison is CE vs PW
-    assert exp["losses"]["items"]["enum"] == list(names.MAIN_LABELS)
+    # the main comparison is CE vs PW; an experiment may add the fair-pruning baselines' losses
+    assert exp["losses"]["items"]["enum"] == list(names.EXPERIMENT_LOSS_LABELS)
+    assert names.EXPERIMENT_LOSS_LABELS == (*names.MAIN_LABELS, *names.BASELINE_LABELS)
 
 
 def test_registries_are_consistent():
@@ -291,9 +292,9 @@ def test_shipped_configs_are_valid(params):
             r"'mnist' is not valid; valid values: digits, cifar10, celeba, fitzpatrick17k",
         ),
         (
-            lambda c: c["experiments"]["default"].update(model="resnet50"),
+            lambda c: c["experiments"]["default"].update(model="resnet99"),
             "experiments.default.model",
-            r"'resnet50' is not valid; valid values: small_cnn, resnet20, .*efficientnet_v2_m",
+            r"'resnet99' is not valid; valid values: small_cnn, resnet20, .*convnext_tiny, .*resnet50, ",
         ),
         (
             lambda c: c["experiments"]["default"]["prune"].update(methods=["taylor", "l1"]),

@@ -128,7 +128,8 @@ def test_split_names_from_config_alone(tmp_path):
     assert split_names({"kind": "cifar10", "variant": "imbalanced"}) == ["train", "val", "test"]
     assert split_names({"kind": "celeba", "root": str(tmp_path / "nothing")}) == ["train", "val", "test"]
     assert split_names({"kind": "fitzpatrick17k"}) == ["train", "val", "test"]
-    assert set(DATASET_KINDS) == {"digits", "cifar10", "celeba", "fitzpatrick17k"}
+    assert split_names({"kind": "images_csv", "group_columns": ["sex", "site"]}) == ["train", "val", "test"]
+    assert set(DATASET_KINDS) == {"digits", "cifar10", "celeba", "fitzpatrick17k", "images_csv"}
 
 
 @pytest.mark.parametrize(

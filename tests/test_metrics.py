@@ -116,6 +116,52 @@ def test_fairness_by_hand():
     assert f["drops"] == pytest.approx({"female": 0.05, "male": 0.25})
     assert f["worst_drop"] == pytest.approx(0.25)
     assert f["drop_std"] == pytest.approx(0.1)  # population std of [0.05, 0.25]: |0.2| / 2
+    # overall drop 0.9 - 0.8 = 0.1; male's drop 0.25 exceeds it by 0.15, female's falls short
+    assert f["max_disparity"] == pytest.approx(0.15)
+
+
+def test_max_disparity_can_be_negative_and_is_nan_without_the_all_rows():
+    rows = [{"group": "a", "accuracy": 0.8}, {"group": "b", "accuracy": 0.7}, {"group": "all", "accuracy": 0.5}]
+    dense = [{"group": "a", "accuracy": 0.9}, {"group": "b", "accuracy": 0.8}, {"group": "all", "accuracy": 0.9}]
+    # drops 0.1 and 0.1, overall drop 0.4: every group lost less than the whole
+    assert fairness(rows, dense)["max_disparity"] == pytest.approx(-0.3)
+    assert math.isnan(fairness(rows[:2], dense)["max_disparity"])
+
+
+def test_true_and_false_positive_rates_by_hand():
+    rows = by_group(group_metrics(torch.tensor(LOGITS), torch.tensor(LABELS), torch.tensor(GROUPS), ["female", "male"]))
+    # female: positives [pred 1] -> tpr 1; negatives preds [0, 1] -> fpr 1/2
+    # male: positives preds [1, 0] -> tpr 1/2; negatives preds [0, 1] -> fpr 1/2
+    assert (rows["female"]["tpr"], rows["female"]["fpr"]) == pytest.approx((1.0, 0.5))
+    assert (rows["male"]["tpr"], rows["male"]["fpr"]) == pytest.approx((0.5, 0.5))
+    assert (rows["all"]["tpr"], rows["all"]["fpr"]) == pytest.approx((2 / 3, 0.5))
+
+
+def test_rates_are_nan_for_multiclass_and_for_an_absent_label():
+    multi = group_metrics(torch.eye(3), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), ["a", "b"])
+    assert all(math.isnan(r["tpr"]) and math.isnan(r["fpr"]) for r in multi)
+    negatives = group_metrics(torch.tensor([1.0, -1.0]), torch.tensor([0, 0]), torch.tensor([0, 0]), ["a"])
+    only_negatives = by_group(negatives)
+    assert math.isnan(only_negatives["a"]["tpr"]) and only_negatives["a"]["fpr"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equalised_odds_difference_is_fairleans(seed):
+    from fairlearn.metrics import equalized_odds_difference
+
+    from pwprune.summary import equalised_odds_difference
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    y = rng.integers(0, 2, n)
+    g = rng.integers(0, 3, n)
+    # a model that is better on group 0 than on group 2, so the rates differ
+    logits = (2 * y - 1) * rng.normal(1.0 - 0.4 * g, 1.0)
+    rows = group_metrics(torch.tensor(logits), torch.tensor(y), torch.tensor(g), ["g0", "g1", "g2"])
+    ours = equalised_odds_difference(rows)
+    theirs = equalized_odds_difference(y, (logits > 0).astype(int), sensitive_features=g)
+    assert ours == pytest.approx(theirs, abs=1e-12)
+    assert ours > 0.05  # the case is not trivially fair
 
 
 def test_fairness_three_groups_population_std():

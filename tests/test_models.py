@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 
 from pwprune.models import (
-    MODEL_NAMES,
     arch_dict,
     build_from_arch,
     build_model,
@@ -38,8 +37,8 @@ def test_num_outputs_binary_is_one_logit():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in MODEL_NAMES]
-)  # vgg16: ~1.5 s
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in SIZES]
+)  # vgg16: ~1.5 s; the other torchvision families: tests/test_model_families.py
 @pytest.mark.parametrize("num_classes,in_channels", [(10, 3), (2, 1)])
 def test_every_model_builds_and_runs(name, num_classes, in_channels):
     arch = arch_dict(name, num_classes, in_channels, SIZES[name])

@@ -36,7 +36,7 @@ TORCHVISION_MODELS = ("resnet18", "resnet34", "vgg16", "efficientnet_v2_s", "eff
 
 
 def test_weights_table_matches_torchvision():
-    assert tuple(weights.IMAGENET_FILES) == TORCHVISION_MODELS
+    assert tuple(weights.IMAGENET_FILES)[: len(TORCHVISION_MODELS)] == TORCHVISION_MODELS
     assert set(weights.IMAGENET_FILES) == set(models.MODEL_NAMES) - {
         "small_cnn",
         "resnet20",
@@ -49,7 +49,8 @@ def test_weights_table_matches_torchvision():
         assert Path(default.url).name == file
         assert default.url == weights.URL_BASE + file
         t = default.transforms()
-        assert tuple(t.mean) == weights.IMAGENET_MEAN and tuple(t.std) == weights.IMAGENET_STD
+        assert (tuple(t.mean), tuple(t.std)) == weights.normalisation(name)
+    assert weights.normalisation("resnet18") == (weights.IMAGENET_MEAN, weights.IMAGENET_STD)
     schema = pc.load_schema(SCHEMA)["$defs"]["experiment"]["properties"]["pretrained"]
     assert tuple(schema["enum"]) == names.PRETRAINED_CHOICES and schema["default"] == "none"
 
@@ -199,7 +200,8 @@ def test_missing_file_is_refused_with_the_path_and_the_command(hub):
 def test_pretrained_refuses_other_channels_and_models(hub):
     with pytest.raises(ValueError, match=r"in_channels=1 for resnet18"):
         models.build_model("resnet18", 2, in_channels=1, pretrained="imagenet")
-    with pytest.raises(ValueError, match=r"only available for resnet18, .*efficientnet_v2_m; got model 'small_cnn'"):
+    own = r"only available for torchvision's classifiers \(every model but pwprune's own: small_cnn, .*\)"
+    with pytest.raises(ValueError, match=own + r"; got model 'small_cnn'"):
         models.build_model("small_cnn", 2, pretrained="imagenet")
     with pytest.raises(ValueError, match="pretrained must be"):
         models.build_model("resnet18", 2, pretrained="yes")
@@ -461,7 +463,8 @@ def test_pretrained_on_a_model_without_imagenet_weights_names_the_key(cfg):
     msg = _problems(cfg)
     assert (
         "experiments.smoke.pretrained: 'imagenet' is not available for model 'small_cnn'; "
-        "valid models: resnet18, resnet34, vgg16, efficientnet_v2_s, efficientnet_v2_m"
+        "valid models: torchvision's classifiers (every model but pwprune's own: small_cnn, resnet20, "
+        "resnet56, resnet20_a, resnet56_a)"
     ) in msg
     cfg["experiments"]["smoke"]["pretrained"] = "imagenet21k"
     assert "experiments.smoke.pretrained: 'imagenet21k' is not valid; valid values: none, imagenet" in _problems(cfg)

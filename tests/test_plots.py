@@ -321,6 +321,39 @@ def test_palette_covers_every_comparison_label():
     assert PALETTE["ce"] != PALETTE["pw"]
 
 
+def test_trial_max_disparity_and_the_field_metrics_over_seeds_by_hand(tmp_path):
+    from pwprune.stages.report import summary_stage
+    from pwprune.summary import field_metrics
+
+    t = trial_table(metric_rows(), "finetuned")
+    r = t[(t["method"] == "magnitude") & (t["target_reduction"] == 0.5) & (t["loss"] == "ce") & (t["seed"] == 0)].iloc[
+        0
+    ]
+    # dense all .85, fine-tuned all .79: overall drop .06; male's drop .10 exceeds it by .04
+    assert r.max_disparity == pytest.approx(0.04)
+    assert math.isnan(r.eod)  # the table has no rates (a multi-class-like table): undefined, not 0
+
+    f = field_metrics(metric_rows())
+    keep = (f["stage"] == "finetuned") & (f["method"] == "magnitude") & (f["loss"] == "ce")
+    cell_ = f[keep & (f["target_reduction"] == 0.5)].set_index("metric")
+    # worst groups .70, .72, .74 -> mean .72, sd .02 over 3 seeds
+    assert cell_.loc["worst_group_accuracy", "mean"] == pytest.approx(0.72)
+    assert cell_.loc["worst_group_accuracy", "ci95"] == pytest.approx(4.302652729911275 * 0.02 / math.sqrt(3))
+    # max disparity per seed: overall drops .06, .06, .03; male drops .10, .08, .06 -> .04, .02, .03
+    assert cell_.loc["max_disparity", "mean"] == pytest.approx(0.03)
+    assert cell_.loc["max_disparity", "n_seeds"] == 3
+    assert set(f["stage"]) == {"pruned", "finetuned"}
+
+    metrics = tmp_path / "metrics.csv"
+    metric_rows().to_csv(metrics, index=False)
+    md, csv, fair = tmp_path / "summary.md", tmp_path / "summary.csv", tmp_path / "fairness.csv"
+    summary_stage(metrics, md, csv, fair, log=lambda *_: None)
+    assert len(pd.read_csv(fair)) == len(f)
+    text = md.read_text()
+    assert "## Fairness metrics of the field" in text
+    assert "| toy | test | finetuned | magnitude | ce | 50 | 80.0 ± " in text  # accuracy first, in pp
+
+
 def test_write_summary(tmp_path):
     md, csv = tmp_path / "summary.md", tmp_path / "summary.csv"
     write_summary(summarize(metric_rows()), md, csv)

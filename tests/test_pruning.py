@@ -7,11 +7,19 @@ import torch.nn.functional as F
 import torch_pruning as tp
 
 from pwprune.models import arch_dict, build_from_arch, classifier_layers, example_input, num_outputs
+from pwprune.names import DATA_FREE_METHODS
 from pwprune.pruning import PRUNING_METHODS, PruneResult, prune_to_target
 
 TOL = 0.02
 # small but real settings for the data-driven methods, so the suite stays fast on CPU
-FAST = {"random": {}, "magnitude": {}, "taylor": {"steps": 3, "batches_per_step": 2}, "autobot": {"iterations": 15}}
+FAST = {
+    "random": {},
+    "magnitude": {},
+    "taylor": {"steps": 3, "batches_per_step": 2},
+    "autobot": {"iterations": 15},
+    "fairgrape": {"batches": 2},
+    "fairprune": {"batches": 1},
+}
 
 
 def make_loader(num_classes=10, c=3, s=32, n=48, bs=16, seed=0):
@@ -45,7 +53,7 @@ def run(
     arch = arch_dict(name, num_classes, in_channels, size)
     model = build_from_arch(arch)
     data = {}
-    if method in ("taylor", "autobot"):
+    if method not in DATA_FREE_METHODS:
         data = {"loader": make_loader(num_classes, in_channels, size), "loss_fn": loss_fn, "teacher": teacher}
     opts = {**FAST[method], **options}
     logs = []
@@ -56,7 +64,7 @@ def run(
 
 
 # methods that only remove channels: the pruned model is the dense one minus them, bit for bit
-WEIGHT_PRESERVING = ("random", "magnitude", "autobot")
+WEIGHT_PRESERVING = ("random", "magnitude", "autobot", "fairgrape", "fairprune")
 
 
 def check_pruned(arch, result, target, method=None):

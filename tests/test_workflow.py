@@ -90,7 +90,7 @@ def grid(config: dict) -> set[tuple]:
                 add("finetune", exp=exp, seed=seed, method=method, ploss=ploss, floss=floss, target=t)
                 add("evaluate", exp=exp, seed=seed, checkpoint=f"pruned/{method}-{ploss}/{t}")
                 add("evaluate", exp=exp, seed=seed, checkpoint=f"finetuned/{method}-{ploss}-{floss}/{t}")
-    for rule in ("aggregate", "summary", "all_figures"):
+    for rule in ("aggregate", "bootstrap", "summary", "all_figures"):
         add(rule)
     return jobs
 
@@ -130,12 +130,14 @@ def upstream(job, full) -> set[tuple]:
         return pick("prepare_data", exp=exp) | maker
     if rule == "aggregate":
         return pick("evaluate") | pick("finetune")
+    if rule == "bootstrap":
+        return pick("evaluate")
     if rule == "figure":
         return pick("aggregate")
     if rule == "teacher_figure":
         return pick("teacher_diagnostic", exp=w["exp"])
     if rule == "summary":
-        return pick("aggregate") | pick("teacher_diagnostic")
+        return pick("aggregate") | pick("bootstrap") | pick("teacher_diagnostic")
     if rule == "all_figures":
         return pick("figure") | pick("teacher_figure") | pick("summary")
     return set()
@@ -527,6 +529,10 @@ EDITS = {
     "fine-tuning stage comment": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
     "evaluation stage comment": (("append", "pwprune/stages/evaluate.py"), {"evaluate"}),
     "metric code comment": (("append", "pwprune/metrics.py"), {"evaluate"}),
+    # the bootstrap's statistics rerun it and the summary only, never an evaluation
+    "bootstrap code comment": (("append", "pwprune/bootstrap.py"), {"bootstrap"}),
+    # the predictions' file format is written by evaluation and read by the bootstrap
+    "predictions format comment": (("append", "pwprune/predictions.py"), {"evaluate", "bootstrap"}),
     "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"evaluate"}),
     "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"), set()),
     # numerics are configuration (issue 20): the thread count a stage computes with reruns that
@@ -592,6 +598,7 @@ def test_each_job_ran_only_code_that_its_hash_covers(smoke_run):
         "evaluate": "evaluate",
         "teacher_diagnostic": "teacher_diagnostic",
         "aggregate": "aggregate",
+        "bootstrap": "bootstrap",
         "figure": "plot",
         "teacher_figure": "teacher_figure",
         "summary": "summary",

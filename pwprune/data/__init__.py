@@ -13,6 +13,7 @@ Kinds (see docs/datasets.md and each module's docstring):
   cifar10         torchvision CIFAR10 layout; variants standard | imbalanced | shortcut
   celeba          torchvision CelebA layout; target/group attributes, optional rebalance
   fitzpatrick17k  public CSV + images/<md5hash>.jpg; train on skin types 1-2
+  images_csv      your images + a CSV: path, label and group columns (intersectional), split
 
 This module imports neither torch nor torchvision (the Snakefile calls `split_names` at
 start-up); `SplitDataset` loads torch on first use.
@@ -31,6 +32,7 @@ from pwprune.fileio import atomic_open
 from pwprune.names import DATASET_KINDS
 
 from .common import DatasetError
+from .groups import cell_counts
 
 # keys every kind accepts; the rest come from the kind's DEFAULTS
 COMMON_DEFAULTS = {"name": None, "root": None, "seed": 0}
@@ -167,7 +169,10 @@ def prepare(dataset_cfg: dict, raw_root=None, out_dir=None, log=print) -> dict:
         "eval_splits": [n for n in names if n not in ("train", "val")],
         "sizes": {n: int(len(splits[n][1])) for n in names},
         "group_counts": {n: [int((splits[n][2] == k).sum()) for k in range(n_groups)] for n in names},
+        # per split, [label][group]: how many samples each label x group cell holds
+        "cell_counts": {n: cell_counts(splits[n][1], splits[n][2], len(built["class_names"]), n_groups) for n in names},
         "config": cfg,
+        **built.get("meta", {}),  # a kind's own additions (images_csv: its group columns)
     }
     write_prepared(out_dir, splits, meta)
     log(f"prepared {cfg['name']} in {out_dir}: " + ", ".join(f"{n}={meta['sizes'][n]}" for n in names))

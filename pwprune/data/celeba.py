@@ -1,5 +1,8 @@
 """CelebA: a binary target attribute (default Blond_Hair), groups from a second attribute
-(default Male), on the official train/valid/test partition.
+(default Male), on the official train/valid/test partition. `group` may also be a list of
+attributes (e.g. [Male, Young]): the groups are then their intersections, named from the value
+names ("female & old", "female & young", "male & old", "male & young"; pwprune.data.groups gives
+the order, first attribute slowest); every combination is a group, an empty one included.
 
 Read through `torchvision.datasets.CelebA(root, split=..., target_type="attr", download=False)`
 from `root/celeba/` (img_align_celeba/*.jpg, list_attr_celeba.txt, identity_CelebA.txt,
@@ -31,6 +34,7 @@ import os
 import numpy as np
 
 from .common import DatasetError, square_resize
+from .groups import attribute_list, combine
 
 ATTRIBUTES = [
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
@@ -58,12 +62,24 @@ def value_names(attr: str) -> list:
     return list(NICE_NAMES.get(attr, [f"not {attr}", attr]))
 
 
+def group_attributes(cfg: dict) -> list:
+    """The config's `group`: one attribute name or a list of them (intersectional groups)."""
+    try:
+        return attribute_list(cfg["group"], "celeba: group")
+    except ValueError as e:
+        raise DatasetError(f"{e} (e.g. Male or [Male, Young])") from None
+
+
 def validate(cfg: dict, valid=ATTRIBUTES):
-    for key in ("target", "group"):
-        if cfg[key] not in valid:
-            raise DatasetError(f"celeba: {key} attribute {cfg[key]!r} is unknown; valid attributes: {', '.join(valid)}")
-    if cfg["target"] == cfg["group"]:
-        raise DatasetError(f"celeba: target and group are both {cfg['target']!r}; choose two different attributes")
+    if cfg["target"] not in valid:
+        raise DatasetError(
+            f"celeba: target attribute {cfg['target']!r} is unknown; valid attributes: {', '.join(valid)}")
+    for a in group_attributes(cfg):
+        if a not in valid:
+            raise DatasetError(f"celeba: group attribute {a!r} is unknown; valid attributes: {', '.join(valid)}")
+        if a == cfg["target"]:
+            raise DatasetError(
+                f"celeba: target and group are both {a!r}; choose a group attribute other than the target")
     rb = cfg["rebalance"]
     if rb is not None:
         if not isinstance(rb, dict) or set(rb) - {"alpha", "beta"}:
@@ -136,13 +152,18 @@ def build(cfg: dict, raw_root, log=print) -> dict:
     # the official header line ends with a space, which torchvision's csv reader turns into an empty name
     names = [a for a in datasets["train"].attr_names if a]
     validate(cfg, valid=names)
-    t, gi = names.index(cfg["target"]), names.index(cfg["group"])
+    t = names.index(cfg["target"])
+    group_attrs = group_attributes(cfg)
+    gis = [names.index(a) for a in group_attrs]
+    # one attribute: its 0/1 value is the group id, as always; several: their product
+    # (pwprune.data.groups, first attribute slowest), every combination kept so ids never depend on the split
+    domains, value_lists = [[0, 1]] * len(gis), [value_names(a) for a in group_attrs]
     rng = np.random.default_rng(cfg["seed"])
     size = cfg["image_size"]
     out = {}
     for ours, ds in datasets.items():
         y = ds.attr[:, t].numpy().astype(np.int64)
-        g = ds.attr[:, gi].numpy().astype(np.int64)
+        g, group_names, _ = combine([ds.attr[:, gi].numpy() for gi in gis], domains, value_lists, empty="keep")
         idx = np.arange(len(y))
         if ours == "train" and cfg["rebalance"]:
             idx = rebalance(y, g, float(cfg["rebalance"].get("alpha", 1)), float(cfg["rebalance"].get("beta", 1)),
@@ -161,6 +182,6 @@ def build(cfg: dict, raw_root, log=print) -> dict:
             if (j + 1) % 20000 == 0:
                 log(f"celeba {ours}: {j + 1}/{len(idx)} images")
         out[ours] = (x, y[idx], g[idx])
-        log(f"celeba {ours}: {len(idx)} images, {cfg['target']} rate {y[idx].mean():.3f}, "
-            f"{cfg['group']} rate {g[idx].mean():.3f}")
-    return {"splits": out, "class_names": value_names(cfg["target"]), "group_names": value_names(cfg["group"])}
+        log(f"celeba {ours}: {len(idx)} images, {cfg['target']} rate {y[idx].mean():.3f}, groups "
+            + ", ".join(f"{name}={int((g[idx] == k).sum())}" for k, name in enumerate(group_names)))
+    return {"splits": out, "class_names": value_names(cfg["target"]), "group_names": group_names}

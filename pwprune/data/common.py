@@ -11,10 +11,11 @@ class DatasetError(ValueError):
     key and says what would be valid or how to get the data."""
 
 
-def stratified_split(labels, fractions: dict, rng) -> dict:
+def stratified_split(labels, fractions: dict, rng, at_least_one=False) -> dict:
     """Split indices 0..N-1 into named parts with (about) the given fractions *within each label*,
     so every class keeps its share in every part. The last name takes the remainder, so no sample
-    is lost to rounding. Returns name -> sorted int64 index array."""
+    is lost to rounding. at_least_one: a label with at least len(fractions) samples gets at least
+    one in every part. Returns name -> sorted int64 index array."""
     labels = np.asarray(labels)
     names = list(fractions)
     parts = {n: [] for n in names}
@@ -22,8 +23,10 @@ def stratified_split(labels, fractions: dict, rng) -> dict:
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
         start = 0
-        for n in names[:-1]:
+        for j, n in enumerate(names[:-1]):
             k = int(round(fractions[n] * len(idx)))
+            if at_least_one and len(idx) >= len(names):  # leave at least one for each later part
+                k = min(max(k, 1), len(idx) - start - (len(names) - 1 - j))
             parts[n].append(idx[start:start + k])
             start += k
         parts[names[-1]].append(idx[start:])
@@ -42,19 +45,21 @@ def pick_per_label(labels, share: float, rng) -> np.ndarray:
     return mask
 
 
-def square_resize(img, size: int):
-    """PIL image -> (3, size, size) uint8. Centre-crop to a square first so faces/lesions keep
-    their aspect ratio (CelebA's aligned crops are 178x218, Fitzpatrick images vary)."""
+def square_resize(img, size: int, mode: str = "RGB"):
+    """PIL image -> (3, size, size) uint8 (mode "RGB") or (1, size, size) (mode "L"). Centre-crop
+    to a square first so faces/lesions keep their aspect ratio (CelebA's aligned crops are
+    178x218, Fitzpatrick images vary)."""
     from PIL import Image
 
-    img = img.convert("RGB")
+    img = img.convert(mode)
     w, h = img.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     img = img.crop((left, top, left + s, top + s))
     if s != size:
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    a = np.asarray(img, dtype=np.uint8)
+    return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy()
 
 
 def resize_batch(x: np.ndarray, size: int) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Structured (channel) pruning to a MAC-reduction target.
 
 scorers.py     every method as one scorer, score(model, layout, data, **options) -> one score
-               per channel, and SCORERS, the one table of them (random, magnitude, taylor, autobot)
+               per channel, and SCORERS, the one table of them (random, magnitude, taylor, autobot,
+               fairgrape, fairprune)
+fair.py        the group-aware baselines' per-group importance: FairGRAPE's Taylor terms and greedy
+               share-keeping order, FairPrune's Fisher saliency (docs/fair-baselines.md)
 importance.py  the criteria and probes the scorers use: filter norms, per-group normalisation,
                gates and activation x gradient probes on feature maps
 autobot.py     AutoBot's trainable gates (their values are its scores) and its authors' threshold search

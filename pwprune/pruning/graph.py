@@ -97,6 +97,13 @@ def _is_full_conv(m):
     return (isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1) or isinstance(m, nn.Linear)
 
 
+def _is_grouped_conv(m):
+    """A grouped convolution that is not depthwise (RegNet, ResNeXt): Torch-Pruning removes its
+    channels without keeping them spread evenly over the groups (its in-channel handler then keeps
+    the wrong weights), so every channel group that touches one stays whole."""
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not (m.groups == m.in_channels == m.out_channels)
+
+
 def _channel_count(m, role):
     if isinstance(m, nn.Linear):
         return m.in_features if role == "in" else m.out_features
@@ -136,6 +143,8 @@ class Layout:
         axes = {}  # (module name, role) -> list of (local, flat)
         site_items = {}
         for group in DG.get_all_groups(ignored_layers=ignored):
+            if any(_is_grouped_conv(item.dep.target.module) for item in group):
+                continue  # held whole: see _is_grouped_conv
             root = group[0].dep.target.module
             key, n = names[root], len(group[0].idxs)
             off = self.total

@@ -110,15 +110,23 @@ class ChannelHooks:
 
         return hook
 
-    def taylor_batch(self):
-        """|sum over coupled feature maps of activation x gradient| per sample, summed over the
-        batch (caller divides by samples seen). Call after backward; clears the probes."""
+    def taylor_samples(self):
+        """(N, layout.total): per sample, the sum over coupled feature maps of activation x
+        gradient (signed), the gradient of the loss backpropagated from. Call after backward;
+        clears the probes. (The group-aware scorers, pwprune.pruning.fair, split it by group.)"""
         n = self.probes[0][0].shape[0] if self.probes else 0
         per_sample = torch.zeros(n, self.layout.total)
         for probe, local, flat in self.probes:
             if probe.grad is not None:
                 per_sample.index_add_(1, flat, probe.grad.detach().float().cpu()[:, local])
         self.probes = []
+        return per_sample
+
+    def taylor_batch(self):
+        """|sum over coupled feature maps of activation x gradient| per sample, summed over the
+        batch (caller divides by samples seen). Call after backward; clears the probes."""
+        per_sample = self.taylor_samples()
+        n = per_sample.shape[0]
         return per_sample.abs().sum(0), n
 
     def remove(self):

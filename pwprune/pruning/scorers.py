@@ -26,6 +26,7 @@ import inspect
 import torch
 
 from .autobot import check_options, gate_loss, train_gates
+from .fair import draw_batches, fairprune_scores, greedy_scores, group_fisher, group_taylor, group_weights
 from .importance import ChannelHooks, magnitude_scores, normalise_in_groups, taylor_sites
 from .loop import batches, forward_loss
 
@@ -207,10 +208,56 @@ def autobot_score(
     )
 
 
-# the one registry of pruning methods, in the paper's order (data-free first)
+@loop_options(steps=1)
+def fairgrape_score(model, layout, data, *, batches=16):
+    """FairGRAPE (Lin et al. 2022; pwprune.pruning.fair, docs/fair-baselines.md): per-group Taylor
+    importance over `batches` batches of data.batch() (fair.group_taylor: eval mode, no weight
+    changes), then, within each dependency group, the greedy selection that keeps every sensitive
+    group's share of the importance near its share in the model as given (fair.greedy_keep_order);
+    the score is the channel's place in that order, scaled to (0, 1] per group, so every group loses
+    about the same fraction of its channels, last-kept first. `steps` > 1 rescores the pruned model
+    on a geometric schedule, each round's targets taken from the model that round starts from."""
+    drawn, groups = draw_batches(data, batches, "fairgrape")
+    importance = group_taylor(model, layout, drawn, groups, data.loss_fn, data.teacher, data.device)
+    shares = (importance.sum(0) / importance.sum().clamp(min=1e-30)).tolist()
+    data.log(
+        f"fairgrape: groups {groups}, importance shares {', '.join(f'{s:.3f}' for s in shares)} "
+        f"over {len(drawn)} batch(es)"
+    )
+    return greedy_scores(layout, importance)
+
+
+def fairprune_score(model, layout, data, *, batches=4, beta=1.0, normalise=True):
+    """FairPrune (Wu et al. 2022; pwprune.pruning.fair, docs/fair-baselines.md): per-group OBD
+    saliency 1/2 theta^2 F (F the empirical Fisher of the group's per-sample gradients) over
+    `batches` batches of data.batch(), summed per channel over its coupled layers
+    (fair.group_fisher); the group with the highest accuracy of the model on those samples is
+    privileged (fair.group_weights). Score -(S_priv - beta * S_unpriv): the channels salient for the
+    privileged group and not for the unprivileged one go first. normalise divides each dependency
+    group's scores by its mean total saliency."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        raise ValueError(f"fairprune option beta must be a number >= 0, got {beta!r}")
+    if not isinstance(normalise, bool):
+        raise ValueError(f"fairprune option normalise must be true or false, got {normalise!r}")
+    drawn, groups = draw_batches(data, batches, "fairprune")
+    saliency, accuracy, prob = group_fisher(model, layout, drawn, groups, data.loss_fn, data.teacher, data.device)
+    priv, weights = group_weights(accuracy, prob)
+    data.log(
+        f"fairprune: group accuracy on the {sum(len(b[1]) for b in drawn)} scored training samples "
+        + ", ".join(f"{g}: {a:.3f}" for g, a in zip(groups, accuracy))
+        + f"; privileged group {groups[priv]}, unprivileged weights "
+        + ", ".join(f"{g}: {w:.3f}" for g, w in zip(groups, weights) if g != groups[priv])
+    )
+    return fairprune_scores(layout, saliency, priv, weights, float(beta), normalise)
+
+
+# the one registry of pruning methods, in the paper's order (data-free first), then the
+# group-aware baselines (issue 14)
 SCORERS = {
     "random": random_score,
     "magnitude": magnitude_score,
     "taylor": taylor_score,
     "autobot": autobot_score,
+    "fairgrape": fairgrape_score,
+    "fairprune": fairprune_score,
 }

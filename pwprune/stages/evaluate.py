@@ -29,14 +29,16 @@ def evaluate(
     log=print,
     counted_layers="all",
     environment="unrecorded",
+    predictions=None,
 ):
     """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
     size, MACs (every layer's) and measured CPU latency per sample. Returns the rows (dicts with
     METRIC_COLUMNS). `achieved_reduction` is in the pruning's count, which `counted_layers` names
     ("all" or "conv"); `environment`, the one-line numeric environment that made the checkpoint
     (pwprune.environment.environment_id), goes with every row. Where the prepared data's groups are its classes (meta
-    `groups_are_classes`), a group's AUROC is its class's one-vs-rest AUROC."""
-    from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
+    `groups_are_classes`), a group's AUROC is its class's one-vs-rest AUROC. `predictions`, a
+    dict, receives per split the per-sample `{pred, y, g}` arrays (the bootstrap's input)."""
+    from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict, predicted_classes
     from pwprune.models import example_input
 
     bs = evaluate_cfg.get("batch_size", 256)
@@ -48,6 +50,13 @@ def evaluate(
     # eval_splits already lists "test" first (pwprune.data meta)
     for split in list(prepared.meta.get("eval_splits") or ["test"]):
         logits, labels, groups = predict(model, eval_loader(prepared, split, bs, arch, device), device)
+        if predictions is not None:
+            predictions[split] = {
+                "pred": predicted_classes(logits),
+                "y": labels.numpy(),
+                "g": groups.numpy(),
+                "binary": logits.ndim == 1,  # a single logit, as group_metrics' rates
+            }
         for r in group_metrics(
             logits,
             labels,
@@ -76,9 +85,11 @@ def evaluate(
     return [{c: r[c] for c in METRIC_COLUMNS} for r in rows]
 
 
-def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=print):
-    """One checkpoint -> its metrics CSV at `out` (METRIC_COLUMNS). A fine-tuned checkpoint whose
-    training diverged holds the pruned weights; its rows are marked degenerate, accuracy NaN.
+def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, predictions_out=None, log=print):
+    """One checkpoint -> its metrics CSV at `out` (METRIC_COLUMNS) and, at `predictions_out`, its
+    per-sample predictions (pwprune.predictions; the input of pwprune.bootstrap). A fine-tuned
+    checkpoint whose training diverged holds the pruned weights; its rows are marked degenerate,
+    accuracy NaN, and its predictions file says it diverged.
     Every row names the numeric environment that made the checkpoint (its meta's `environment`;
     "unrecorded" for a checkpoint from before environments were recorded)."""
     from pwprune.checkpoint import CheckpointError, load_checkpoint
@@ -93,9 +104,11 @@ def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=pri
             "written by this pipeline version: delete it and rerun the job that "
             "produces it"
         )
+    predictions = {}
+    prepared = load_data(data_dir)
     rows = evaluate(
         model,
-        load_data(data_dir),
+        prepared,
         info["arch"],
         evaluate_cfg,
         device,
@@ -104,10 +117,20 @@ def evaluate_stage(checkpoint_path, data_dir, evaluate_cfg, device, out, log=pri
         log,
         counted_layers=meta.get("counted_layers", "all"),
         environment=environment_id(meta.get("environment")),
+        predictions=predictions,
     )
     if meta.get("diverged"):
         log(f"{checkpoint_path}: its fine-tuning diverged; rows marked degenerate")
         for r in rows:
-            r.update(accuracy=math.nan, auroc=math.nan, degenerate=True)
+            r.update(accuracy=math.nan, auroc=math.nan, tpr=math.nan, fpr=math.nan, degenerate=True)
+    if predictions_out is not None:
+        from pwprune.predictions import write_predictions
+
+        write_predictions(
+            predictions_out,
+            predictions,
+            n_groups=len(prepared.meta["group_names"]),
+            diverged=bool(meta.get("diverged")),
+        )
     write_rows(out, rows, METRIC_COLUMNS)
     return rows

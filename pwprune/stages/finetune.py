@@ -1,4 +1,4 @@
-"""Pruned checkpoint + loss (ce | pw | ablations) -> fine-tuned checkpoint, its history, and the
+"""Pruned checkpoint + loss (ce | pw | ablations | ceag) -> fine-tuned checkpoint, its history, and the
 per-epoch share of the loss on each label x group cell. Its metrics come from the evaluate
 stage."""
 
@@ -6,6 +6,29 @@ from __future__ import annotations
 
 from pwprune.stages.inputs import fit, load_data, make_loss, make_teacher
 from pwprune.stages.jobs import write_json, write_rows
+
+
+def make_ceag_loss(prepared, teacher, settings):
+    """CEAG's Lagrangian (pwprune.ceag.CEAGLoss) over the data's groups; with the cached teacher its
+    dense baseline is the dense model's accuracy over the whole training split, overall and per
+    group (the authors' precomputed baseline); with the frozen one (augmented data) each batch's."""
+    import numpy as np
+    import torch
+
+    from pwprune.ceag import CEAGLoss
+    from pwprune.loss import CachedTeacher
+
+    loss_fn = CEAGLoss(len(prepared.meta["group_names"]), **(settings or {}))
+    if isinstance(teacher, CachedTeacher):
+        train = prepared.splits["train"]
+        y, g = torch.tensor(np.asarray(train.y), dtype=torch.long), torch.tensor(np.asarray(train.g), dtype=torch.long)
+        if teacher.logits.shape[0] != len(y):
+            raise ValueError(
+                f"teacher outputs have {teacher.logits.shape[0]} rows but the training split has "
+                f"{len(y)} samples; delete the teacher file and rerun the dense training job"
+            )
+        loss_fn.set_baseline(teacher.logits.cpu(), y, g)
+    return loss_fn
 
 
 def finetune_stage(
@@ -38,7 +61,10 @@ def finetune_stage(
         # only the frozen (on-the-fly) teacher needs the dense weights; the cached one reads logits
         dense = load_checkpoint(dense_path, device=device)[0] if augment else None
         teacher = make_teacher(augment, dense, teacher_path, device)
-    loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
+    if finetune["loss"] == "ceag":
+        loss_fn = make_ceag_loss(prepared, teacher, finetune.get("ceag"))
+    else:
+        loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
     log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
     numerics = numerics or {}
     history = fit(
@@ -55,7 +81,13 @@ def finetune_stage(
         numerics=numerics,
         resume=resume,
     )
-    shares = [{"epoch": h["epoch"], **s} for h in history for s in h.get("loss_shares", [])]
+    # the cells by their names (meta.json), as every table and figure shows them; history keeps the ids
+    cls, grp = prepared.meta["class_names"], prepared.meta["group_names"]
+    shares = [
+        {"epoch": h["epoch"], **s, "label": cls[s["label"]], "group": grp[s["group"]]}
+        for h in history
+        for s in h.get("loss_shares", [])
+    ]
     diverged = bool(history and history[-1].get("diverged"))
     if diverged:
         # Recorded as a degenerate trial; the non-finite weights are never saved: the checkpoint

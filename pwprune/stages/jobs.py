@@ -23,6 +23,8 @@ METRIC_COLUMNS = [
     "n",
     "accuracy",
     "auroc",
+    "tpr",
+    "fpr",
     "degenerate",
     "params",
     "macs",

@@ -4,13 +4,23 @@ and variants against their bases."""
 from __future__ import annotations
 
 
-def summary_stage(metrics_path, md, csv, log=print):
+def summary_stage(metrics_path, md, csv, fairness_csv, intervals_path=None, log=print):
+    """The tidy table -> the CE-vs-PW summary (md, csv) with the field's fairness metrics as a
+    section of md and in full in fairness_csv (pwprune.summary.field_metrics; single runs with
+    the bootstrap intervals of intervals_path, results/bootstrap.csv)."""
+    import pandas as pd
+
     from pwprune import summary
 
     metrics = summary.read_table(metrics_path)
     table = summary.summarize(metrics)
     summary.write_summary(table, md, csv, metrics=metrics)  # metrics: its numeric environments
-    log(f"summary: {len(table)} rows -> {md}, {csv}")
+    intervals = pd.read_csv(intervals_path) if intervals_path is not None else None
+    field = summary.field_metrics(metrics, intervals=intervals)
+    field.to_csv(fairness_csv, index=False)
+    with open(md, "a") as f:
+        f.write("\n" + "\n".join(summary.field_section(field)) + "\n")
+    log(f"summary: {len(table)} rows -> {md}, {csv}; {len(field)} fairness metrics -> {fairness_csv}")
 
 
 def variant_summary_stage(metrics_path, pairs, descriptions, md, csv, log=print):

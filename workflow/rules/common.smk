@@ -33,7 +33,7 @@ wildcard_constraints:
     seed=r"\d+",
     method="|".join(names.METHODS),
     ploss="|".join(names.PRUNE_LOSSES),
-    floss="|".join(names.LOSS_KINDS),
+    floss="|".join(names.FINETUNE_LOSSES),
     target=r"0\.\d+",
 
 
@@ -60,6 +60,7 @@ CODE = {
         "evaluate.py",
         "teacher_diagnostic.py",
         "aggregate.py",
+        "bootstrap.py",
         "plot.py",
         "teacher_figure.py",
         "summary.py",
@@ -259,6 +260,8 @@ def finetune_params(w):
     p = {"loop": cfg["finetune"], "loss": w.floss}
     if w.floss.startswith("pw"):
         p["pw"] = pc.pw_settings(cfg, w.method)
+    elif w.floss == "ceag":
+        p["ceag"] = pc.ceag_settings(cfg)
     return p
 
 
@@ -285,6 +288,13 @@ def run_table(run_list):
 
 def table_inputs(table):
     return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
+
+
+def predictions_inputs(table):
+    """The per-sample predictions beside each run's three metric files (the bootstrap's input)."""
+    return sorted(
+        {str(Path(row[k]).with_name("predictions.npz")) for row in table for k in ("dense", "pruned", "finetuned")}
+    )
 
 
 def teacher_diagnostics(exps):

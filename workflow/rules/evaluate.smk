@@ -13,6 +13,7 @@ rule evaluate:
         data=lambda w: prep_dir(w.exp),
     output:
         metrics=f"{CHECKPOINT}/metrics.csv",
+        predictions=f"{CHECKPOINT}/predictions.npz",
     wildcard_constraints:
         checkpoint=r"dense|pruned/[^/]+/0\.\d+|finetuned/[^/]+/0\.\d+",
     params:

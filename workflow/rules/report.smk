@@ -33,6 +33,29 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
+rule bootstrap:
+    input:
+        predictions_inputs(MAIN_TABLE),
+    output:
+        intervals="results/bootstrap.csv",
+    params:
+        table=MAIN_TABLE,
+        code=CODE["bootstrap.py"],
+    log:
+        "logs/bootstrap.log",
+    benchmark:
+        "benchmarks/out/bootstrap.tsv"
+    threads: 1
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/pwprune.yaml"
+    script:
+        "../scripts/bootstrap.py"
+
+
 use rule aggregate as aggregate_ablation with:
     input:
         table_inputs(ABLATION_TABLE),
@@ -121,10 +144,12 @@ rule teacher_figure:
 rule summary:
     input:
         metrics="results/metrics.csv",
+        intervals="results/bootstrap.csv",
         diagnostics=teacher_diagnostics(ACTIVE),
     output:
         md=report("results/summary.md", caption="../report/summary.rst", category="summary"),
         csv="results/summary.csv",
+        fairness="results/fairness.csv",
         headline="results/headline.json",
     params:
         experiments=ACTIVE,

@@ -8,4 +8,12 @@ with (
 ):
     p = snakemake.params
     device = setup(p.numerics, snakemake.threads, p.device, 0, log)
-    evaluate_stage(snakemake.input.model, snakemake.input.data, p.evaluate, device, snakemake.output.metrics, log=log)
+    evaluate_stage(
+        snakemake.input.model,
+        snakemake.input.data,
+        p.evaluate,
+        device,
+        snakemake.output.metrics,
+        predictions_out=snakemake.output.predictions,
+        log=log,
+    )
