@@ -17,6 +17,8 @@ _LAZY = {
     "save_checkpoint": "pwprune.checkpoint",
     "load_checkpoint": "pwprune.checkpoint",
     "fit": "pwprune.train",
+    "compress": "pwprune.api",
+    "CompressionResult": "pwprune.api",
 }
 
 __all__ = sorted(_LAZY)

@@ -14,6 +14,8 @@ from __future__ import annotations
 # ---- pruning
 # the paper's order: data-free methods first; then the group-aware baselines (docs/fair-baselines.md)
 METHODS = ("random", "magnitude", "taylor", "autobot", "fairgrape", "fairprune")
+# the methods that use group labels while choosing channels; the rest are the plain methods
+GROUP_AWARE_METHODS = ("fairgrape", "fairprune")
 # These methods use no data while choosing channels, so the pruning-phase loss is moot:
 # one pruned checkpoint serves every label.
 DATA_FREE_METHODS = ("random", "magnitude")
@@ -124,6 +126,6 @@ MODEL_NAMES = OWN_MODELS + tuple(n for n in TORCHVISION_CLASSIFIERS if n not in 
 PRETRAINED_CHOICES = ("none", "imagenet")
 
 # ---- figures (pwprune.plots draws them; workflow/rules/report.smk asks for them)
-FIGURES = ("group_performance", "fairness_gap", "tradeoff", "ablation", "loss_shares")
+FIGURES = ("group_performance", "fairness_gap", "tradeoff", "comparison", "ablation", "loss_shares")
 ABLATION_FIGURE = "ablation"  # drawn from the ablation table, by its own rule
 MAIN_FIGURES = tuple(f for f in FIGURES if f != ABLATION_FIGURE)

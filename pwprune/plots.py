@@ -11,7 +11,11 @@ global backend state. Choices worth knowing when reading them:
   panels readable (it stays in metrics.csv).
 - Points are the mean over seeds with a 95% t-interval; degenerate (collapsed) trials are in the
   mean and each is also drawn as a black x at its own value, so a collapse is visible.
-- CE and PW at the same x are nudged apart (side by side) so their intervals do not overlap.
+- The main figures draw every fine-tuning label the experiment ran (CE, PW, CEAG; names order,
+  only those present); the labels at the same x are nudged apart (side by side) so their
+  intervals do not overlap. `comparison` puts every method and label on the same axes, one column
+  per target. The ablation figure has its own labels; `loss_shares` is CE vs PW only (the paper's
+  Figure 4).
 - The ablation figure, when no ablation rows exist, is a placeholder page saying so (the
   workflow's output file still exists, and the report says plainly it was not run).
 """
@@ -25,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
-from pwprune.names import ABLATION_ONLY_LABELS, FIGURES, MAIN_LABELS
+from pwprune.names import ABLATION_ONLY_LABELS, EXPERIMENT_LOSS_LABELS, FIGURES, MAIN_LABELS
 from pwprune.summary import (
     aggregate_trials,
     clean_metrics,
@@ -37,10 +41,13 @@ from pwprune.summary import (
 )
 
 DPI = 200
-# one palette for every figure (Okabe-Ito, colour-blind safe): CE blue, PW vermillion
+# one palette for every figure (Okabe-Ito, colour-blind safe): CE blue, PW vermillion, CEAG bluish
+# green. pw_weight shares CEAG's green: the ablation figure (the only one drawing pw_weight) never
+# draws CEAG, and the main figures never draw pw_weight.
 PALETTE = {
     "ce": "#0072B2",
     "pw": "#D55E00",
+    "ceag": "#009E73",
     "pw_weight": "#009E73",
     "pw_correct": "#CC79A7",
     "pw_prune_only": "#E69F00",
@@ -51,6 +58,7 @@ PALETTE = {
 LOSS_TITLES = {
     "ce": "CE",
     "pw": "PW",
+    "ceag": "CEAG (constrained fine-tuning)",
     "pw_weight": "PW weighting only",
     "pw_correct": "PW correction only",
     "pw_prune_only": "PW in pruning phase only",
@@ -59,6 +67,18 @@ LOSS_TITLES = {
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 LINESTYLES = ("-", "--", ":", "-.")
 X_LABEL = "FLOP (MAC) reduction (%)"
+
+
+def _present_labels(losses):
+    """The experiment labels (pwprune.names.EXPERIMENT_LOSS_LABELS: ce, pw, ceag) among `losses`,
+    in that order: what the main figures draw."""
+    have = set(losses)
+    return tuple(l for l in EXPERIMENT_LOSS_LABELS if l in have)
+
+
+NO_ROWS = "No fine-tuned rows of {} in metrics.csv for this experiment.".format(
+    "/".join(l.upper() for l in EXPERIMENT_LOSS_LABELS)
+)
 
 
 def _color(loss):
@@ -201,7 +221,8 @@ def _panel_grid(fig, nrows, ncols, sharey="row"):
 
 
 def _group_performance(d, experiment, split, out_stem):
-    fin = d[(d["stage"] == "finetuned") & d["loss"].isin(list(MAIN_LABELS))]
+    fin = d[(d["stage"] == "finetuned") & d["loss"].isin(list(EXPERIMENT_LOSS_LABELS))]
+    labels = _present_labels(fin["loss"])
     dense = d[d["stage"] == "dense"]
     methods = sort_methods(fin["method"])
     groups = [g for g in dict.fromkeys(d["group"]) if g != "all"]
@@ -209,13 +230,13 @@ def _group_performance(d, experiment, split, out_stem):
     if not methods:
         return _placeholder(
             f"{experiment}: per-group performance",
-            "No fine-tuned CE/PW rows in metrics.csv for this experiment.",
+            NO_ROWS,
             out_stem,
         )
     fig = Figure(figsize=(max(4.0 * len(methods) + 1.0, 8.0), 6.8), layout="constrained")
     axes = _panel_grid(fig, 2, len(methods))
     metrics = (("accuracy", "accuracy (%)", 100.0), ("auroc", "AUROC (0–1)", 1.0))
-    k = 2 * len(groups)
+    k = len(labels) * len(groups)
     for j, method in enumerate(methods):
         m = fin[fin["method"] == method]
         for r, (col, ylabel, scale) in enumerate(metrics):
@@ -226,7 +247,7 @@ def _group_performance(d, experiment, split, out_stem):
                     ax.axhline(
                         ref * scale, color=PALETTE["dense"], linewidth=0.8, linestyle=LINESTYLES[gi % 4], alpha=0.8
                     )
-                for li, loss in enumerate(MAIN_LABELS):
+                for li, loss in enumerate(labels):
                     rows = m[m["group"] == g]
                     _series(
                         ax,
@@ -257,7 +278,7 @@ def _group_performance(d, experiment, split, out_stem):
             if r == 0:
                 ax.set_title(method)
             ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in labels]
     handles += [
         Line2D(
             [], [], color="black", marker=MARKERS[gi % len(MARKERS)], linestyle=LINESTYLES[gi % 4], label=f"group: {g}"
@@ -334,20 +355,19 @@ def _trials_vs_target(d, experiment, split, out_stem, losses, columns, title, ab
 
 
 def _fairness_gap(d, experiment, split, out_stem):
-    cols = [(v, y, MAIN_LABELS, "") for v, y in FAIRNESS_PANELS]
+    labels = _present_labels(d.loc[d["stage"] == "finetuned", "loss"])
+    cols = [(v, y, labels, "") for v, y in FAIRNESS_PANELS]
     paths = _trials_vs_target(
         d,
         experiment,
         split,
         out_stem,
-        MAIN_LABELS,
+        labels,
         cols,
         f"{experiment}: fairness after fine-tuning vs FLOP reduction ({split} split; "
         f"drops against each seed's dense model)",
     )
-    return paths or _placeholder(
-        f"{experiment}: fairness gap", "No fine-tuned CE/PW rows in metrics.csv for this experiment.", out_stem
-    )
+    return paths or _placeholder(f"{experiment}: fairness gap", NO_ROWS, out_stem)
 
 
 # --- 3. accuracy vs latency and MACs ---
@@ -363,7 +383,8 @@ def _plain_log_ticks(ax):
 
 def _tradeoff(d, experiment, split, out_stem):
     trials = trial_table(d, "finetuned")
-    trials = trials[trials["loss"].isin(list(MAIN_LABELS))]
+    trials = trials[trials["loss"].isin(list(EXPERIMENT_LOSS_LABELS))]
+    labels = _present_labels(trials["loss"])
     dense = (
         trial_table(d, "dense")
         .groupby("seed")[["accuracy", "worst_group_accuracy", "latency_ms", "macs"]]
@@ -372,9 +393,7 @@ def _tradeoff(d, experiment, split, out_stem):
     )
     methods = sort_methods(trials["method"])
     if not methods:
-        return _placeholder(
-            f"{experiment}: trade-off", "No fine-tuned CE/PW rows in metrics.csv for this experiment.", out_stem
-        )
+        return _placeholder(f"{experiment}: trade-off", NO_ROWS, out_stem)
     fig = Figure(figsize=(9, 7), layout="constrained")
     axes = _panel_grid(fig, 2, 2, sharey="row")
     ys = (("accuracy", "overall accuracy (%)"), ("worst_group_accuracy", "worst-group accuracy (%)"))
@@ -385,7 +404,7 @@ def _tradeoff(d, experiment, split, out_stem):
         for c, (xv, xlabel) in enumerate(xs):
             ax = axes[r, c]
             for mi, method in enumerate(methods):
-                for loss in MAIN_LABELS:
+                for loss in labels:
                     t = trials[(trials["method"] == method) & (trials["loss"] == loss)]
                     if not len(t):
                         continue
@@ -415,7 +434,7 @@ def _tradeoff(d, experiment, split, out_stem):
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
-    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in MAIN_LABELS]
+    handles = [Line2D([], [], color=_color(l), linewidth=2, label=_label(l)) for l in labels]
     handles += [
         Line2D([], [], color="black", marker=MARKERS[mi % len(MARKERS)], linestyle="none", label=f"method: {m}")
         for mi, m in enumerate(methods)
@@ -427,6 +446,150 @@ def _tradeoff(d, experiment, split, out_stem):
     ]
     _legend(fig, handles, ncol=4)
     fig.suptitle(f"{experiment}: accuracy vs cost after fine-tuning, one point per target reduction ({split} split)")
+    return _save(fig, out_stem)
+
+
+# --- 3b. every method and every fine-tuning loss on the same axes, one column per target ---
+
+COMPARISON_ROWS = (
+    ("worst_drop", "(a) worst-group accuracy drop\nfrom dense (pp)"),
+    ("overall_drop", "(b) overall accuracy drop\nfrom dense (pp)"),
+    ("gap", "(c) best − worst group\naccuracy (pp)"),
+)
+
+
+def _with_overall_drop(trials, d):
+    """trials + `overall_drop`: the dense model's overall (`all`) accuracy minus the trial's, against
+    the dense model of the same seed (the seed-averaged one where that seed has none), as
+    summary.trial_table measures the group drops."""
+    dense = d[(d["stage"] == "dense") & (d["group"] == "all")].groupby("seed")["accuracy"].mean()
+    ref = trials["seed"].map(dense).astype(float).fillna(dense.mean() if len(dense) else math.nan)
+    return trials.assign(overall_drop=ref - trials["accuracy"])
+
+
+def _categorical_step(n_labels):
+    """Distance between the labels side by side at one method: they spread over at most ±0.3."""
+    return min(0.25, 0.6 / max(n_labels - 1, 1))
+
+
+def _dodge_categorical(mi, li, n_labels):
+    """x of label li of n_labels at the method in position mi."""
+    return mi + (li - (n_labels - 1) / 2) * _categorical_step(n_labels)
+
+
+def _comparison(d, experiment, split, out_stem):
+    trials = trial_table(d, "finetuned")
+    trials = _with_overall_drop(trials[trials["loss"].isin(list(EXPERIMENT_LOSS_LABELS))], d)
+    labels = _present_labels(trials["loss"])
+    methods = sort_methods(trials["method"])
+    if not methods:
+        return _placeholder(f"{experiment}: every method and loss", NO_ROWS, out_stem)
+    targets = sorted(set(trials["target_reduction"]))
+    dense_gap = trial_table(d, "dense").groupby("seed")["gap"].mean().mean()
+    width = max(3.2, 0.25 * len(methods) * len(labels) + 1.0)
+    fig = Figure(figsize=(width * len(targets) + 0.8, 2.7 * len(COMPARISON_ROWS) + 1.4), layout="constrained")
+    axes = _panel_grid(fig, len(COMPARISON_ROWS), len(targets), sharey="row")
+    for j, target in enumerate(targets):
+        at = trials[trials["target_reduction"] == target]
+        # the best cell: the lowest mean worst-group drop over seeds at this target
+        cells = {
+            (mi, li): t_interval(at.loc[(at["method"] == m) & (at["loss"] == loss), "worst_drop"])[0]
+            for mi, m in enumerate(methods)
+            for li, loss in enumerate(labels)
+        }
+        finite = {c: v for c, v in cells.items() if np.isfinite(v)}
+        best = min(finite, key=finite.get) if finite else None
+        for r, (value, ylabel) in enumerate(COMPARISON_ROWS):
+            ax = axes[r, j]
+            if value == "gap":
+                if np.isfinite(dense_gap):
+                    ax.axhline(dense_gap * 100, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
+            else:
+                ax.axhline(0, color=PALETTE["dense"], linewidth=0.9, linestyle="--")
+            bounds = (0, 100) if value == "gap" else (-100, 100)
+            for mi, method in enumerate(methods):
+                for li, loss in enumerate(labels):
+                    t = at[(at["method"] == method) & (at["loss"] == loss)]
+                    v = t[value].astype(float) * 100
+                    ok = np.isfinite(v.to_numpy())
+                    if not ok.any():
+                        continue
+                    x = _dodge_categorical(mi, li, len(labels))
+                    mean, half = t_interval(v)
+                    # the seeds just right of their mean, so its marker does not hide them
+                    seeds_x = x + 0.35 * _categorical_step(len(labels))
+                    ax.scatter(np.full(ok.sum(), seeds_x), v[ok], s=8, color=_color(loss), alpha=0.45, linewidths=0)
+                    ax.errorbar(
+                        [x],
+                        [mean],
+                        yerr=_yerr(np.array([mean]), np.array([half]), bounds),
+                        color=_color(loss),
+                        marker="o",
+                        markersize=5,
+                        capsize=2.5,
+                        linewidth=1.3,
+                        linestyle="none",
+                    )
+                    bad = t["degenerate"].to_numpy() & ok
+                    if bad.any():
+                        ax.scatter(
+                            np.full(bad.sum(), x),
+                            v[bad],
+                            marker="x",
+                            color="black",
+                            s=30,
+                            linewidths=1.2,
+                            zorder=5,
+                        )
+                    if (mi, li) == best:
+                        ax.scatter(
+                            [x],
+                            [mean],
+                            s=160,
+                            facecolors="none",
+                            edgecolors="black",
+                            linewidths=1.2,
+                            zorder=6,
+                            gid="best",
+                        )
+            ax.set_xticks(range(len(methods)))
+            tilt = len(methods) > 3
+            ax.set_xticklabels(
+                methods, rotation=30 if tilt else 0, ha="right" if tilt else "center", rotation_mode="anchor"
+            )
+            ax.set_xlim(-0.6, len(methods) - 0.4)
+            ax.grid(alpha=0.3, axis="y")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if r == 0:
+                ax.set_title(f"{100 * target:.4g}% of MACs removed (target)", fontsize=10)
+            if r == len(COMPARISON_ROWS) - 1:
+                ax.set_xlabel("pruning method")
+    handles = [Line2D([], [], color=_color(l), marker="o", linestyle="none", label=_label(l)) for l in labels]
+    handles += [
+        Line2D([], [], color="#777777", marker="o", markersize=3, alpha=0.5, linestyle="none", label="one seed"),
+        _ci_handle(),
+        _degenerate_handle(),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            markeredgecolor="black",
+            linestyle="none",
+            label="lowest mean worst-group drop at this target",
+        ),
+        Line2D(
+            [], [], color=PALETTE["dense"], linestyle="--", label="no change (drop rows) / dense model's gap (gap row)"
+        ),
+    ]
+    _legend(fig, handles, ncol=4)
+    fig.suptitle(
+        f"{experiment}: every pruning method × fine-tuning loss after fine-tuning, one column per target\n"
+        f"(a) worst-group drop, (b) overall drop, (c) best − worst gap; {split} split; "
+        f"drops against each seed's dense model"
+    )
     return _save(fig, out_stem)
 
 
@@ -515,7 +678,10 @@ def _loss_shares(shares, experiment, out_stem):
     table = loss_share_table(shares, experiment)
     if not len(table):
         return _placeholder(
-            f"{experiment}: loss shares", f"No CE/PW rows for experiment '{experiment}' in loss_shares.csv.", out_stem
+            f"{experiment}: loss shares",
+            f"No CE/PW rows for experiment '{experiment}' in loss_shares.csv.\nThis figure compares CE "
+            f"with PW only (the paper's Figure 4); other fine-tuning labels are not drawn here.",
+            out_stem,
         )
     labels = list(dict.fromkeys(table["label"]))
     groups = list(dict.fromkeys(table["group"]))
@@ -567,7 +733,8 @@ def _loss_shares(shares, experiment, out_stem):
                     label="share of batch loss (%)" if j < 2 else "change in share (pp)",
                 )
     fig.suptitle(
-        f"{experiment}: where the fine-tuning loss goes (last epoch, mean over seeds, highest target per method)"
+        f"{experiment}: where the fine-tuning loss goes, CE vs PW only "
+        f"(last epoch, mean over seeds, highest target per method)"
     )
     return _save(fig, out_stem)
 
@@ -587,6 +754,7 @@ def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test")
         "group_performance": _group_performance,
         "fairness_gap": _fairness_gap,
         "tradeoff": _tradeoff,
+        "comparison": _comparison,
         "ablation": _ablation,
     }[name]
     return draw(d, experiment, split, out_stem)
@@ -596,9 +764,9 @@ def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test")
 
 
 def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
-    """Rows = the variant's methods; columns = fairness gap and worst-group drop; CE/PW in their
-    colours, the base solid with circles, the variant dashed with squares (mean ± 95% CI over
-    seeds). Writes out_stem.png/.pdf; returns both paths."""
+    """Rows = the variant's methods; columns = fairness gap and worst-group drop; each label the
+    variant ran (CE, PW, CEAG) in its colour, the base solid with circles, the variant dashed with
+    squares (mean ± 95% CI over seeds). Writes out_stem.png/.pdf; returns both paths."""
     validate_metrics(metrics_df, "metrics_df")
     d = clean_metrics(metrics_df)
     d = d[d["split"] == split]
@@ -614,20 +782,21 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
     fig = Figure(figsize=(3.6 * len(columns) + 0.6, 2.9 * len(methods) + 1.2), layout="constrained")
     axes = _panel_grid(fig, len(methods), len(columns), sharey="col")
     styles = ((base, b, "o", "-"), (variant, v, "s", "--"))
+    labels = _present_labels(v["loss"])
     for i, method in enumerate(methods):
         for j, (value, ylabel) in enumerate(columns):
             ax = axes[i, j]
             ax.axhline(0, color=PALETTE["dense"], linewidth=0.6, linestyle=":")
             k = 0
             for _, t, marker, ls in styles:
-                for loss in MAIN_LABELS:
+                for loss in labels:
                     _series(
                         ax,
                         t[t["method"] == method],
                         value,
                         loss,
                         k,
-                        4,
+                        2 * len(labels),
                         _spacing(targets),
                         marker=marker,
                         linestyle=ls,
@@ -641,7 +810,7 @@ def variant_comparison(metrics_df, variant, base, out_stem, split="test"):
     handles = [
         Line2D([], [], color=_color(loss), marker=marker, linestyle=ls, label=f"{_label(loss)}, {name}")
         for name, _, marker, ls in styles
-        for loss in MAIN_LABELS
+        for loss in labels
     ]
     handles += [_ci_handle(), _degenerate_handle()]
     _legend(fig, handles, ncol=3)

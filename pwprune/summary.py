@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from pwprune.environment import machine_id
-from pwprune.names import MAIN_LABELS, METHODS
+from pwprune.names import ABLATION_LABELS, EXPERIMENT_LOSS_LABELS, GROUP_AWARE_METHODS, MAIN_LABELS, METHODS
 
 # columns of the tidy table (results/metrics.csv); a per-job file's are pwprune.stages.jobs.METRIC_COLUMNS
 TABLE_COLUMNS = (
@@ -453,6 +453,240 @@ def summarize(metrics_df):
     res.attrs["environments"] = environment_report(df)
     res.attrs["groups"] = group_section(df)  # likewise: the groups by name, with their counts
     return res
+
+
+# ---------------------------------------------------------------- ranking (issue 14, item 5)
+
+RANKING_COLUMNS = [
+    "experiment",
+    "split",
+    "target_reduction",
+    "rank",
+    "method",
+    "loss",
+    "group_aware",
+    "n_seeds",
+    "n_degenerate",
+    "worst_drop",
+    "worst_drop_ci95",
+    "acc_drop",
+    "vs_ce_diff",
+    "vs_ce_ci95",
+    "vs_ce_p",
+    "vs_ce_pairs",
+    "vs_ce_note",
+    "ref_method",
+    "vs_ref_diff",
+    "vs_ref_ci95",
+    "vs_ref_p",
+    "vs_ref_pairs",
+    "vs_ref_note",
+]
+
+
+def _label_key(label):
+    order = (*EXPERIMENT_LOSS_LABELS, *ABLATION_LABELS)
+    return (order.index(label) if label in order else len(order), label)
+
+
+def _method_key(method):
+    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
+
+
+def _versus(reference, arm):
+    """_paired_test of arm − reference over their shared seeds (finite values only), with the
+    reason spelled out when there are too few pairs."""
+    diff, half, p, n, note = _paired_test(reference.dropna(), arm.dropna())
+    if n < 2:
+        note = f"{n} shared seed{'' if n == 1 else 's'}: no t-test (needs 2)"
+    return diff, half, p, n, note
+
+
+def ranking(metrics_df, split="test"):
+    """The fairness methods ranked by worst-group drop, per experiment × target_reduction.
+
+    A fairness method is a (pruning method, fine-tuning label) pair: fairgrape+CE, taylor+PW,
+    magnitude+CEAG; the plain pairs (plain method + CE) are ranked with them. One row per pair
+    present in the fine-tuned stage of `split`, ranked by the mean over seeds of its worst-group
+    accuracy drop from the seed's dense model (trial_table's worst_drop; rank 1 = the smallest
+    drop; a pair without a finite drop is unranked, NaN). Fractions, like summarize: n_seeds,
+    n_degenerate (collapsed trials, counted and included in every mean, as in the summary),
+    worst_drop and worst_drop_ci95 (mean, 95% t-interval half-width), acc_drop (mean over seeds
+    of the dense model's overall accuracy − the pair's). Two paired comparisons of worst_drop,
+    arm − reference over the seeds both share (negative = the arm's worst group loses less), each
+    with its mean, 95% interval, paired t-test p (scipy.stats.ttest_rel), pair count and a note
+    giving the reason where p is NaN (fewer than 2 shared seeds, or the same difference on every
+    seed; with 1 shared seed the difference is that seed's, without an interval):
+
+    - vs_ce_*: against CE with the same pruning method (NaN for the CE rows). It holds the
+      pruning method fixed, so it isolates what the label changes (for ceag only the
+      fine-tuning: it prunes with CE; for pw both phases' loss): does the loss help?
+    - vs_ref_*: against the best plain CE pair at that target (ref_method + CE: the plain
+      method, not GROUP_AWARE_METHODS, fine-tuned with CE, with the lowest mean worst_drop; NaN
+      for that row itself and where no plain CE pair has a finite drop). It is the strongest
+      thing one would do anyway without any fairness machinery, so a fairness method that beats
+      only a weak plain method (random) has not earned its cost. Since the reference is the
+      best of several on these same seeds, it is favoured by chance (the winner's curse): this
+      comparison leans against the fairness methods, never for them.
+
+    Pairing by seed pairs trials grown from the same dense model on the same data, so the dense
+    model's own spread drops out of the difference.
+    """
+    validate_metrics(metrics_df, "metrics_df")
+    df = clean_metrics(metrics_df)
+    trials = trial_table(df, "finetuned")
+    if len(trials) and split not in set(trials["split"]):
+        valid = ", ".join(sorted(map(str, trials["split"].unique())))
+        raise ValueError(f"ranking: split={split!r} has no fine-tuned trials in the metrics table; valid: {valid}")
+    trials = trials[trials["split"] == split]
+    per_seed, pooled = _dense_reference(df)
+
+    def dense_overall(exp, seed):
+        for table, k in ((per_seed, (exp, split, seed, "all")), (pooled, (exp, split, "all"))):
+            if k in table.index:
+                return float(table.loc[k])
+        return math.nan
+
+    trials = trials.assign(
+        acc_drop=[
+            dense_overall(e, s) - a for e, s, a in trials[["experiment", "seed", "accuracy"]].itertuples(index=False)
+        ]
+    )
+    out = []
+    for (exp, target), t in trials.groupby(["experiment", "target_reduction"], sort=True):
+        arms = {k: a.set_index("seed") for k, a in t.groupby(["method", "loss"], sort=True)}
+        rows = []
+        for (method, loss), a in arms.items():
+            mean, half = t_interval(a["worst_drop"])
+            rows.append(
+                dict(
+                    experiment=exp,
+                    split=split,
+                    target_reduction=target,
+                    method=method,
+                    loss=loss,
+                    group_aware=method in GROUP_AWARE_METHODS,
+                    n_seeds=int(np.isfinite(a["worst_drop"].astype(float)).sum()),
+                    n_degenerate=int(a["degenerate"].sum()),
+                    worst_drop=mean,
+                    worst_drop_ci95=half,
+                    acc_drop=t_interval(a["acc_drop"])[0],
+                )
+            )
+        plain_ce = [r for r in rows if r["loss"] == "ce" and not r["group_aware"] and np.isfinite(r["worst_drop"])]
+        ref = min(plain_ce, key=lambda r: (r["worst_drop"], _method_key(r["method"])), default=None)
+        blank = (math.nan, math.nan, math.nan, 0)
+        for r in rows:
+            arm = arms[(r["method"], r["loss"])]["worst_drop"]
+            if r["loss"] == "ce":
+                vs_ce = (*blank, "")
+            elif (r["method"], "ce") not in arms:
+                vs_ce = (*blank, f"no {r['method']}+CE trials")
+            else:
+                vs_ce = _versus(arms[(r["method"], "ce")]["worst_drop"], arm)
+            if ref is None:
+                vs_ref = (*blank, "no plain method fine-tuned with CE has a worst-group drop at this target")
+            elif r is ref:
+                vs_ref = (*blank, "the best plain CE pair: the reference")
+            else:
+                vs_ref = _versus(arms[(ref["method"], "ce")]["worst_drop"], arm)
+            r.update(zip(("vs_ce_diff", "vs_ce_ci95", "vs_ce_p", "vs_ce_pairs", "vs_ce_note"), vs_ce))
+            r.update(zip(("vs_ref_diff", "vs_ref_ci95", "vs_ref_p", "vs_ref_pairs", "vs_ref_note"), vs_ref))
+            r["ref_method"] = ref["method"] if ref is not None else ""
+        rows.sort(
+            key=lambda r: (
+                not np.isfinite(r["worst_drop"]),
+                r["worst_drop"],
+                _method_key(r["method"]),
+                _label_key(r["loss"]),
+            )
+        )
+        for i, r in enumerate(rows):
+            r["rank"] = i + 1 if np.isfinite(r["worst_drop"]) else math.nan
+        out += rows
+    return pd.DataFrame(out, columns=RANKING_COLUMNS)
+
+
+def _pair_name(method, loss):
+    return f"{method}+{str(loss).upper()}"
+
+
+def ranking_section(table):
+    """The summary's "## Fairness methods ranked by worst-group drop" section from a ranking
+    frame: one table per experiment × split × target, in rank order, in percentage points."""
+    n_tests = int(
+        np.isfinite(table["vs_ce_p"].astype(float)).sum() + np.isfinite(table["vs_ref_p"].astype(float)).sum()
+    )
+    keys = ["experiment", "split", "target_reduction"]
+    n_tables = len(table.groupby(keys)) if len(table) else 0
+    out = [
+        "## Fairness methods ranked by worst-group drop",
+        "",
+        "Each (pruning method, fine-tuning loss) pair after fine-tuning, per FLOP reduction, ranked by "
+        "its worst-group drop (the largest drop of a group's accuracy from the same seed's dense "
+        "model; lower is better, rank 1 best), in pp, mean ± 95% t-interval over seeds; acc. drop: "
+        "the dense model's overall accuracy − the pair's (mean). Two paired comparisons of the "
+        "worst-group drop, the row − a reference over the seeds both share (negative = the row's "
+        "worst group loses less), ± 95% t-interval, with the paired t-test's p: against CE with the "
+        "same pruning method (does the loss help?), and against the best plain CE pair at that "
+        "FLOP reduction (a method that ignores groups, fine-tuned with CE, with the lowest mean "
+        "worst-group drop: the strongest thing one would do anyway; picked on these same seeds, "
+        "so chance favours it). A pair with fewer seeds than the others is ranked by the mean of "
+        "the seeds it has: read the seeds column. Degenerate (collapsed) trials are counted and included in the "
+        f"means. The p values are unadjusted for multiple comparisons: this section makes {n_tests} "
+        f"paired t-tests over {n_tables} table{'s' if n_tables != 1 else ''}, so about "
+        f"{n_tests / 20:.2g} of them would be expected below 0.05 by chance alone were no pair different. "
+        "With a handful of seeds a t-test detects only large differences: a non-significant "
+        "difference is not evidence that two pairs are equal. In full in results/ranking.csv.",
+        "",
+    ]
+    if not len(table):
+        return out + ["(no fine-tuned trials)", ""]
+    header = [
+        "rank",
+        "pair",
+        "seeds",
+        "degenerate",
+        "worst-group drop (pp)",
+        "acc. drop (pp)",
+        "vs same method+CE (pp)",
+        "p",
+        "vs best plain CE (pp)",
+        "p",
+        "note",
+    ]
+    for (exp, split, target), t in table.groupby(keys, sort=True):
+        t = t.sort_values("rank", na_position="last", kind="stable")
+        ref = t["ref_method"].iloc[0]
+        best = f"best plain CE: {_pair_name(ref, 'ce')}" if ref else "no plain CE pair"
+        out += [f"### {exp}, {split}, FLOP reduction {100 * target:.4g}% ({best})", ""]
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in t.to_dict("records"):
+            notes = [f"vs {_pair_name(r['method'], 'ce')}: {r['vs_ce_note']}" if r["vs_ce_note"] else ""]
+            ref_note = r["vs_ref_note"]
+            if ref_note and r["ref_method"] and (r["method"], r["loss"]) != (r["ref_method"], "ce"):
+                ref_note = f"vs {_pair_name(r['ref_method'], 'ce')}: {ref_note}"  # say which reference
+            notes.append(ref_note)
+            cells = [
+                "–" if not np.isfinite(r["rank"]) else str(int(r["rank"])),
+                _pair_name(r["method"], r["loss"]),
+                r["n_seeds"],
+                r["n_degenerate"],
+                _pp(r["worst_drop"], r["worst_drop_ci95"]),
+                _pp(r["acc_drop"]),
+                _pp(r["vs_ce_diff"], r["vs_ce_ci95"], signed=True),
+                _p(r["vs_ce_p"]),
+                _pp(r["vs_ref_diff"], r["vs_ref_ci95"], signed=True),
+                _p(r["vs_ref_p"]),
+                "; ".join(n for n in notes if n),
+            ]
+            out.append("| " + " | ".join(str(c) for c in cells) + " |")
+        out.append("")
+    return out
+
+
+def _p(p):
+    return "–" if not np.isfinite(p) else f"{p:.3g}"
 
 
 # ---------------------------------------------------------------- numeric environments

@@ -323,9 +323,9 @@ FAULTS = [
     Fault(
         "teacher-on-augmented-views",
         "the cached teacher is computed on augmented training images",
-        "pwprune/stages/train.py",
-        "seed, augment=False,",
-        "seed, augment=True,",
+        "pwprune/stages/inputs.py",
+        "seed, augment=False, shuffle=False",
+        "seed, augment=True, shuffle=False",
         (T + "test_pipeline_facts.py::test_teacher_file_is_the_dense_models_training_logits_in_index_order",),
     ),
     Fault(
@@ -461,6 +461,14 @@ FAULTS = [
         'present = [l for l in ABLATION_ONLY_LABELS if (d["loss"] == l).any()]',
         "present = []",
         (T + "test_plots.py::test_ablation_with_rows_draws_panels",),
+    ),
+    Fault(
+        "comparison-overall-for-worst",
+        "the comparison figure plots the overall accuracy drop where the worst group's drop belongs",
+        "pwprune/plots.py",
+        '("worst_drop", "(a) worst-group accuracy drop',
+        '("overall_drop", "(a) worst-group accuracy drop',
+        (T + "test_plots.py::test_comparison_draws_every_method_and_loss_by_hand",),
     ),
     Fault(
         "series-ignore-loss",
@@ -1067,6 +1075,28 @@ FAULTS = [
         'for rate in ("tpr", "fpr"):',
         'for rate in ("tpr",):',
         (T + "test_metrics.py::test_equalised_odds_difference_is_fairleans",),
+    ),
+    # ---- the fairness methods ranked by worst-group drop (issue 14, item 5)
+    Fault(
+        "ranking-descending",
+        "the ranking puts the largest worst-group drop first",
+        "pwprune/summary.py",
+        """                r["worst_drop"],
+                _method_key(r["method"]),""",
+        """                -r["worst_drop"],
+                _method_key(r["method"]),""",
+        (
+            T + "test_ranking.py::test_ranking_order_worst_drops_and_accuracy_drops_by_hand",
+            T + "test_ranking.py::test_ranking_section_lists_the_pairs_in_rank_order_and_counts_the_tests",
+        ),
+    ),
+    Fault(
+        "ranking-worst-reference",
+        "the paired reference is the worst plain CE pair instead of the best",
+        "pwprune/summary.py",
+        'ref = min(plain_ce, key=lambda r: (r["worst_drop"], _method_key(r["method"])), default=None)',
+        'ref = max(plain_ce, key=lambda r: (r["worst_drop"], _method_key(r["method"])), default=None)',
+        (T + "test_ranking.py::test_paired_comparisons_against_ce_and_the_best_plain_ce_by_hand",),
     ),
     # ---- any torchvision classifier by name (issue 17, item 2)
     Fault(

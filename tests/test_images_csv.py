@@ -5,10 +5,13 @@ through the real Snakemake CLI."""
 
 import csv
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from pwprune.data import DatasetError, check_raw, load_prepared, prepare
@@ -332,44 +335,55 @@ def test_refuses_a_bad_split_value_and_bad_config(tmp_path):
 # ---- end to end through the real Snakemake CLI
 
 
-E2E_CONFIG = """
-active: [mine]
-experiments:
-  mine:
-    description: images_csv end to end (numbers mean nothing)
-    dataset:
-      kind: images_csv
-      root: data/raw/mine
-      path_column: file
-      label_column: diagnosis
-      group_columns: [sex, site]
-      val_fraction: 0.25
-      test_fraction: 0.25
-      image_size: 8
-    model: small_cnn
-    seeds: [0]
-    train: {epochs: 1, lr: 0.003, batch_size: 64}
-    prune:
-      methods: [magnitude]
-      targets: [0.5]
-      batch_size: 64
-    finetune: {epochs: 1, lr: 0.001, batch_size: 64}
-    losses: [ce, pw]
-    pw: {min_weight: 0.5, gamma: 1.0}
-    evaluate: {batch_size: 256, latency_batch: 1, latency_repeats: 1}
-"""
+# docs/your-data.md's worked example, included there verbatim: the guide shows what this test runs
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "your-data.yaml"
+GUIDE = EXAMPLE.parent.parent / "your-data.md"
+
+
+def example():
+    """(the example's text, its experiment's name, that experiment)"""
+    text = EXAMPLE.read_text()
+    cfg = yaml.safe_load(text)
+    (name,) = cfg["active"]
+    return text, name, cfg["experiments"][name]
+
+
+def test_the_guides_example_is_the_file_the_end_to_end_test_runs_and_it_validates():
+    from pwprune.config import load_yaml_strict, validate
+    from pwprune.data import resolve_config
+
+    text, name, _ = example()
+    guide = GUIDE.read_text()
+    assert f"```yaml\n{text}```" in guide, "docs/your-data.md must include docs/examples/your-data.yaml verbatim"
+    assert "snakemake --cores 2 results/figures/all --configfile docs/examples/your-data.yaml" in guide
+    # merged into params.yaml as Snakemake's --configfile merges it, it passes the workflow's own checks
+    root = EXAMPLE.parent.parent.parent
+    cfg = load_yaml_strict(root / "params.yaml")
+    cfg["active"] = [name]
+    cfg["experiments"][name] = yaml.safe_load(text)["experiments"][name]
+    exp = validate(cfg, root / "workflow" / "schemas" / "params.schema.yaml")["experiments"][name]
+    ds = resolve_config(exp["dataset"])
+    # what write_dataset (below) writes: string labels and two group columns
+    assert (ds["kind"], ds["path_column"], ds["label_column"], ds["group_columns"]) == (
+        "images_csv",
+        "file",
+        "diagnosis",
+        ["sex", "site"],
+    )
+    assert set(exp["losses"]) == {"ce", "pw"}
 
 
 @pytest.mark.e2e
-def test_images_csv_end_to_end_shows_groups_by_name(tmp_path):
+def test_images_csv_end_to_end_shows_groups_by_name(tmp_path, monkeypatch):
     from helpers import copy_repo, snakemake
 
-    root = copy_repo(tmp_path / "repo")
-    write_dataset(root / "data" / "raw" / "mine", per_cell=8)  # 64 images, 4 per group in test
-    (root / "mine.yaml").write_text(E2E_CONFIG)
-    figures = [f"results/figures/mine/{f}.png" for f in ("group_performance", "loss_shares")]
-    snakemake(root, "results/summary.md", *figures, "--configfile=mine.yaml", "--cores", "2")
-    meta = load_prepared(root / "data" / "prepared" / "mine").meta
+    _, name, exp = example()
+    root = copy_repo(tmp_path / "repo")  # docs/examples/your-data.yaml included
+    write_dataset(root / exp["dataset"]["root"], per_cell=8)  # 64 images, 4 per group in test
+    # the guide's command
+    snakemake(root, "--cores", "2", "results/figures/all", "--configfile", "docs/examples/your-data.yaml")
+    figures = [f"results/figures/{name}/{f}.png" for f in ("group_performance", "fairness_gap", "loss_shares")]
+    meta = load_prepared(root / "data" / "prepared" / name).meta
     assert meta["group_names"] == GROUP_NAMES and meta["class_names"] == list(LABELS)
     metrics = pd.read_csv(root / "results" / "metrics.csv")  # the figures' source table
     for stage in ("dense", "pruned", "finetuned"):
@@ -378,6 +392,16 @@ def test_images_csv_end_to_end_shows_groups_by_name(tmp_path):
     shares = pd.read_csv(root / "results" / "loss_shares.csv")  # the loss-share figure's source
     assert set(shares["group"]) == set(GROUP_NAMES) and set(shares["label"]) == set(LABELS)
     summary = (root / "results" / "summary.md").read_text()
-    assert "- mine, test: F & clinic_a: 4 (< 30" in summary
+    assert f"- {name}, test: F & clinic_a: 4 (< 30" in summary
     assert all(f"{g}: 4" in summary for g in GROUP_NAMES)
     assert all((root / f).stat().st_size > 0 for f in figures)
+    # the guide's library door, run where the workflow ran: the run's fine-tuned per-group metrics
+    block = re.search(r"## 6\. Without the workflow.*?```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)
+    monkeypatch.chdir(root)
+    namespace = {}
+    exec(compile(block, "docs/your-data.md", "exec"), namespace)
+    ours = namespace["result"].table().query("stage == 'finetuned'").set_index(["split", "group"])
+    run = metrics.query("stage == 'finetuned' and method == 'magnitude' and loss == 'pw' and target_reduction == 0.5")
+    run = run.set_index(["split", "group"]).loc[ours.index]
+    for col in ("n", "accuracy", "auroc", "macs", "params"):
+        assert ours[col].tolist() == pytest.approx(run[col].tolist(), abs=1e-12), col

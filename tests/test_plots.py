@@ -27,10 +27,11 @@ DEGENERATE = {("taylor", 0.75, "ce", 2)}
 DENSE = (0.90, 0.80)  # every seed's dense model: gap 0.10
 
 
-def metric_rows(extra=None, dense=None):
-    """dense: {seed: (female, male)} dense accuracies per seed (default DENSE for every seed)."""
+def metric_rows(extra=None, dense=None, fin=None):
+    """dense: {seed: (female, male)} dense accuracies per seed (default DENSE for every seed);
+    fin: the fine-tuned cells to use instead of FIN (DEGENERATE still flags its trials)."""
     rows = []
-    fin = {**FIN, **(extra or {})}
+    fin = {**(FIN if fin is None else fin), **(extra or {})}
 
     def add(method, target, loss, seed, stage, accs, degenerate=False):
         reduction = 0.0 if stage == "dense" else target
@@ -382,3 +383,163 @@ def test_unknown_figure_or_experiment_is_a_clear_error(tmp_path):
         make_figure("nope", metric_rows(), share_rows(), "toy", str(tmp_path / "x"))
     with pytest.raises(ValueError, match="'other'"):
         make_figure("tradeoff", metric_rows(), share_rows(), "other", str(tmp_path / "x"))
+
+
+# ---- every method and every fine-tuning loss on the same axes (issue 14.5)
+
+SIX_METHODS = ("random", "magnitude", "taylor", "autobot", "fairgrape", "fairprune")
+THREE_LABELS = ("ce", "pw", "ceag")
+
+
+def three_label_rows():
+    """6 methods x 3 labels x targets 50/75 % x seeds 0-2, dense (.90, .80) for every seed.
+    A generic cell (method mi, label li) has female .86 - .005 mi and male .70 + .01 li + .005 seed
+    - .002 mi (- .03 at 75 %): male always drops most (.10 - .01 li - .005 seed + .002 mi, + .03).
+    Two cells at 50 % are set by hand (see the test); taylor/ce at 75 %, seed 2, is flagged
+    degenerate (DEGENERATE)."""
+    fin = {
+        (m, target, loss): {
+            s: (0.86 - 0.005 * mi, 0.70 + 0.01 * li + 0.005 * s - 0.002 * mi - (0.03 if target == 0.75 else 0.0))
+            for s in range(3)
+        }
+        for mi, m in enumerate(SIX_METHODS)
+        for li, loss in enumerate(THREE_LABELS)
+        for target in (0.5, 0.75)
+    }
+    fin[("fairgrape", 0.5, "ceag")] = {0: (0.86, 0.78), 1: (0.88, 0.76), 2: (0.87, 0.80)}
+    fin[("fairprune", 0.5, "ceag")] = {0: (0.89, 0.80), 1: (0.89, 0.79), 2: (0.88, 0.80)}
+    return metric_rows(fin=fin)
+
+
+def cells(ax):
+    """{x: (colour, mean)} of the comparison's per-cell errorbars on ax."""
+    out = {}
+    for c in ax.containers:
+        line = c.lines[0]
+        (x,), (y,) = line.get_xdata(), line.get_ydata()
+        out[round(float(x), 6)] = (to_hex(line.get_color()).lower(), float(y))
+    return out
+
+
+def at(mi, li):
+    """x of label li (of 3) at method mi: side by side, a quarter apart."""
+    return round(mi + (li - 1) * 0.25, 6)
+
+
+def test_comparison_draws_every_method_and_loss_by_hand(tmp_path, drawn):
+    paths = make_figure("comparison", three_label_rows(), share_rows(), "toy", str(tmp_path / "comparison"))
+    assert sorted(paths) == sorted(str(tmp_path / f"comparison.{e}") for e in ("png", "pdf"))
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "comparison.pdf").read_bytes()[:4] == b"%PDF"
+    fig = drawn["comparison"]
+    axes = fig.axes
+    assert len(axes) == 6  # 3 rows x 2 targets, row-major
+    worst50, worst75, overall50, gap50 = axes[0], axes[1], axes[2], axes[4]
+    assert worst50.get_title().startswith("50% ") and worst75.get_title().startswith("75% ")
+    assert "worst-group" in worst50.get_ylabel() and "overall" in overall50.get_ylabel()
+    assert [t.get_text() for t in worst50.get_xticklabels()] == list(SIX_METHODS)  # plain first, then fair
+    for ax in axes:  # one mean ± CI per method x label, every label in its own colour
+        assert len(ax.containers) == len(SIX_METHODS) * len(THREE_LABELS)
+        assert {c for c, _ in cells(ax).values()} == {PALETTE[l].lower() for l in THREE_LABELS}
+    fg = at(SIX_METHODS.index("fairgrape"), 2)
+    assert cells(worst50)[fg][0] == PALETTE["ceag"].lower()
+    # fairgrape/CEAG at 50 %, against dense (.90, .80), overall .85:
+    # worst drops (.04, .04, .03) -> 3.667 pp; overall (.82, .82, .835) -> drops .03 .03 .015 -> 2.5
+    # pp; gaps .08 .12 .07 -> 9 pp
+    assert cells(worst50)[fg][1] == pytest.approx(11 / 3)
+    assert cells(overall50)[fg][1] == pytest.approx(2.5)
+    assert cells(gap50)[fg][1] == pytest.approx(9.0)
+    # its 95% t-interval: sd of (4, 4, 3) pp = 0.57735, half-width t(2) * sd / sqrt(3)
+    (seg,) = (
+        [c for c in worst50.containers if round(float(c.lines[0].get_xdata()[0]), 6) == fg][0]
+        .lines[2][0]
+        .get_segments()
+    )
+    half = 4.302652729911275 * 0.5773502691896258 / math.sqrt(3)
+    assert sorted(seg[:, 1]) == pytest.approx([11 / 3 - half, 11 / 3 + half])
+    # the seeds as faint dots just right of their mean (closer to it than to the next label)
+    dots = [
+        sorted(map(float, c.get_offsets()[:, 1]))
+        for c in worst50.collections
+        if len(c.get_offsets()) == 3 and all(fg < x < fg + 0.125 for x in c.get_offsets()[:, 0])
+    ]
+    assert dots == [pytest.approx([3.0, 4.0, 4.0])]
+    # a generic cell: magnitude/pw at 50 %: male drops .10 - .01 - .005 s + .002 -> 9.2, 8.7, 8.2
+    assert cells(worst50)[at(1, 1)][1] == pytest.approx(8.7)
+    # the best cell per target (lowest mean worst-group drop) is ringed: fairprune/CEAG at 50 %
+    # (drops .01 .01 .02 -> 1.333 pp), random/CEAG at 75 % (13 - 2 - .5 s -> 10.5 pp)
+    for ax, (x, y) in ((worst50, (at(5, 2), 4 / 3)), (worst75, (at(0, 2), 10.5))):
+        (ring,) = [c for c in ax.collections if c.get_gid() == "best"]
+        assert list(map(float, ring.get_offsets()[0])) == pytest.approx([x, y])
+        assert min(v for _, v in cells(ax).values()) == pytest.approx(y)
+    # the degenerate trial (taylor/CE at 75 %, seed 2: male .676, drop 12.4 pp) is a black x there
+    xs = [c for c in worst75.collections if c.get_gid() != "best" and to_hex(c.get_edgecolor()[0]) == "#000000"]
+    assert [tuple(map(float, c.get_offsets()[0])) for c in xs] == [pytest.approx((at(2, 0), 12.4))]
+    assert any("overall drop" in t.get_text() for t in [fig._suptitle]) and "test split" in fig._suptitle.get_text()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [_ for _ in legend if _ in LOSS_TITLES.values()] == [LOSS_TITLES[l] for l in THREE_LABELS]
+
+
+def test_comparison_without_finetuned_rows_is_a_placeholder(tmp_path, drawn):
+    rows = three_label_rows()
+    make_figure("comparison", rows[rows["stage"] != "finetuned"], share_rows(), "toy", str(tmp_path / "c"))
+    (ax,) = drawn["c"].axes
+    assert not ax.containers and any("No fine-tuned rows of CE/PW/CEAG" in t.get_text() for t in ax.texts)
+
+
+CEAG_CELLS = {  # (female, male) per seed, against dense (.90, .80)
+    ("magnitude", 0.5, "ceag"): {0: (0.87, 0.78), 1: (0.85, 0.76)},
+    ("magnitude", 0.75, "ceag"): {0: (0.83, 0.74), 1: (0.81, 0.72)},
+}
+
+
+def legend_texts(fig):
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_group_performance_draws_ceag_beside_ce_and_pw(tmp_path, drawn):
+    make_figure("group_performance", metric_rows(CEAG_CELLS), share_rows(), "toy", str(tmp_path / "g"))
+    acc = drawn["g"].axes[0]
+    female, male = series(acc, marker="o"), series(acc, marker="s")
+    assert female[PALETTE["ceag"]] == pytest.approx([86.0, 82.0])
+    assert male[PALETTE["ceag"]] == pytest.approx([77.0, 73.0])
+    assert female[PALETTE["ce"]] == pytest.approx([88.0, 83.0 + 2 / 3])  # CE unchanged
+    assert legend_texts(drawn["g"])[:3] == ["CE", "PW", LOSS_TITLES["ceag"]]
+    # six series (3 labels x 2 groups) at one target, all at their own x
+    x50 = [float(c.lines[0].get_xdata()[0]) for c in acc.containers]
+    assert len(x50) == 6 and len(set(x50)) == 6
+
+
+def test_main_figures_without_ceag_have_no_ceag_series_or_legend_entry(tmp_path, drawn):
+    for name in ("group_performance", "fairness_gap", "tradeoff"):
+        make_figure(name, metric_rows(), share_rows(), "toy", str(tmp_path / name))
+        fig = drawn[name]
+        assert LOSS_TITLES["ceag"] not in legend_texts(fig)
+        assert [t for t in legend_texts(fig) if t in ("CE", "PW")] == ["CE", "PW"]
+        colours = {to_hex(c.lines[0].get_color()) for ax in fig.axes for c in ax.containers}
+        assert colours == {PALETTE["ce"].lower(), PALETTE["pw"].lower()}
+
+
+def test_fairness_gap_and_tradeoff_draw_ceag(tmp_path, drawn):
+    make_figure("fairness_gap", metric_rows(CEAG_CELLS), share_rows(), "toy", str(tmp_path / "f"))
+    gap, drop = drawn["f"].axes[0], drawn["f"].axes[1]
+    # magnitude/CEAG gaps .09, .09 at 50 % and .09, .09 at 75 %; worst drops .04, .04 / .08, .08
+    assert series(gap)[PALETTE["ceag"]] == pytest.approx([9.0, 9.0])
+    assert series(drop)[PALETTE["ceag"]] == pytest.approx([4.0, 8.0])
+    assert series(gap)[PALETTE["ce"]] == pytest.approx([16.0, 19.0 + 2 / 3])
+    assert LOSS_TITLES["ceag"] in legend_texts(drawn["f"])
+    make_figure("tradeoff", metric_rows(CEAG_CELLS), share_rows(), "toy", str(tmp_path / "t"))
+    acc = drawn["t"].axes[0]
+    ceag = [c for c in acc.containers if to_hex(c.lines[0].get_color()) == PALETTE["ceag"].lower()]
+    (line,) = [c.lines[0] for c in ceag]  # one line: only magnitude ran CEAG
+    assert list(map(float, line.get_ydata())) == pytest.approx([81.5, 77.5])  # overall accuracy
+    assert LOSS_TITLES["ceag"] in legend_texts(drawn["t"])
+
+
+def test_every_figure_tells_its_labels_apart():
+    from pwprune.names import ABLATION_LABELS, EXPERIMENT_LOSS_LABELS
+
+    for drawn_together in (EXPERIMENT_LOSS_LABELS, ABLATION_LABELS):
+        assert len({PALETTE[l] for l in drawn_together}) == len(drawn_together)
+        assert len({LOSS_TITLES[l] for l in drawn_together}) == len(drawn_together)
+    assert (PALETTE["ce"], PALETTE["pw"]) == ("#0072B2", "#D55E00")

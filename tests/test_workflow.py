@@ -409,6 +409,13 @@ def test_figures_listed_by_all_exist_and_are_valid(smoke_run):
     for method in config["experiments"]["smoke"]["prune"]["methods"]:
         assert method in summary, f"{method} missing from summary.md"
     assert (smoke_run / "results" / "summary.csv").is_file()
+    # the ranking (issue 14, item 5): every method × loss × target fine-tuned, one seed: no t-test
+    assert "## Fairness methods ranked by worst-group drop" in summary
+    ranked = pd.read_csv(smoke_run / "results" / "ranking.csv")
+    smoke = config["experiments"]["smoke"]
+    want = {(m, l, t) for m in smoke["prune"]["methods"] for l in smoke["losses"] for t in smoke["prune"]["targets"]}
+    assert set(zip(ranked["method"], ranked["loss"], ranked["target_reduction"])) == want
+    assert ranked["vs_ref_p"].isna().all() and (ranked["n_seeds"] == 1).all()
 
 
 # ---------------------------------------------------------------- what reruns after a change

@@ -30,6 +30,7 @@ def evaluate(
     counted_layers="all",
     environment="unrecorded",
     predictions=None,
+    example=None,
 ):
     """Per-group rows (accuracy, AUROC, degenerate) on every evaluation split, plus the model's
     size, MACs (every layer's) and measured CPU latency per sample. Returns the rows (dicts with
@@ -37,12 +38,14 @@ def evaluate(
     ("all" or "conv"); `environment`, the one-line numeric environment that made the checkpoint
     (pwprune.environment.environment_id), goes with every row. Where the prepared data's groups are its classes (meta
     `groups_are_classes`), a group's AUROC is its class's one-vs-rest AUROC. `predictions`, a
-    dict, receives per split the per-sample `{pred, y, g}` arrays (the bootstrap's input)."""
+    dict, receives per split the per-sample `{pred, y, g}` arrays (the bootstrap's input).
+    `example`: the (1, C, H, W) input that MACs and latency are measured on (default: the arch's,
+    models.example_input). The evaluate stage and pwprune.api.compress both call it."""
     from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict, predicted_classes
     from pwprune.models import example_input
 
     bs = evaluate_cfg.get("batch_size", 256)
-    example = example_input(arch)
+    example = example_input(arch) if example is None else example
     macs, params = count_macs_params(model, example)
     lat_in = example.repeat(evaluate_cfg.get("latency_batch", 1), 1, 1, 1)
     lat = latency_ms(model, lat_in, repeats=evaluate_cfg.get("latency_repeats", 20), warmup=3)

@@ -31,6 +31,45 @@ def make_ceag_loss(prepared, teacher, settings):
     return loss_fn
 
 
+def finetune_model(
+    model, prepared, finetune, teacher, seed, device, context, log=print, arch=None, numerics=None, resume=None
+):
+    """The fine-tuning stage's work in memory: train `model` in place with `finetune`'s loop and
+    loss (ce, the PW family with `pw`, or ceag with `ceag`) on prepared's train split -> its history
+    (pwprune.train.fit's). teacher: the dense model's outputs (stages.inputs.make_teacher), needed
+    by every loss but ce. The fine-tuning stage and pwprune.api.compress both call it."""
+    if finetune["loss"] == "ceag":
+        loss_fn = make_ceag_loss(prepared, teacher, finetune.get("ceag"))
+    else:
+        loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
+    log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
+    return fit(
+        model,
+        prepared,
+        finetune["loop"],
+        loss_fn,
+        teacher,
+        seed,
+        device,
+        context,
+        log,
+        arch=arch,
+        numerics=numerics or {},
+        resume=resume,
+    )
+
+
+def loss_shares(history, meta):
+    """The history's per-epoch loss shares with each label x group cell by its names (meta's
+    class_names, group_names), as every table and figure shows them; history keeps the ids."""
+    cls, grp = meta["class_names"], meta["group_names"]
+    return [
+        {"epoch": h["epoch"], **s, "label": cls[s["label"]], "group": grp[s["group"]]}
+        for h in history
+        for s in h.get("loss_shares", [])
+    ]
+
+
 def finetune_stage(
     data_dir,
     pruned_path,
@@ -47,7 +86,8 @@ def finetune_stage(
 ):
     """out: dict with model, shares, history paths. `finetune` holds loop, loss, pw. A run that
     diverges keeps the pruned weights and says so in its checkpoint's meta (`diverged`), which the
-    evaluate stage turns into a degenerate trial. numerics, resume: as train_dense_stage's."""
+    evaluate stage turns into a degenerate trial. numerics, resume: as train_dense_stage's. The
+    training itself is finetune_model's."""
     from pwprune.checkpoint import load_checkpoint, save_checkpoint
     from pwprune.environment import numeric_environment
 
@@ -61,17 +101,11 @@ def finetune_stage(
         # only the frozen (on-the-fly) teacher needs the dense weights; the cached one reads logits
         dense = load_checkpoint(dense_path, device=device)[0] if augment else None
         teacher = make_teacher(augment, dense, teacher_path, device)
-    if finetune["loss"] == "ceag":
-        loss_fn = make_ceag_loss(prepared, teacher, finetune.get("ceag"))
-    else:
-        loss_fn = make_loss(finetune["loss"], finetune.get("pw"))
-    log(f"{context}: fine-tuning loss {loss_fn!r}, teacher {type(teacher).__name__ if teacher else 'none'}")
     numerics = numerics or {}
-    history = fit(
+    history = finetune_model(
         model,
         prepared,
-        loop,
-        loss_fn,
+        finetune,
         teacher,
         seed,
         device,
@@ -81,13 +115,7 @@ def finetune_stage(
         numerics=numerics,
         resume=resume,
     )
-    # the cells by their names (meta.json), as every table and figure shows them; history keeps the ids
-    cls, grp = prepared.meta["class_names"], prepared.meta["group_names"]
-    shares = [
-        {"epoch": h["epoch"], **s, "label": cls[s["label"]], "group": grp[s["group"]]}
-        for h in history
-        for s in h.get("loss_shares", [])
-    ]
+    shares = loss_shares(history, prepared.meta)
     diverged = bool(history and history[-1].get("diverged"))
     if diverged:
         # Recorded as a degenerate trial; the non-finite weights are never saved: the checkpoint

@@ -129,14 +129,26 @@ def eval_loader(prepared, split, batch_size, arch=None, device="cpu"):
     return Batches(prepared.splits[split], _input_meta(prepared, arch), batch_size, device=device)
 
 
-def make_teacher(augment, dense_model, teacher_path, device):
-    """Cached dense outputs for non-augmented data (computed once, at dense training); a frozen
-    copy of the dense model when augmentation makes every view new."""
+def make_teacher(augment, dense_model, teacher_path, device, logits=None):
+    """Cached dense outputs for non-augmented data (computed once, at dense training: read from
+    `teacher_path`, or given in memory as `logits`, dense_teacher_logits' result); a frozen copy of
+    the dense model when augmentation makes every view new."""
     from pwprune.loss import CachedTeacher, FrozenTeacher
 
     if augment:
         return FrozenTeacher(dense_model.to(device))
-    return CachedTeacher(load_tensor(teacher_path).to(device))
+    return CachedTeacher((load_tensor(teacher_path) if logits is None else logits).to(device))
+
+
+def dense_teacher_logits(model, prepared, seed, arch, device, batch_size=256):
+    """The dense model's logits on every training sample, row i = sample i (pwprune.loss.
+    teacher_outputs over the unshuffled, unaugmented train split): what the PW loss and CEAG's
+    baseline read through a CachedTeacher. The dense training stage saves them beside the model;
+    pwprune.api computes them in memory."""
+    from pwprune.loss import teacher_outputs
+
+    loader = train_loader(prepared, batch_size, seed, augment=False, shuffle=False, arch=arch, device=device)
+    return teacher_outputs(model, loader, device)
 
 
 def save_tensor(path, tensor):

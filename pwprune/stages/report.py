@@ -4,10 +4,13 @@ and variants against their bases."""
 from __future__ import annotations
 
 
-def summary_stage(metrics_path, md, csv, fairness_csv, intervals_path=None, log=print):
+def summary_stage(metrics_path, md, csv, fairness_csv, intervals_path=None, ranking_csv=None, log=print):
     """The tidy table -> the CE-vs-PW summary (md, csv) with the field's fairness metrics as a
     section of md and in full in fairness_csv (pwprune.summary.field_metrics; single runs with
-    the bootstrap intervals of intervals_path, results/bootstrap.csv)."""
+    the bootstrap intervals of intervals_path, results/bootstrap.csv), then the fairness methods
+    ranked by worst-group drop with their paired tests as a section of md and in full in
+    ranking_csv (pwprune.summary.ranking, on the test split; the CSV is not written when
+    ranking_csv is None)."""
     import pandas as pd
 
     from pwprune import summary
@@ -20,7 +23,13 @@ def summary_stage(metrics_path, md, csv, fairness_csv, intervals_path=None, log=
     field.to_csv(fairness_csv, index=False)
     with open(md, "a") as f:
         f.write("\n" + "\n".join(summary.field_section(field)) + "\n")
+    ranked = summary.ranking(metrics)
+    if ranking_csv is not None:
+        ranked.to_csv(ranking_csv, index=False)
+    with open(md, "a") as f:
+        f.write("\n" + "\n".join(summary.ranking_section(ranked)) + "\n")
     log(f"summary: {len(table)} rows -> {md}, {csv}; {len(field)} fairness metrics -> {fairness_csv}")
+    log(f"ranking: {len(ranked)} (method, loss) pairs ranked -> {md}" + (f", {ranking_csv}" if ranking_csv else ""))
 
 
 def variant_summary_stage(metrics_path, pairs, descriptions, md, csv, log=print):

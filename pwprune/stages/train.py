@@ -3,7 +3,7 @@ that the PW loss reuses. Its metrics come from the evaluate stage."""
 
 from __future__ import annotations
 
-from pwprune.stages.inputs import fit, load_data, make_loss, save_tensor, train_loader
+from pwprune.stages.inputs import dense_teacher_logits, fit, load_data, make_loss, save_tensor
 from pwprune.stages.jobs import write_json
 
 
@@ -28,7 +28,6 @@ def train_dense_stage(
     written."""
     from pwprune.checkpoint import save_checkpoint
     from pwprune.environment import numeric_environment
-    from pwprune.loss import teacher_outputs
     from pwprune.models import arch_dict, build_model
 
     prepared = load_data(data_dir)
@@ -58,11 +57,7 @@ def train_dense_stage(
     )
     if history and history[-1].get("diverged"):  # on_divergence: degenerate; no dense, no trial
         raise RuntimeError(f"{context}: the dense model diverged; lower train.lr (now {loop['lr']})")
-    logits = teacher_outputs(
-        model,
-        train_loader(prepared, teacher_batch_size, seed, augment=False, shuffle=False, arch=arch, device=device),
-        device,
-    )
+    logits = dense_teacher_logits(model, prepared, seed, arch, device, teacher_batch_size)
     save_tensor(out["teacher"], logits)
     write_json(out["history"], history)
     save_checkpoint(

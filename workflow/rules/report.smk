@@ -150,6 +150,7 @@ rule summary:
         md=report("results/summary.md", caption="../report/summary.rst", category="summary"),
         csv="results/summary.csv",
         fairness="results/fairness.csv",
+        ranking="results/ranking.csv",
         headline="results/headline.json",
     params:
         experiments=ACTIVE,

@@ -10,6 +10,7 @@ with job_log(snakemake.log[0], exit_when_done=True) as log:
         snakemake.output.csv,
         snakemake.output.fairness,
         intervals_path=snakemake.input.intervals,
+        ranking_csv=snakemake.output.ranking,
         log=log,
     )
     append_summary(snakemake.output.md, snakemake.input.diagnostics, snakemake.params.experiments)
