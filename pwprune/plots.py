@@ -487,7 +487,9 @@ def _comparison(d, experiment, split, out_stem):
     targets = sorted(set(trials["target_reduction"]))
     dense_gap = trial_table(d, "dense").groupby("seed")["gap"].mean().mean()
     width = max(3.2, 0.25 * len(methods) * len(labels) + 1.0)
-    fig = Figure(figsize=(width * len(targets) + 0.8, 2.7 * len(COMPARISON_ROWS) + 1.4), layout="constrained")
+    # at least wide enough for the two-line title and the legend when there is one target
+    fig_width = max(width * len(targets) + 0.8, 11.0)
+    fig = Figure(figsize=(fig_width, 2.7 * len(COMPARISON_ROWS) + 1.4), layout="constrained")
     axes = _panel_grid(fig, len(COMPARISON_ROWS), len(targets), sharey="row")
     for j, target in enumerate(targets):
         at = trials[trials["target_reduction"] == target]
