@@ -453,18 +453,9 @@ def _tradeoff(d, experiment, split, out_stem):
 
 COMPARISON_ROWS = (
     ("worst_drop", "(a) worst-group accuracy drop\nfrom dense (pp)"),
-    ("overall_drop", "(b) overall accuracy drop\nfrom dense (pp)"),
+    ("acc_drop", "(b) overall accuracy drop\nfrom dense (pp)"),
     ("gap", "(c) best − worst group\naccuracy (pp)"),
 )
-
-
-def _with_overall_drop(trials, d):
-    """trials + `overall_drop`: the dense model's overall (`all`) accuracy minus the trial's, against
-    the dense model of the same seed (the seed-averaged one where that seed has none), as
-    summary.trial_table measures the group drops."""
-    dense = d[(d["stage"] == "dense") & (d["group"] == "all")].groupby("seed")["accuracy"].mean()
-    ref = trials["seed"].map(dense).astype(float).fillna(dense.mean() if len(dense) else math.nan)
-    return trials.assign(overall_drop=ref - trials["accuracy"])
 
 
 def _categorical_step(n_labels):
@@ -479,7 +470,7 @@ def _dodge_categorical(mi, li, n_labels):
 
 def _comparison(d, experiment, split, out_stem):
     trials = trial_table(d, "finetuned")
-    trials = _with_overall_drop(trials[trials["loss"].isin(list(EXPERIMENT_LOSS_LABELS))], d)
+    trials = trials[trials["loss"].isin(list(EXPERIMENT_LOSS_LABELS))]
     labels = _present_labels(trials["loss"])
     methods = sort_methods(trials["method"])
     if not methods:

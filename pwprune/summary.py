@@ -196,8 +196,9 @@ def _dense_reference(df):
 def trial_table(df, stage="finetuned"):
     """One row per trial at `stage` with its overall and worst-group accuracy and its fairness
     against the dense model of the same seed (the seed-averaged dense model if that seed has
-    none): gap, worst_drop, drop_std, max_disparity (fairness), the equalised-odds difference
-    eod (equalised_odds_difference), plus size/speed columns and the degenerate flag."""
+    none): gap, worst_drop, drop_std, max_disparity (fairness), acc_drop (the dense model's
+    overall accuracy minus the trial's), the equalised-odds difference eod
+    (equalised_odds_difference), plus size/speed columns and the degenerate flag."""
     per_seed, pooled = _dense_reference(df)
     sub = df[df["stage"] == stage]
     out = []
@@ -223,15 +224,17 @@ def trial_table(df, stage="finetuned"):
         all_row = t[t["group"] == "all"]
         group_acc = t.loc[t["group"] != "all", "accuracy"]
         first = all_row.iloc[0] if len(all_row) else t.iloc[0]
+        accuracy = float(all_row["accuracy"].mean()) if len(all_row) else math.nan
         out.append(
             dict(
                 zip(TRIAL_KEYS, key),
-                accuracy=float(all_row["accuracy"].mean()) if len(all_row) else math.nan,
+                accuracy=accuracy,
                 worst_group_accuracy=float(group_acc.min()),
                 gap=f["gap"],
                 worst_drop=f["worst_drop"],
                 drop_std=f["drop_std"],
                 max_disparity=f["max_disparity"],
+                acc_drop=float(dense_acc.get("all", math.nan)) - accuracy,
                 eod=equalised_odds_difference(rows),
                 macs=float(first["macs"]),
                 params=float(first["params"]),
@@ -247,6 +250,7 @@ def trial_table(df, stage="finetuned"):
         "worst_drop",
         "drop_std",
         "max_disparity",
+        "acc_drop",
         "eod",
         "macs",
         "params",
@@ -539,19 +543,6 @@ def ranking(metrics_df, split="test"):
         valid = ", ".join(sorted(map(str, trials["split"].unique())))
         raise ValueError(f"ranking: split={split!r} has no fine-tuned trials in the metrics table; valid: {valid}")
     trials = trials[trials["split"] == split]
-    per_seed, pooled = _dense_reference(df)
-
-    def dense_overall(exp, seed):
-        for table, k in ((per_seed, (exp, split, seed, "all")), (pooled, (exp, split, "all"))):
-            if k in table.index:
-                return float(table.loc[k])
-        return math.nan
-
-    trials = trials.assign(
-        acc_drop=[
-            dense_overall(e, s) - a for e, s, a in trials[["experiment", "seed", "accuracy"]].itertuples(index=False)
-        ]
-    )
     out = []
     for (exp, target), t in trials.groupby(["experiment", "target_reduction"], sort=True):
         arms = {k: a.set_index("seed") for k, a in t.groupby(["method", "loss"], sort=True)}

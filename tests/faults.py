@@ -467,7 +467,7 @@ FAULTS = [
         "the comparison figure plots the overall accuracy drop where the worst group's drop belongs",
         "pwprune/plots.py",
         '("worst_drop", "(a) worst-group accuracy drop',
-        '("overall_drop", "(a) worst-group accuracy drop',
+        '("acc_drop", "(a) worst-group accuracy drop',
         (T + "test_plots.py::test_comparison_draws_every_method_and_loss_by_hand",),
     ),
     Fault(
