@@ -11,6 +11,15 @@ every import see the faulty package) and requires that at least one of them fail
     .venv/bin/python tests/faults.py --list        the list, with the tests that catch each
     .venv/bin/python tests/faults.py --only NAME[,NAME]
     .venv/bin/python tests/faults.py --passed-in report.xml   (CI: after `pytest --junitxml=...`)
+    .venv/bin/python tests/faults.py --no-fork     a new `python -m pytest` process per fault
+
+The run pays for start-up once: this process imports the heavy libraries (torch, torchvision,
+torch_pruning, numpy, pandas, matplotlib, scipy, ...: HEAVY below) but never pwprune or a test
+module of the copy, and for each fault forks a child that moves into the copy, puts it first on sys.path
+(and in PYTHONPATH, for the Snakemake jobs and other subprocesses the tests start) and runs
+`pytest.main` on the named tests. The child checks that pwprune and the test helpers it imported
+are the copy's, and fails loudly otherwise. `--no-fork` starts `python -m pytest` per fault
+instead, as before (slower: ~130 imports of torch, pandas and matplotlib).
 
 It first runs the union of the named tests on the unchanged copy, which must pass (else every
 fault would look caught). With --passed-in, the selections that a JUnit XML report of a pytest
@@ -24,6 +33,8 @@ breaks the tests' collection instead of their assertions (that proves nothing ab
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import os
 import re
 import subprocess
@@ -1207,11 +1218,141 @@ def apply(root: Path, fault: Fault) -> str:
     return text
 
 
+PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "-rf")
+# Imported once by this process, before the first fork (never pwprune: it must come from the copy):
+# the third-party libraries pwprune and the tests import at module level (scipy.stats alone is ~1 s)
+HEAVY = (
+    "numpy",
+    "pandas",
+    "matplotlib.figure",
+    "torch",
+    "torchvision",
+    "torch_pruning",
+    "scipy.stats",
+    "PIL.Image",
+    "yaml",
+    "jsonschema",
+    "snakemake",
+    "pytest",
+)
+REPO = HERE.parent
+VENV = Path(sys.prefix).resolve()  # (within REPO: its site-packages are not the checkout's)
+EXIT_WRONG_COPY = 86  # a forked child found the installed (unfaulted) package instead of the copy's
+
+
 def pytest_run(root: Path, tests, env):
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", *tests]
+    """`python -m pytest` on `tests` in a new process (the --no-fork way)."""
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     return proc, time.perf_counter() - t0
+
+
+def _pwprune_loaded() -> list:
+    return sorted(m for m in sys.modules if m == "pwprune" or m.startswith("pwprune."))
+
+
+def preload() -> None:
+    """Import the heavy third-party libraries once, so that every forked child has them."""
+    if _pwprune_loaded():
+        raise SystemExit(
+            f"tests/faults.py: this process imported {_pwprune_loaded()[:3]} before forking; a child "
+            "would test that (unfaulted) package, not the copy's. Run with --no-fork, or find the import."
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")  # what a process without a display picks anyway; no MPLBACKEND in the env
+    for name in HEAVY:
+        importlib.import_module(name)
+    # (not the pytest11 plugins: pytest warns that it cannot rewrite a plugin imported before it)
+    if _pwprune_loaded():
+        raise SystemExit(f"tests/faults.py: importing {HEAVY} loaded {_pwprune_loaded()[:3]}; cannot fork")
+    # the imported objects move to a generation gc never scans: the children's collections (pytest
+    # runs two at its end) then walk only their own objects, not torch's (~0.7 s a child otherwise)
+    gc.freeze()
+
+
+def _under(path, root: Path) -> bool:
+    """path (a str or None; relative: to the current directory) lies in the directory root (resolved)."""
+    if not isinstance(path, str):
+        return False
+    path = os.path.abspath(path)
+    return path == str(root) or path.startswith(str(root) + os.sep)
+
+
+def _strays(root: Path) -> list:
+    """Modules loaded from this checkout (not the copy at root, not the venv); __main__ is this script."""
+    return sorted(
+        name
+        for name, mod in list(sys.modules.items())
+        if name != "__main__"
+        and _under(getattr(mod, "__file__", None), REPO)
+        and not _under(mod.__file__, VENV)
+        and not _under(mod.__file__, root)
+    )
+
+
+def _child(root: Path, tests, env) -> int:
+    """In the forked child: run pytest on `tests` in the copy at root, as `python -m pytest` there would."""
+    root = root.resolve()
+    os.chdir(root)
+    os.environ.clear()
+    os.environ.update(env)  # PYTHONPATH=root: the Snakemake jobs and subprocesses the tests start
+    sys.dont_write_bytecode = True  # what PYTHONDONTWRITEBYTECODE does at start-up (a fault keeps the size)
+    # this checkout's tests/ (where helpers came from) and the editable install's path leave sys.path
+    sys.path[:] = [str(root)] + [p for p in sys.path if not (_under(p, REPO) and not _under(p, VENV))]
+    for name in _strays(root):  # helpers, imported from this checkout's tests/: the copy's must load
+        del sys.modules[name]
+    spec = importlib.util.find_spec("pwprune")
+    if spec is None or not _under(spec.origin, root):
+        print(f"tests/faults.py: the child would import pwprune from {spec and spec.origin!r}, not {root}")
+        return EXIT_WRONG_COPY
+    import pytest
+
+    sys.argv = ["pytest", *PYTEST_ARGS, *tests]
+    code = int(pytest.main([*PYTEST_ARGS, *tests]))
+    files = {m: getattr(sys.modules[m], "__file__", None) for m in _pwprune_loaded()}
+    wrong = [m for m, file in files.items() if file is not None and not _under(file, root)]
+    wrong += _strays(root)
+    if wrong:
+        print(f"tests/faults.py: the tests ran modules from outside the copy {root}: {wrong[:5]}")
+        return EXIT_WRONG_COPY
+    return code
+
+
+def fork_run(root: Path, tests, env):
+    """Like pytest_run, in a child forked from this process (its imports already done)."""
+    if _pwprune_loaded():
+        raise SystemExit(f"tests/faults.py: the forking process has imported {_pwprune_loaded()[:3]}; refusing")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into this script
+            code = 70
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                code = _child(root, tests, env)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (f.read().decode(errors="replace") for f in (out, err))
+    if code == EXIT_WRONG_COPY:
+        raise SystemExit(f"tests/faults.py: the faults would not apply:\n{stdout[-3000:]}{stderr[-3000:]}")
+    return subprocess.CompletedProcess(["pytest.main", *tests], code, stdout, stderr), time.perf_counter() - t0
 
 
 def passed_in_report(report: Path, selections) -> set:
@@ -1245,6 +1386,11 @@ def main(argv=None) -> int:
         type=Path,
         help="JUnit XML of a pytest run on this checkout: the selections it shows passed skip the baseline run",
     )
+    ap.add_argument(
+        "--no-fork",
+        action="store_true",
+        help="start a new `python -m pytest` process per fault instead of forking this one (slower)",
+    )
     args = ap.parse_args(argv)
     faults = FAULTS
     if args.only:
@@ -1262,18 +1408,22 @@ def main(argv=None) -> int:
         return 0
 
     start = time.perf_counter()
+    run = pytest_run if args.no_fork else fork_run
+    if not args.no_fork:
+        preload()
     with tempfile.TemporaryDirectory(prefix="pwprune-faults-") as tmp:
         root = copy_repo(Path(tmp) / "repo")
         env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
-        where = subprocess.run(
-            [sys.executable, "-c", "import pwprune; print(pwprune.__file__)"],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        if not where.startswith(str(root)):
-            raise SystemExit(f"the copy's pwprune is not the one imported (got {where!r}); faults would not apply")
+        if args.no_fork:  # (a forked child checks this itself, before and after its tests)
+            where = subprocess.run(
+                [sys.executable, "-c", "import pwprune; print(pwprune.__file__)"],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            if not where.startswith(str(root)):
+                raise SystemExit(f"the copy's pwprune is not the one imported (got {where!r}); faults would not apply")
         for f in faults:  # every anchor first: a stale list fails before any test runs
             (root / f.path).write_text(apply(root, f))
         selection = sorted({t for f in faults for t in f.tests})
@@ -1281,7 +1431,7 @@ def main(argv=None) -> int:
         if reported:
             print(f"baseline: {len(reported)} of {len(selection)} test selections passed in {args.passed_in}")
         rest = [t for t in selection if t not in reported]
-        proc, secs = pytest_run(root, rest, env) if rest else (None, 0.0)
+        proc, secs = run(root, rest, env) if rest else (None, 0.0)
         ok = proc is None or proc.returncode == 0
         print(
             f"baseline: {len(rest)} test selections run on the unchanged code: "
@@ -1296,7 +1446,7 @@ def main(argv=None) -> int:
         for f in faults:
             original = apply(root, f)
             try:
-                proc, secs = pytest_run(root, f.tests, env)
+                proc, secs = run(root, f.tests, env)
             finally:
                 (root / f.path).write_text(original)
             failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.M)

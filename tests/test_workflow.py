@@ -644,9 +644,12 @@ def test_log_labels_are_text_only():
         tree = ast.parse(provenance.module_file(name).read_text())
         imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not imports, name
-    w = SimpleNamespace(exp="e", seed="0", method="taylor", ploss="pw", floss="ce", target="0.5")
+    # distinctive values: "experiment", "pruning" and every other fixed word of a label contain
+    # neither, so a label that lost the experiment name or the seed fails here
+    w = SimpleNamespace(exp="qzx-exp", seed="9137", method="taylor", ploss="pw", floss="ce", target="0.5")
     for fn in (labels.train_dense, labels.prune, labels.finetune):
-        assert isinstance(fn(w), str) and "e" in fn(w)
+        label = fn(w)
+        assert isinstance(label, str) and "qzx-exp" in label and "9137" in label, label
 
 
 def test_new_raw_data_version_reruns_preparation_and_everything_after(run_copy):
