@@ -10,6 +10,7 @@ Torch-free on purpose: the Snakefile imports this at start-up, and a dry run mus
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import yaml
@@ -241,11 +242,13 @@ def _wants_float(spec, root) -> bool:
     return "number" in types and "integer" not in types
 
 
-def validate(config: dict, schema_path) -> dict:
+def validate(config: dict, schema_path, cuda_available: bool | None = None) -> dict:
     """Validate against the JSON schema plus the cross-key rules a schema cannot say, then fill
     every schema default into `config` (so downstream code can index keys directly), and put it in
     its canonical form (canonicalize: sorted keys, schema numbers as floats).
-    Raises ConfigError listing every problem as `key.path: what is wrong, what is valid`."""
+    Raises ConfigError listing every problem as `key.path: what is wrong, what is valid`.
+    cuda_available: whether `device: auto` means CUDA here (cuda_deterministic_problems); None asks
+    cuda_present(), only when an experiment's answer depends on it."""
     import jsonschema
 
     schema = load_schema(schema_path)
@@ -274,6 +277,7 @@ def validate(config: dict, schema_path) -> dict:
     fill_defaults(config, schema)
     # a variant shares its base's dense models: compared once both have their defaults filled
     problems = [p for name, exp in experiments.items() for p in _variant_problems(name, exp, experiments)]
+    problems += cuda_deterministic_problems(config, cuda_available)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     # one form for one value: a rule's params change only when a value does
@@ -360,6 +364,90 @@ def _variant_problems(name: str, exp: dict, experiments: dict) -> list[str]:
             f"({b.get('seeds')}); a variant can only use its base's dense models"
         )
     return problems
+
+
+# ---------------------------------------------------------------- CUDA, answered without torch
+
+
+@functools.cache
+def cuda_present() -> bool:
+    """Whether torch.cuda.is_available() would say True on this machine, answered without importing
+    torch (2-4 s, which every Snakemake start-up would pay, dry runs included): the installed torch
+    is a CUDA (or ROCm) build (its torch/version.py, read as text), and a GPU device node exists
+    (/dev/nvidia0..., or ROCm's /dev/kfd) that CUDA_VISIBLE_DEVICES (HIP_VISIBLE_DEVICES) does not
+    hide. For what `device: auto` asks of the workflow (a `gpu` resource, the deterministic-kernel
+    check); the job itself resolves `auto` with torch (pwprune.train.resolve_device)."""
+    import glob
+    import importlib.util
+    import os
+    import re
+
+    spec = importlib.util.find_spec("torch")  # finds the package without importing it
+    if spec is None or not spec.origin:
+        return False
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+    def built_with(key):
+        return re.search(rf"^{key}\s*(?::[^=\n]*)?=\s*['\"][^'\"]+['\"]", text, re.M) is not None
+
+    def hidden(var):
+        value = os.environ.get(var)
+        return value is not None and (value.strip() == "" or value.strip().startswith("-1"))
+
+    if built_with("hip"):
+        return os.path.exists("/dev/kfd") and not hidden("HIP_VISIBLE_DEVICES") and not hidden("CUDA_VISIBLE_DEVICES")
+    if built_with("cuda"):
+        return bool(glob.glob("/dev/nvidia[0-9]*")) and not hidden("CUDA_VISIBLE_DEVICES")
+    return False
+
+
+def cuda_possible(device: str, cuda_available: bool) -> bool:
+    """Whether jobs with params.yaml's `device` compute on CUDA: `cuda` and `cuda:N` always, `auto`
+    when CUDA is available (cuda_available), `cpu` never."""
+    device = str(device)
+    if device == "auto":
+        return bool(cuda_available)
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def gpu_count(device: str, cuda_available: bool) -> int:
+    """The `gpu` resource a compute job asks for (workflow/rules/common.smk gpus()): 1 when it
+    computes on CUDA (cuda_possible), else 0. Snakemake counts it against `--resources gpu=N`
+    (profiles/local allows 1 at a time); the Slurm executor asks the cluster for that many GPUs."""
+    return 1 if cuda_possible(device, cuda_available) else 0
+
+
+def cuda_deterministic_problems(config: dict, cuda_available: bool | None = None) -> list[str]:
+    """Every experiment with `deterministic: true` whose model has no deterministic CUDA kernel for
+    training (names.CUDA_NONDETERMINISTIC_MODELS: a pool that is adaptive and not global) while the
+    device can be CUDA: its first backward pass on the GPU would stop the job, after its data was
+    prepared. cuda_available: what `device: auto` finds (None: cuda_present(), asked only then)."""
+    device = str(config.get("device", "auto"))
+    found = [
+        (name, exp["model"])
+        for name, exp in (config.get("experiments") or {}).items()
+        if isinstance(exp, dict)
+        and exp.get("deterministic", True) is True
+        and exp.get("model") in names.CUDA_NONDETERMINISTIC_MODELS
+    ]
+    if not found:
+        return []
+    if device == "auto" and cuda_available is None:
+        cuda_available = cuda_present()
+    if not cuda_possible(device, bool(cuda_available)):
+        return []
+    where = f"device is {device!r}" if device != "auto" else "device is 'auto' and this machine has a CUDA device"
+    return [
+        f"experiments.{name}.deterministic: true, but model {model!r} "
+        f"{names.CUDA_NONDETERMINISTIC_MODELS[model]}, not a global 1x1 pool: its CUDA backward has no "
+        f"deterministic kernel, and {where}, so the first training step would stop the job. "
+        f"Set `deterministic: false` in experiments.{name} (as celeba_vgg16 does; the same GPU may "
+        "then give slightly different numbers per run), or `device: cpu`"
+        for name, model in found
+    ]
 
 
 def check_pretrained(config: dict) -> None:

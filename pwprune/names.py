@@ -123,6 +123,19 @@ REFUSED_MODELS = {
     n: why for n in TORCHVISION_CLASSIFIERS for prefix, why in REFUSED_MODEL_FAMILIES.items() if n.startswith(prefix)
 }
 MODEL_NAMES = OWN_MODELS + tuple(n for n in TORCHVISION_CLASSIFIERS if n not in REFUSED_MODELS)
+# Model families whose training has no deterministic kernel on CUDA: name prefix -> the operation.
+# Their pool is adaptive and not global (output not 1x1); torch computes a 1x1 adaptive pool as a
+# mean, but any other size's CUDA backward (adaptive_avg_pool2d_backward_cuda) adds with atomics,
+# and deterministic mode stops there. Config validation refuses them under `deterministic: true`
+# where the device can be CUDA (pwprune.config). tests/test_gpu_paths.py builds every model of
+# MODEL_NAMES on the meta device and holds this table equal to the pools their forward passes call.
+CUDA_NONDETERMINISTIC_FAMILIES = {
+    "vgg": "pools its features to 7x7 with AdaptiveAvgPool2d((7, 7))",
+    "alexnet": "pools its features to 6x6 with AdaptiveAvgPool2d((6, 6))",
+}
+CUDA_NONDETERMINISTIC_MODELS = {
+    n: why for n in MODEL_NAMES for prefix, why in CUDA_NONDETERMINISTIC_FAMILIES.items() if n.startswith(prefix)
+}
 PRETRAINED_CHOICES = ("none", "imagenet")
 
 # ---- figures (pwprune.plots draws them; workflow/rules/report.smk asks for them)

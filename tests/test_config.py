@@ -490,3 +490,157 @@ def test_two_orders_of_one_config_give_one_repr(params):
     a, b = copy.deepcopy(params), reversed_keys(params)
     assert repr(a) != repr(b)
     assert repr(pc.validate(a, SCHEMA)) == repr(pc.validate(b, SCHEMA))
+
+
+# ---------------------------------------------------------------- CUDA: deterministic kernels, GPU requests
+
+
+def _vgg(cfg, model="vgg16", **changes):
+    """cfg with an experiment `gpu_vgg` training `model` on CIFAR-10-sized digits (deterministic by
+    default, as every experiment)."""
+    exp = copy.deepcopy(cfg["experiments"]["default"])
+    exp.update(model=model, description="a VGG on a GPU", **changes)
+    exp["dataset"] = {**exp["dataset"], "image_size": 32}
+    cfg["experiments"]["gpu_vgg"] = exp
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["vgg16", "vgg11_bn", "alexnet"])
+@pytest.mark.parametrize("device, cuda_available", [("cuda", False), ("cuda:1", False), ("auto", True)])
+def test_a_pool_without_deterministic_cuda_kernel_is_refused_naming_key_model_and_fix(
+    cfg, model, device, cuda_available
+):
+    """VGG pools to 7x7 and AlexNet to 6x6 (adaptive, not global): their CUDA backward has no
+    deterministic kernel, so `deterministic: true` would stop the first training step on a GPU.
+    Refused at validation, before any data is prepared, wherever the device can be CUDA."""
+    cfg["device"] = device
+    with pytest.raises(pc.ConfigError) as e:
+        pc.validate(_vgg(cfg, model), SCHEMA, cuda_available=cuda_available)
+    message = str(e.value)
+    assert f"experiments.gpu_vgg.deterministic: true, but model {model!r}" in message
+    assert "AdaptiveAvgPool2d((" in message and "no deterministic kernel" in message
+    assert "Set `deterministic: false` in experiments.gpu_vgg" in message and "`device: cpu`" in message
+    assert f"device is {device!r}" in message
+
+
+@pytest.mark.parametrize(
+    "device, cuda_available, changes",
+    [
+        ("cpu", True, {}),  # the CPU has deterministic kernels for every pool
+        ("auto", False, {}),  # auto on a machine without CUDA computes on the CPU
+        ("cuda", True, {"deterministic": False}),  # allowed, as celeba_vgg16 does
+    ],
+)
+def test_a_vgg_is_valid_where_it_cannot_meet_a_cuda_backward_or_may(cfg, device, cuda_available, changes):
+    cfg["device"] = device
+    pc.validate(_vgg(cfg, **changes), SCHEMA, cuda_available=cuda_available)
+
+
+def test_models_with_global_pools_are_not_flagged(cfg):
+    cfg["device"] = "cuda"
+    for model in ("resnet18", "efficientnet_v2_s", "small_cnn", "resnet56_a", "googlenet", "squeezenet1_0"):
+        pc.validate(_vgg(copy.deepcopy(cfg), model), SCHEMA)
+    assert set(names.CUDA_NONDETERMINISTIC_MODELS) == {n for n in names.MODEL_NAMES if n.startswith(("vgg", "alexnet"))}
+
+
+def test_shipped_configs_validate_where_cuda_is_present(params):
+    """On a GPU machine params.yaml (device: auto) still validates: its one VGG experiment,
+    celeba_vgg16, sets deterministic: false."""
+    assert params["experiments"]["celeba_vgg16"]["deterministic"] is False
+    for device in ("auto", "cuda"):
+        pc.validate({**copy.deepcopy(params), "device": device}, SCHEMA, cuda_available=True)
+
+
+@pytest.mark.parametrize(
+    "device, cuda_available, gpus",
+    [("cuda", False, 1), ("cuda:2", True, 1), ("auto", True, 1), ("auto", False, 0), ("cpu", True, 0)],
+)
+def test_gpu_count_asks_for_a_gpu_wherever_jobs_compute_on_cuda(device, cuda_available, gpus):
+    """The `gpu` resource of a compute job (common.smk gpus()): `auto` asks for one when CUDA is
+    present, so the local profile's `gpu: 1` and the Slurm executor see every GPU job."""
+    assert pc.gpu_count(device, cuda_available) == gpus
+    assert pc.cuda_possible(device, cuda_available) is bool(gpus)
+
+
+def _fake_torch(tmp_path, monkeypatch, version_py, nodes=(), env=None):
+    """cuda_present() on a stand-in installation: torch/version.py with the given text, the given
+    /dev entries, and CUDA_VISIBLE_DEVICES set (or unset: None)."""
+    import fnmatch
+    import glob
+    import importlib.util
+    import os
+    from types import SimpleNamespace
+
+    (tmp_path / "torch").mkdir(exist_ok=True)
+    (tmp_path / "torch" / "version.py").write_text(version_py)
+    spec = SimpleNamespace(origin=str(tmp_path / "torch" / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "torch" else None)
+    monkeypatch.setattr(glob, "glob", lambda pattern: [n for n in nodes if fnmatch.fnmatch(n, pattern)])
+    monkeypatch.setattr(os.path, "exists", lambda p: p in nodes)
+    if env is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+    return pc.cuda_present.__wrapped__()
+
+
+CUDA_BUILD = "__version__ = '2.14.1+cu130'\ncuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n"
+CPU_BUILD = "__version__ = '2.14.1+cpu'\ncuda: Optional[str] = None\nhip: Optional[str] = None\n"
+ROCM_BUILD = "__version__ = '2.14.1+rocm7.0'\ncuda: Optional[str] = None\nhip: Optional[str] = '7.0.1'\n"
+
+
+@pytest.mark.parametrize(
+    "version_py, nodes, env, present",
+    [
+        (CUDA_BUILD, ("/dev/nvidia0", "/dev/nvidiactl"), None, True),
+        (CUDA_BUILD, ("/dev/nvidia0",), "0,1", True),
+        (CUDA_BUILD, ("/dev/nvidia0",), "", False),  # CUDA_VISIBLE_DEVICES hides every device
+        (CUDA_BUILD, ("/dev/nvidia0",), "-1", False),
+        (CUDA_BUILD, ("/dev/nvidiactl",), None, False),  # a driver node, no GPU
+        (CUDA_BUILD, (), None, False),  # a CUDA build on a machine without a GPU (this one)
+        (CPU_BUILD, ("/dev/nvidia0",), None, False),  # a GPU, but a CPU-only torch
+        (ROCM_BUILD, ("/dev/kfd",), None, True),
+        (ROCM_BUILD, (), None, False),
+    ],
+    ids=[
+        "gpu",
+        "visible",
+        "hidden-empty",
+        "hidden-minus-1",
+        "driver-only",
+        "no-gpu",
+        "cpu-build",
+        "rocm",
+        "rocm-no-gpu",
+    ],
+)
+def test_cuda_present_answers_without_torch(tmp_path, monkeypatch, version_py, nodes, env, present):
+    assert _fake_torch(tmp_path, monkeypatch, version_py, nodes, env) is present
+
+
+def test_cuda_present_agrees_with_torch_here():
+    import torch
+
+    assert pc.cuda_present() is torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_the_start_up_checks_import_no_torch_and_cost_milliseconds():
+    """What the Snakefile runs at start-up (validate, with its CUDA checks) stays torch-free: on a
+    GPU machine too, where `device: auto` asks cuda_present() and every experiment's model is
+    looked up (names.CUDA_NONDETERMINISTIC_MODELS), nothing builds a model or imports torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "import pwprune.config as pc\n"
+        f"c = pc.load_yaml_strict({str(REPO / 'params.yaml')!r})\n"
+        "t = time.perf_counter()\n"
+        f"pc.validate(c, {str(SCHEMA)!r}, cuda_available=True)\n"
+        "pc.cuda_present()\n"
+        "print(time.perf_counter() - t)\n"
+        "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'heavy import'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]

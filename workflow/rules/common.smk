@@ -103,7 +103,9 @@ def threads_for(stage):
 
 
 def gpus():
-    return 1 if device().startswith("cuda") else 0
+    """The `gpu` resource of a compute job: 1 on CUDA, `device: auto` included when this machine
+    has a CUDA device (pwprune.config.gpu_count; found without importing torch)."""
+    return pc.gpu_count(device(), pc.cuda_present())
 
 
 def runs(exp, labels=None, methods=None, targets=None):
