@@ -1,7 +1,7 @@
 """The numeric environment of a compute job: what, besides the code, the data and params.yaml,
 decides a result's last bits. The library versions (torch, torchvision, Torch-Pruning), the
 device and its model (CPU model; GPU name, CUDA and cuDNN versions), the thread count,
-deterministic mode and the arithmetic precision.
+deterministic mode and the arithmetic precision (and whether CUDA may compute fp32 in TF32).
 
 Every checkpoint stores it in its meta (pwprune.checkpoint.save_checkpoint) and every metrics row
 carries its one-line form (`environment` column), so the summary can say which environments a
@@ -28,6 +28,7 @@ ID_KEYS = (
     "cudnn",
     "deterministic",
     "precision",
+    "tf32",
     "threads",
 )
 
@@ -69,6 +70,7 @@ def numeric_environment(device, precision: str = "fp32") -> dict:
         "threads": int(torch.get_num_threads()),
         "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
         "precision": str(precision),
+        "tf32": tf32_allowed(),
         "cuda": None,
         "cudnn": None,
         "gpu": None,
@@ -79,6 +81,24 @@ def numeric_environment(device, precision: str = "fp32") -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
     env["device_model"] = env["gpu"] if device.type == "cuda" else env["cpu_model"]
     return env
+
+
+def tf32_allowed() -> bool:
+    """Whether CUDA matmuls or cuDNN convolutions may compute fp32 in TF32 now (torch's per-operator
+    fp32_precision, read through its fallbacks: an operator's "none" takes its backend's setting,
+    then the global one; "none" throughout is IEEE fp32). Readable without a GPU; the jobs turn it
+    off (pwprune.stages.inputs.set_tf32)."""
+    import torch
+
+    b = torch.backends
+
+    def precision(op):
+        for p in (op.fp32_precision, b.cudnn.fp32_precision, b.fp32_precision):
+            if p != "none":
+                return p
+        return "ieee"
+
+    return any(precision(op) == "tf32" for op in (b.cuda.matmul, b.cudnn.conv))
 
 
 def environment_id(env: dict | None) -> str:
@@ -93,7 +113,8 @@ def environment_id(env: dict | None) -> str:
         if env.get(k) is not None:
             parts.append(f"{k} {env[k]}")
     parts.append("deterministic" if env.get("deterministic") else "nondeterministic")
-    parts.append(str(env.get("precision", "fp32")))
+    tf32 = env.get("device_type") == "cuda" and env.get("tf32")
+    parts.append(str(env.get("precision", "fp32")) + (" (tf32 allowed)" if tf32 else ""))
     threads = env.get("threads")
     parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
     return " | ".join(parts)

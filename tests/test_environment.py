@@ -140,6 +140,7 @@ def test_numeric_environment_reads_live_cpu_state():
     assert environment_id(e).endswith("| deterministic | fp32 | 1 thread")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU fields are recorded only on one"
 )
@@ -151,6 +152,29 @@ def test_numeric_environment_records_the_gpu():
     assert e["cudnn"] == str(torch.backends.cudnn.version()) and e["cudnn"] != "None"
     line = environment_id(e)
     assert line.startswith(f"cuda {e['gpu']} | ") and f"| cuda {e['cuda']} | cudnn {e['cudnn']} |" in line
+
+
+def test_tf32_shows_in_the_line_of_a_cuda_environment_that_allowed_it():
+    """TF32 is recorded (`tf32`); a CUDA line says so when it was allowed. CPU lines, lines with
+    TF32 off (every job's, pwprune.stages.inputs.set_tf32) and older records without the key read
+    as before."""
+    assert env(2, **A100, tf32=True).endswith("| fp32 (tf32 allowed) | 2 threads")
+    assert env(2, **A100, tf32=False) == env(2, **A100)
+    assert env(2, tf32=True) == env(2)  # the flag does nothing on a CPU
+    assert machine_id(env(2, **A100, tf32=True)) != machine_id(env(2, **A100))
+
+
+def test_the_cuda_fields_are_read_from_the_device(monkeypatch):
+    """numeric_environment's CUDA branch, reached on a CPU: the GPU's name and the CUDA and cuDNN
+    versions come from torch's answers for the device (stand-ins here)."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: f"Stand-in GPU {torch.device(d).index}")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91300)
+    e = numeric_environment("cuda:1", "bf16")
+    assert e["device_type"] == "cuda" and e["gpu"] == e["device_model"] == "Stand-in GPU 1"
+    assert e["cuda"] == "13.0" and e["cudnn"] == "91300" and e["precision"] == "bf16"
+    assert isinstance(e["tf32"], bool)
+    assert environment_id(e).startswith("cuda Stand-in GPU 1 | ") and "| cuda 13.0 | cudnn 91300 |" in environment_id(e)
 
 
 # ---------------------------------------------------------------- the report

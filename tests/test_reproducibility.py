@@ -14,14 +14,15 @@ import yaml
 import pwprune.config as pc
 from helpers import checkpoint_state, copy_repo, snakemake
 from pwprune.checkpoint import load_checkpoint
-from pwprune.environment import numeric_environment
-from pwprune.stages.inputs import NondeterministicOpError, deterministic_ops, set_deterministic, setup
+from pwprune.environment import numeric_environment, tf32_allowed
+from pwprune.stages.inputs import NondeterministicOpError, deterministic_ops, set_deterministic, set_tf32, setup
 
-# One dense training job computing with 2 configured threads. On this model and data 1 and 2
-# threads give different weights (largest change ~3e-4 after one epoch), so the job's thread
-# count following --cores would show.
+# One dense training job computing with 2 configured threads on the CPU (pinned: `auto` would take
+# a visible GPU). On this model and data 1 and 2 threads give different weights (largest change
+# ~3e-4 after one epoch), so the job's thread count following --cores would show.
 REPRO = {
     "active": ["repro"],
+    "device": "cpu",
     "experiments": {
         "repro": {
             "description": "one dense training job at 2 configured threads",
@@ -51,6 +52,7 @@ def torch_numerics():
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
         os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        tf32_allowed(),
     )
     yield
     torch.set_num_threads(saved[0])
@@ -60,11 +62,12 @@ def torch_numerics():
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
+    set_tf32(saved[5])
 
 
-def _dense_run(root: Path, cores: int):
+def _dense_run(root: Path, cores: int, config=REPRO):
     copy_repo(root)
-    (root / "repro.yaml").write_text(yaml.safe_dump(REPRO))
+    (root / "repro.yaml").write_text(yaml.safe_dump(config))
     snakemake(root, DENSE, "--configfile=repro.yaml", "--cores", str(cores))
     return checkpoint_state(root / DENSE), load_checkpoint(root / DENSE)[1]["meta"], (root / LOG).read_text()
 
@@ -84,6 +87,24 @@ def test_weights_do_not_depend_on_cores(tmp_path):
         env = meta["environment"]
         assert env["threads"] == 2 and env["deterministic"] is True and env["device_type"] == "cpu"
         assert env["torch"] == torch.__version__
+
+
+@pytest.mark.e2e
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the test computes on one")
+def test_weights_do_not_depend_on_cores_on_cuda(tmp_path):
+    """The same dense training job with `device: cuda` under --cores 1 and --cores 2: on a GPU the
+    CPU thread count is not a param (the job takes its allotment), and the weights are still
+    bit-identical (deterministic mode, TF32 off)."""
+    config = {**REPRO, "device": "cuda"}
+    one, meta_one, _ = _dense_run(tmp_path / "cores1", 1, config)
+    two, meta_two, _ = _dense_run(tmp_path / "cores2", 2, config)
+    different = [k for k in one if not torch.equal(one[k], two[k])]
+    assert not different, f"--cores 1 and --cores 2 gave different weights on CUDA in {different}"
+    for meta in (meta_one, meta_two):
+        env = meta["environment"]
+        assert env["device_type"] == "cuda" and env["deterministic"] is True and env["tf32"] is False
+    assert {meta_one["environment"]["threads"], meta_two["environment"]["threads"]} == {1, 2}  # the allotments
 
 
 def test_numerics_come_from_params_not_scheduling():
@@ -122,6 +143,20 @@ def test_setup_applies_deterministic_mode_and_the_environment_records_it(torch_n
     assert not torch.backends.cudnn.deterministic
     env = numeric_environment("cpu")
     assert env["deterministic"] is False and env["threads"] == 1
+
+
+def test_setup_turns_tf32_off_and_the_environment_records_it(torch_numerics):
+    """Every compute job computes fp32 as IEEE fp32 on CUDA too: setup turns TF32 off in CUDA
+    matmuls and cuDNN convolutions (torch's default allows it in convolutions). The flags are
+    torch's process state, readable (and set) without a GPU."""
+    set_tf32(True)
+    assert tf32_allowed() and numeric_environment("cpu")["tf32"] is True
+    setup({"threads": 1, "deterministic": True}, 1, "cpu", 0)
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.conv.fp32_precision != "tf32"  # the per-operator API agrees
+    assert tf32_allowed() is False
+    env = numeric_environment("cpu", "fp32")
+    assert env["tf32"] is False
 
 
 def test_an_op_without_deterministic_kernel_stops_the_job_naming_op_and_option(torch_numerics):
@@ -169,6 +204,7 @@ def test_augmentation_draws_from_its_own_seeded_generator():
     assert torch.equal(first_batch(1), first_batch(1000))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the CUDA settings need one")
 def test_cuda_deterministic_mode_gives_identical_gradients(torch_numerics):
     device = setup({"threads": None, "deterministic": True}, 1, "cuda", 0)
@@ -190,3 +226,22 @@ def test_cuda_deterministic_mode_gives_identical_gradients(torch_numerics):
     env = numeric_environment(device)
     assert env["gpu"] == torch.cuda.get_device_name(device) and env["cuda"] == torch.version.cuda
     assert env["cudnn"] == str(torch.backends.cudnn.version())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: TF32 needs one")
+def test_cuda_fp32_convolution_is_ieee_after_setup(torch_numerics):
+    """After a job's setup a CUDA convolution and matmul compute in IEEE fp32, not TF32: their error
+    against float64 stays at fp32's level (~5e-7 of the largest output on a CPU), far below TF32's
+    (inputs rounded to a 10-bit mantissa: 3e-4 on these tensors, simulated)."""
+    device = setup({"threads": None, "deterministic": True}, 1, "cuda", 0)
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(8, 64, 32, 32, generator=gen), torch.randn(64, 64, 3, 3, generator=gen)
+    a, b = torch.randn(512, 512, generator=gen), torch.randn(512, 512, generator=gen)
+    conv = torch.nn.functional.conv2d(x.to(device), w.to(device), padding=1).cpu().double()
+    conv_ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    mm = (a.to(device) @ b.to(device)).cpu().double()
+    mm_ref = a.double() @ b.double()
+    assert ((conv - conv_ref).abs().max() / conv_ref.abs().max()).item() < 5e-5
+    assert ((mm - mm_ref).abs().max() / mm_ref.abs().max()).item() < 5e-5
+    assert numeric_environment(device)["tf32"] is False

@@ -10,7 +10,7 @@ from pwprune.fileio import atomic_open
 
 
 def setup(numerics, allotted, device_name: str, seed: int, log=print):
-    """Thread count, deterministic mode, seeds and device of a compute job.
+    """Thread count, deterministic mode, TF32 (off: set_tf32), seeds and device of a compute job.
 
     numerics: the job's `numerics` param (pwprune.config.numerics): `threads`, the configured CPU
     thread count (None on CUDA, where the job takes what it is allotted), and `deterministic`.
@@ -36,6 +36,7 @@ def setup(numerics, allotted, device_name: str, seed: int, log=print):
         )
     torch.set_num_threads(int(threads))
     set_deterministic(bool(numerics.get("deterministic", True)))
+    set_tf32(False)
     seed_everything(seed)
     return resolve_device(device_name)
 
@@ -54,6 +55,21 @@ def set_deterministic(on: bool) -> None:
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.benchmark = not on
     torch.backends.cudnn.deterministic = on
+
+
+def set_tf32(on: bool) -> None:
+    """TensorFloat-32 in CUDA matmuls and cuDNN convolutions (and RNNs). Every compute job turns it
+    off (setup), so fp32 arithmetic is IEEE fp32 on Ampere and later GPUs too: torch's default lets
+    cuDNN convolutions use TF32 (10-bit mantissa inputs), which would make dense training, the
+    cached teacher outputs and the pruning scores of a `precision: fp32` run TF32. Under autocast
+    (bf16, fp16) it concerns only the operations left in fp32. The environment records the state
+    (pwprune.environment.tf32_allowed). Set through the allow_tf32 flags: they also set torch's
+    per-operator fp32_precision API, so both read consistently afterwards (setting only the
+    per-operator API makes torch refuse to read the allow_tf32 flags)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(on)
+    torch.backends.cudnn.allow_tf32 = bool(on)
 
 
 class NondeterministicOpError(RuntimeError):
