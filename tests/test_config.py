@@ -644,3 +644,13 @@ def test_the_start_up_checks_import_no_torch_and_cost_milliseconds():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_latency_threads_is_a_positive_integer(cfg, threads):
+    """evaluate.latency_threads: the thread count latency is measured with (1 when unset)."""
+    cfg["experiments"]["default"].setdefault("evaluate", {})["latency_threads"] = threads
+    if threads < 1:
+        assert "experiments.default.evaluate.latency_threads: 0 is out of range; must be >= 1" in problems(cfg)
+    else:
+        assert pc.validate(cfg, SCHEMA)["experiments"]["default"]["evaluate"]["latency_threads"] == 2
