@@ -11,6 +11,9 @@ Each area is one module of plain functions returning lists of result dicts (see 
     memory.py         peak_rss_mb
     throughput.py     input_samples_s, train_samples_s
 Figures are printed, never asserted: tests only check the format.
+
+gpu_check.py has a CLI of its own, `python -m benchmarks.gpu_check`: every CUDA path (tests, the
+smoke run, mixed precision, throughput) in one command and one report, for a lent GPU.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ input_samples_s: samples/s delivered to training, per-sample path (SplitDataset 
     and normalise vectorised over the batch on the device), at 32 and 128 px, with and without
     augmentation, side by side in one run.
 train_samples_s: samples/s of training steps (forward, loss, backward, AdamW step) of
-    ResNet-18 at 128 px with batches from Batches, in fp32 and in bf16 autocast (and fp16 with a
-    GradScaler on CUDA), through pwprune.train.fit itself.
+    ResNet-18 at 128 px with batches from Batches, in fp32 and in bf16 autocast (on CUDA also fp16
+    with a GradScaler, each precision in the default and the channels-last layout), through
+    pwprune.train.fit itself.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def input_samples_s(opts, device):
     return out
 
 
-def train_samples_s(opts, device):
+def train_samples_s(opts, device, cases=None):
+    """cases: (precision, channels_last) pairs; by default fp32 and bf16 on a CPU, and on CUDA fp32,
+    bf16 and fp16 (with its GradScaler), each in the default and the channels-last layout."""
     import torch
 
     from pwprune.data.dataset import Batches
@@ -92,9 +95,12 @@ def train_samples_s(opts, device):
     # the CPU case small
     batch, batches = (32, 2 if opts.quick else 4) if device.type == "cpu" else (256, 16 if opts.quick else 32)
     split = _split(batch * batches, size)
-    precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    if cases is None:
+        cases = [("fp32", False), ("bf16", False)]
+        if device.type == "cuda":
+            cases = [(p, layout) for p in ("fp32", "bf16", "fp16") for layout in (False, True)]
     out, rates = [], {}
-    for precision in precisions:
+    for precision, channels_last in cases:
         torch.manual_seed(0)
         model = build_model("resnet18", 2, 3, size)
         loader = Batches(split, _meta(size), batch, shuffle=True, seed=0, augment=True, device=device)
@@ -108,29 +114,32 @@ def train_samples_s(opts, device):
             loss_fn=make_loss("ce"),
             device=device,
             precision=precision,
-            channels_last=device.type == "cuda",
+            channels_last=channels_last,
             log=lambda *a: None,
         )
-        rates[precision] = len(split) / history[-1]["seconds"]
+        rates[precision, channels_last] = len(split) / history[-1]["seconds"]
     where = device.type
     if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(device)}, channels_last"
+        where = torch.cuda.get_device_name(device)
     else:
         flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
         where = f"cpu ({'native bf16' if ('avx512_bf16' in flags or 'amx_bf16' in flags) else 'no native bf16'})"
-    for precision in precisions:
-        ratio = rates[precision] / rates["fp32"]
+    base = rates.get(("fp32", False)) or next(iter(rates.values()))
+    for (precision, channels_last), rate in rates.items():
+        ratio = rate / base
         case = f"resnet18 128 px, batch {batch}, {where}"
-        log(f"train_samples_s ({case}, {precision}): {rates[precision]:,.0f} samples/s ({ratio:.2f}x fp32)")
+        layout = ", channels_last" if channels_last else ""
+        log(f"train_samples_s ({case}, {precision}{layout}): {rate:,.0f} samples/s ({ratio:.2f}x fp32)")
         out.append(
             result(
                 "train_samples_s",
-                rates[precision],
+                rate,
                 "samples/s",
                 None,
                 None,
                 case=case,
                 precision=precision,
+                channels_last=channels_last,
                 vs_fp32=round(ratio, 2),
             )
         )
