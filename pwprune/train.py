@@ -340,7 +340,10 @@ def fit(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     elif scheduler == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=lr_decay)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    # fp16 scales the loss against underflow; every other precision steps through the same calls
+    # with the scaler disabled, where they pass straight through (scale(loss) is loss, step is
+    # opt.step(), update does nothing): one code path, which CPU runs exercise too
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     backbone_lr = lr * backbone_lr_scale
 
     history = []
@@ -351,7 +354,7 @@ def fit(
         opt.load_state_dict(saved["optimizer"])
         if sched is not None:
             sched.load_state_dict(saved["scheduler"])
-        if scaler is not None and saved.get("scaler"):
+        if scaler.is_enabled() and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         loader.load_state_dict(saved["loader"])
         _set_rng_state(saved["rng"], device)
@@ -369,7 +372,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "loader": loader.state_dict(),
                 "rng": _rng_state(device),
                 "history": history,
@@ -424,13 +427,9 @@ def fit(
                 bad = f"loss became {value}"
                 break
             opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if needs_groups:  # the multipliers' ascent step, after the model's descent step
                 per_sample_fn.dual_step()
             losses.append(per_sample.detach().float().cpu())

@@ -112,6 +112,15 @@ def crop_and_flip_copy(x, tops, lefts, flips, pad):
     return out
 
 
+def to_device(x: torch.Tensor, device, pin: bool) -> torch.Tensor:
+    """A CPU batch on `device`. pin: through page-locked memory with non_blocking, so the copy to a
+    GPU overlaps the work queued before it (Batches pins on CUDA); else a plain copy (none at all
+    for a CPU device). One path for every device: CPU runs exercise it too."""
+    if pin:
+        x = x.pin_memory()
+    return x.to(device, non_blocking=pin)
+
+
 class Batches:
     """(x, y, g, idx) batches of one prepared split, for training and evaluation.
 
@@ -138,6 +147,8 @@ class Batches:
         self.g = torch.from_numpy(np.asarray(split.g, np.int64))
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, bool(shuffle), bool(augment), int(seed)
         self.device = torch.device(device)
+        # CUDA: each batch is copied from page-locked memory without blocking (to_device)
+        self.pin = self.device.type == "cuda"
         c = self.x.shape[1]
         self.mean, self.std = (t.to(self.device) for t in _stats(meta, (1, c, 1, 1)))
         self.pad = _pad(meta)
@@ -179,8 +190,7 @@ class Batches:
 
     def _inputs(self, idx):
         x = torch.from_numpy(self.x[idx.numpy()])  # one gather from the memory map: uint8 (B, C, H, W)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = to_device(x, self.device, self.pin)
         if self.augment:
             p = self.pad
             offsets = torch.randint(0, 2 * p + 1, (len(idx), 2), generator=self.augment_generator)

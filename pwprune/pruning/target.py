@@ -447,6 +447,16 @@ def _taylor_authors(model, target, ex, data, opts, trajectory, log, dense=None):
     return pruned, history, snap["note"], snap["state"]
 
 
+def rng_fork_devices(device) -> list[int]:
+    """The CUDA devices whose RNG prune_to_target forks with the CPU's (torch.random.fork_rng), so
+    its seeding leaves the caller's streams alone: `device`'s index on CUDA (the current device's
+    for a bare "cuda"), none on a CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def prune_to_target(
     model,
     method,
@@ -510,9 +520,7 @@ def prune_to_target(
         f"({'every layer' if layers == 'all' else 'full convolutions only'}; tolerance {tolerance})"
     )
     # fork the RNG so seeding here (dropout in Taylor's steps) leaves the caller's stream alone
-    fork_devices = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    fork_devices = rng_fork_devices(device)
     state, history = None, None
     restore = restores_weights(opts, loss_fn)
     dense = copy.deepcopy(model) if restore else None
