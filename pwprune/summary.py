@@ -15,6 +15,7 @@ from scipy import stats
 
 from pwprune.environment import machine_id
 from pwprune.names import ABLATION_LABELS, EXPERIMENT_LOSS_LABELS, GROUP_AWARE_METHODS, MAIN_LABELS, METHODS
+from pwprune.power import minimal_detectable_difference
 
 # columns of the tidy table (results/metrics.csv); a per-job file's are pwprune.stages.jobs.METRIC_COLUMNS
 TABLE_COLUMNS = (
@@ -364,10 +365,16 @@ def field_section(table):
     return out + [""]
 
 
-def _paired_test(ce, pw):
-    """Paired difference PW - CE over seeds present in both; (mean, ci95, p, n_pairs, note)."""
+def _paired_differences(ce, pw):
+    """The seeds present in both, and PW - CE on each of them."""
     common = sorted(set(ce.index) & set(pw.index))
     d = (pw.loc[common] - ce.loc[common]).to_numpy(dtype=float) if common else np.array([])
+    return common, d
+
+
+def _paired_test(ce, pw):
+    """Paired difference PW - CE over seeds present in both; (mean, ci95, p, n_pairs, note)."""
+    common, d = _paired_differences(ce, pw)
     mean, half = t_interval(d)
     if len(d) < 2:
         return mean, half, math.nan, len(d), "fewer than 2 paired seeds: no t-test"
@@ -379,13 +386,36 @@ def _paired_test(ce, pw):
     return mean, half, p, len(d), ""
 
 
+def _paired_mde(ce, pw):
+    """The minimal detectable difference (pwprune.power) of _paired_test(ce, pw) at its pair count.
+    It uses the sd of the same paired differences, in their unit. NaN where that test has no p:
+    fewer than 2 pairs, the same difference on every seed, or a non-finite difference."""
+    _, d = _paired_differences(ce, pw)
+    if len(d) < 2 or np.allclose(d, d[0]):
+        return math.nan
+    return minimal_detectable_difference(float(np.std(d, ddof=1)), len(d))
+
+
+MDE_TEXT = (
+    "MDE: the minimal detectable difference, the smallest true paired difference that this "
+    "t-test would detect with 80% probability at this number of paired seeds (α 0.05 two-sided; "
+    "solved exactly with the noncentral t distribution, taking the sd of the observed paired "
+    "differences as the true one), in pp; – where there is no p. A non-significant difference "
+    "says little about effects below the MDE: a true difference of the MDE would have been "
+    "detected 4 times in 5, and a smaller one could well have been missed."
+)
+
+
 def summarize(metrics_df):
     """CE vs PW after fine-tuning, per experiment × split × method × target_reduction.
 
     Accuracy-type columns are fractions (0.05 = 5 percentage points). gap_* are mean and 95%
     t-interval half-width over seeds of the best-minus-worst group accuracy; gap_diff is the mean
     over seeds of (PW gap - CE gap), paired by seed, with its interval and a paired t-test p-value
-    (NaN, with a note, when fewer than 2 seeds pair up); acc_cost = mean CE overall accuracy -
+    (NaN, with a note, when fewer than 2 seeds pair up), and gap_diff_mde, the minimal detectable
+    difference of that test (pwprune.power.minimal_detectable_difference: the smallest true mean
+    PW - CE that it detects with 80% probability at α 0.05 two-sided, at n_pairs and the sd of
+    the paired differences; NaN where p is); acc_cost = mean CE overall accuracy -
     mean PW overall accuracy (positive = PW costs accuracy). degenerate_* count collapsed trials,
     which are included in every mean.
     """
@@ -402,6 +432,7 @@ def summarize(metrics_df):
         gap_ce, ci_ce = t_interval(ce["gap"])
         gap_pw, ci_pw = t_interval(pw["gap"])
         diff, ci_diff, p, n_pairs, note = _paired_test(ce["gap"], pw["gap"])
+        mde = _paired_mde(ce["gap"], pw["gap"])
         acc_ce = t_interval(ce["accuracy"])[0]
         acc_pw = t_interval(pw["accuracy"])[0]
         if len(ce) == 0 or len(pw) == 0:
@@ -420,6 +451,7 @@ def summarize(metrics_df):
                 gap_diff=diff,
                 gap_diff_ci95=ci_diff,
                 p_value=p,
+                gap_diff_mde=mde,
                 acc_ce=acc_ce,
                 acc_pw=acc_pw,
                 acc_cost=acc_ce - acc_pw,
@@ -440,6 +472,7 @@ def summarize(metrics_df):
         "gap_diff",
         "gap_diff_ci95",
         "p_value",
+        "gap_diff_mde",
         "acc_ce",
         "acc_pw",
         "acc_cost",
@@ -477,12 +510,14 @@ RANKING_COLUMNS = [
     "vs_ce_diff",
     "vs_ce_ci95",
     "vs_ce_p",
+    "vs_ce_mde",
     "vs_ce_pairs",
     "vs_ce_note",
     "ref_method",
     "vs_ref_diff",
     "vs_ref_ci95",
     "vs_ref_p",
+    "vs_ref_mde",
     "vs_ref_pairs",
     "vs_ref_note",
 ]
@@ -499,11 +534,13 @@ def _method_key(method):
 
 def _versus(reference, arm):
     """_paired_test of arm − reference over their shared seeds (finite values only), with the
-    reason spelled out when there are too few pairs."""
-    diff, half, p, n, note = _paired_test(reference.dropna(), arm.dropna())
+    reason spelled out when there are too few pairs, and the test's MDE (_paired_mde):
+    (diff, ci95, p, pairs, note, mde)."""
+    reference, arm = reference.dropna(), arm.dropna()
+    diff, half, p, n, note = _paired_test(reference, arm)
     if n < 2:
         note = f"{n} shared seed{'' if n == 1 else 's'}: no t-test (needs 2)"
-    return diff, half, p, n, note
+    return diff, half, p, n, note, _paired_mde(reference, arm)
 
 
 def ranking(metrics_df, split="test"):
@@ -518,9 +555,12 @@ def ranking(metrics_df, split="test"):
     worst_drop and worst_drop_ci95 (mean, 95% t-interval half-width), acc_drop (mean over seeds
     of the dense model's overall accuracy − the pair's). Two paired comparisons of worst_drop,
     arm − reference over the seeds both share (negative = the arm's worst group loses less), each
-    with its mean, 95% interval, paired t-test p (scipy.stats.ttest_rel), pair count and a note
-    giving the reason where p is NaN (fewer than 2 shared seeds, or the same difference on every
-    seed; with 1 shared seed the difference is that seed's, without an interval):
+    with its mean, 95% interval, paired t-test p (scipy.stats.ttest_rel), its minimal detectable
+    difference (*_mde: the smallest true mean difference the test detects with 80% probability at
+    α 0.05 two-sided, at that pair count and the paired differences' sd; pwprune.power; NaN where
+    p is), pair count and a note giving the reason where p is NaN (fewer than 2 shared seeds, or
+    the same difference on every seed; with 1 shared seed the difference is that seed's, without
+    an interval):
 
     - vs_ce_*: against CE with the same pruning method (NaN for the CE rows). It holds the
       pruning method fixed, so it isolates what the label changes (for ceag only the
@@ -570,19 +610,20 @@ def ranking(metrics_df, split="test"):
         for r in rows:
             arm = arms[(r["method"], r["loss"])]["worst_drop"]
             if r["loss"] == "ce":
-                vs_ce = (*blank, "")
+                vs_ce = (*blank, "", math.nan)
             elif (r["method"], "ce") not in arms:
-                vs_ce = (*blank, f"no {r['method']}+CE trials")
+                vs_ce = (*blank, f"no {r['method']}+CE trials", math.nan)
             else:
                 vs_ce = _versus(arms[(r["method"], "ce")]["worst_drop"], arm)
             if ref is None:
-                vs_ref = (*blank, "no plain method fine-tuned with CE has a worst-group drop at this target")
+                vs_ref = (*blank, "no plain method fine-tuned with CE has a worst-group drop at this target", math.nan)
             elif r is ref:
-                vs_ref = (*blank, "the best plain CE pair: the reference")
+                vs_ref = (*blank, "the best plain CE pair: the reference", math.nan)
             else:
                 vs_ref = _versus(arms[(ref["method"], "ce")]["worst_drop"], arm)
-            r.update(zip(("vs_ce_diff", "vs_ce_ci95", "vs_ce_p", "vs_ce_pairs", "vs_ce_note"), vs_ce))
-            r.update(zip(("vs_ref_diff", "vs_ref_ci95", "vs_ref_p", "vs_ref_pairs", "vs_ref_note"), vs_ref))
+            for prefix, values in (("vs_ce", vs_ce), ("vs_ref", vs_ref)):
+                names = ("diff", "ci95", "p", "pairs", "note", "mde")
+                r.update({f"{prefix}_{name}": v for name, v in zip(names, values, strict=True)})
             r["ref_method"] = ref["method"] if ref is not None else ""
         rows.sort(
             key=lambda r: (
@@ -628,7 +669,7 @@ def ranking_section(table):
         f"paired t-tests over {n_tables} table{'s' if n_tables != 1 else ''}, so about "
         f"{n_tests / 20:.2g} of them would be expected below 0.05 by chance alone were no pair different. "
         "With a handful of seeds a t-test detects only large differences: a non-significant "
-        "difference is not evidence that two pairs are equal. In full in results/ranking.csv.",
+        "difference is not evidence that two pairs are equal. " + MDE_TEXT + " In full in results/ranking.csv.",
         "",
     ]
     if not len(table):
@@ -642,8 +683,10 @@ def ranking_section(table):
         "acc. drop (pp)",
         "vs same method+CE (pp)",
         "p",
+        "MDE (pp)",
         "vs best plain CE (pp)",
         "p",
+        "MDE (pp)",
         "note",
     ]
     for (exp, split, target), t in table.groupby(keys, sort=True):
@@ -667,8 +710,10 @@ def ranking_section(table):
                 _pp(r["acc_drop"]),
                 _pp(r["vs_ce_diff"], r["vs_ce_ci95"], signed=True),
                 _p(r["vs_ce_p"]),
+                _pp(r["vs_ce_mde"]),
                 _pp(r["vs_ref_diff"], r["vs_ref_ci95"], signed=True),
                 _p(r["vs_ref_p"]),
+                _pp(r["vs_ref_mde"]),
                 "; ".join(n for n in notes if n),
             ]
             out.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -914,7 +959,7 @@ def write_summary(df, md_path, csv_path, metrics=None):
         "",
         "Gap = best − worst group accuracy after fine-tuning, in percentage points (pp); "
         "mean ± 95% t-interval half-width over seeds. PW − CE is paired by seed "
-        "(negative = PW is fairer); p from a paired t-test (scipy.stats.ttest_rel). "
+        "(negative = PW is fairer); p from a paired t-test (scipy.stats.ttest_rel). " + MDE_TEXT + " "
         "Accuracy cost = CE overall accuracy − PW overall accuracy (positive = PW loses "
         "accuracy). Degenerate (collapsed) trials are counted and included in the means.",
         "",
@@ -932,6 +977,7 @@ def write_summary(df, md_path, csv_path, metrics=None):
         "gap PW (pp)",
         "PW − CE (pp)",
         "p",
+        "MDE (pp)",
         "acc. cost of PW (pp)",
         "degenerate (CE/PW)",
         "note",
@@ -951,6 +997,7 @@ def write_summary(df, md_path, csv_path, metrics=None):
             _pp(r.gap_pw, r.gap_pw_ci95),
             _pp(r.gap_diff, r.gap_diff_ci95, signed=True),
             p,
+            _pp(r.gap_diff_mde),
             _pp(r.acc_cost, signed=True),
             f"{r.degenerate_ce}/{r.degenerate_pw}",
             r.note or "",
@@ -976,8 +1023,9 @@ def compare_variants(metrics_df, pairs):
     """Each variant experiment against its base on the same trials: per (variant, split,
     method, loss, target_reduction), the mean over seeds of variant − base for the fairness gap,
     the worst-group accuracy drop from dense and the overall accuracy, paired by seed, with 95%
-    t-intervals and paired t-test p-values. `pairs`: [(variant, base), ...]. Fractions, like
-    summarize."""
+    t-intervals, paired t-test p-values and each test's minimal detectable difference
+    (<value>_diff_mde, as summarize's gap_diff_mde). `pairs`: [(variant, base), ...]. Fractions,
+    like summarize."""
     validate_metrics(metrics_df, "metrics_df")
     metrics_df = clean_metrics(metrics_df)
     trials = trial_table(metrics_df, "finetuned")
@@ -1002,6 +1050,7 @@ def compare_variants(metrics_df, pairs):
                         f"{col}_diff": diff,
                         f"{col}_diff_ci95": half,
                         f"{col}_p": p,
+                        f"{col}_diff_mde": _paired_mde(b[col], v[col]),
                     }
                 )
                 row.setdefault("n_pairs", n)
@@ -1013,7 +1062,7 @@ def compare_variants(metrics_df, pairs):
         ["variant", "base"]
         + keys
         + ["n_pairs"]
-        + [f"{c}_{s}" for c, _ in VARIANT_VALUES for s in ("base", "variant", "diff", "diff_ci95", "p")]
+        + [f"{c}_{s}" for c, _ in VARIANT_VALUES for s in ("base", "variant", "diff", "diff_ci95", "p", "diff_mde")]
         + ["degenerate_base", "degenerate_variant", "note"]
     )
     res = pd.DataFrame(out, columns=cols)
@@ -1056,7 +1105,7 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None, met
         "the base's and the variant's mean over seeds, and variant − base paired by seed "
         "(± 95% t-interval half-width; p from a paired t-test). Gap = best − worst group "
         "accuracy after fine-tuning; worst drop = the largest group accuracy drop from the "
-        "seed's dense model; all in percentage points (pp).",
+        "seed's dense model; all in percentage points (pp). " + MDE_TEXT,
         "",
     ]
     for variant, text in (descriptions or {}).items():
@@ -1067,7 +1116,7 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None, met
         lines += [w, ""]
     header = ["variant", "base", "split", "method", "loss", "FLOP reduction (%)", "pairs"]
     for _, label in VARIANT_VALUES:
-        header += [f"{label}: base (pp)", f"{label}: variant (pp)", f"{label}: variant − base (pp)", "p"]
+        header += [f"{label}: base (pp)", f"{label}: variant (pp)", f"{label}: variant − base (pp)", "p", "MDE (pp)"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for r in df.to_dict("records"):
@@ -1087,6 +1136,7 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None, met
                 _pp(r[f"{col}_variant"]),
                 _pp(r[f"{col}_diff"], r[f"{col}_diff_ci95"], signed=True),
                 "–" if not np.isfinite(p) else f"{p:.3g}",
+                _pp(r[f"{col}_diff_mde"]),
             ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not len(df):
@@ -1095,17 +1145,19 @@ def write_variant_summary(df, effects, md_path, csv_path, descriptions=None, met
         "",
         "## CE vs PW in each experiment",
         "",
-        "PW − CE of the gap, paired by seed (negative = PW is fairer), per experiment:",
+        "PW − CE of the gap, paired by seed (negative = PW is fairer), per experiment, with the "
+        "paired t-test's p and its MDE (as above):",
         "",
-        "| experiment | split | method | FLOP reduction (%) | gap CE (pp) | gap PW (pp) | PW − CE (pp) | p |",
-        "|---|---|---|---|---|---|---|---|",
+        "| experiment | split | method | FLOP reduction (%) | gap CE (pp) | gap PW (pp) | PW − CE (pp) | p "
+        "| MDE (pp) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in effects.itertuples(index=False):
         p = "–" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"
         lines.append(
             f"| {r.experiment} | {r.split} | {r.method} | {100 * r.target_reduction:.4g} | "
             f"{_pp(r.gap_ce, r.gap_ce_ci95)} | {_pp(r.gap_pw, r.gap_pw_ci95)} | "
-            f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} |"
+            f"{_pp(r.gap_diff, r.gap_diff_ci95, signed=True)} | {p} | {_pp(r.gap_diff_mde)} |"
         )
     lines += ["", *environment_section(env_lines, env_warnings)]
     with open(md_path, "w") as f:

@@ -465,6 +465,30 @@ FAULTS = [
         "d = (ce.loc[common] - pw.loc[common])",
         (T + "test_plots.py::test_summary_numbers_by_hand",),
     ),
+    # ---- power of the paired tests: the minimal detectable difference (issue 29, item 4)
+    Fault(
+        "mde-from-sd-not-standard-error",
+        "the minimal detectable difference is the noncentrality times the sd of the paired "
+        "differences, not times their standard error sd/sqrt(n)",
+        "pwprune/power.py",
+        "return lam * sd / math.sqrt(n)",
+        "return lam * sd",
+        (
+            T + "test_power.py::test_the_mde_is_detected_80_percent_of_the_time_in_a_simulation",
+            T + "test_power.py::test_textbook_figures_and_the_large_sample_limit",
+        ),
+    ),
+    Fault(
+        "mde-one-sided",
+        "the minimal detectable difference is that of a one-sided test at alpha, not a two-sided one",
+        "pwprune/power.py",
+        "crit = stats.t.ppf(1 - alpha / 2, df)",
+        "crit = stats.t.ppf(1 - alpha, df)",
+        (
+            T + "test_power.py::test_the_mde_is_detected_80_percent_of_the_time_in_a_simulation",
+            T + "test_power.py::test_textbook_figures_and_the_large_sample_limit",
+        ),
+    ),
     Fault(
         "ablation-placeholder-only",
         "the ablation figure drops every row and draws its placeholder",

@@ -133,6 +133,9 @@ def test_summary_numbers_by_hand():
     assert r.gap_diff_ci95 == pytest.approx(t975 * 0.02)
     # two-sided p for t = 3 with 2 df: 2 * 0.5 * (1 - 3 / sqrt(3**2 + 2)) = 1 - 3 / sqrt(11)
     assert r.p_value == pytest.approx(1 - 3 / math.sqrt(11))
+    # its minimal detectable difference: 3.2640 sd at 3 pairs (the noncentral-t answer, checked
+    # by simulation in test_power.py), sd .034641 -> .11307
+    assert r.gap_diff_mde == pytest.approx(3.264043549699574 * 0.02 * math.sqrt(3))
     # overall accuracy = mean of the groups: CE .79, .79, .82 -> .80; PW .82, .79, .84 -> .81667
     assert r.acc_ce == pytest.approx(0.80)
     assert r.acc_pw == pytest.approx(2.45 / 3)
@@ -143,6 +146,7 @@ def test_summary_numbers_by_hand():
 
     r = cell(s, "taylor", 0.5)  # one PW seed: no interval, no test, and a note saying why
     assert r.n_pairs == 1 and math.isnan(r.p_value) and "fewer than 2" in r.note
+    assert math.isnan(r.gap_diff_mde)  # no test, no MDE
     assert r.gap_pw == pytest.approx(0.10) and math.isnan(r.gap_pw_ci95)
     assert r.gap_diff == pytest.approx(0.10 - 0.16)  # seed 0 only: .10 - (.87 - .71)
 
@@ -363,6 +367,11 @@ def test_write_summary(tmp_path):
     text = md.read_text()
     assert "| magnitude | 50 | 3/3 |" in text
     assert "-6.0 ± 8.6" in text  # paired difference in pp: -0.06, half-width t * .02 = .0861
+    # beside its p, the MDE in pp (3.2640 * .034641 = 11.3 pp), and what it means
+    assert f"| -6.0 ± 8.6 | {1 - 3 / math.sqrt(11):.3g} | 11.3 |" in text
+    assert "| PW − CE (pp) | p | MDE (pp) |" in text
+    assert "smallest true paired difference that this t-test would detect with 80% probability" in text
+    assert back.loc[0, "gap_diff_mde"] == pytest.approx(3.264043549699574 * 0.02 * math.sqrt(3))
 
 
 def test_missing_columns_error_names_file_and_writes_nothing(tmp_path):

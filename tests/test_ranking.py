@@ -12,6 +12,7 @@ from pwprune.summary import TABLE_COLUMNS, ranking, ranking_section
 
 DENSE = (0.90, 0.80)  # every seed's dense model, (female, male); `all` = their mean, .85
 T95 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2): the 95% t quantile with 3 seeds
+DZ3 = 3.264043549699574  # the exact minimal detectable difference in sd units at 3 pairs (test_power.py)
 
 # fine-tuned (female, male) accuracies per seed; `all` = their mean (50 samples each)
 FIN = {
@@ -141,6 +142,7 @@ def test_paired_comparisons_against_ce_and_the_best_plain_ce_by_hand():
         assert r[f"{prefix}_diff"] == pytest.approx(np.mean(d))
         assert r[f"{prefix}_ci95"] == pytest.approx(half95(d))
         assert r[f"{prefix}_p"] == pytest.approx(stats.ttest_rel(arm, ref).pvalue)
+        assert r[f"{prefix}_mde"] == pytest.approx(DZ3 * np.std(d, ddof=1))
         assert r[f"{prefix}_pairs"] == 3 and r[f"{prefix}_note"] == ""
 
     # (a) against CE with the same method, hand-listed worst drops per seed
@@ -160,6 +162,7 @@ def test_paired_comparisons_against_ce_and_the_best_plain_ce_by_hand():
     for method, target in (("random", 0.5), ("magnitude", 0.5), ("fairgrape", 0.5), ("taylor", 0.75)):
         r = row(table, method, target, "ce")
         assert math.isnan(r["vs_ce_diff"]) and math.isnan(r["vs_ce_p"]) and r["vs_ce_pairs"] == 0
+        assert math.isnan(r["vs_ce_mde"])
     for method, target in (("magnitude", 0.5), ("taylor", 0.75)):
         r = row(table, method, target, "ce")
         assert math.isnan(r["vs_ref_diff"]) and math.isnan(r["vs_ref_p"])
@@ -173,6 +176,7 @@ def test_paired_comparisons_against_ce_and_the_best_plain_ce_by_hand():
     assert r["vs_ce_diff"] == pytest.approx(0.04 - 0.06) and r["vs_ce_pairs"] == 1
     assert math.isnan(r["vs_ce_ci95"]) and math.isnan(r["vs_ce_p"])
     assert r["vs_ce_note"] == "1 shared seed: no t-test (needs 2)"
+    assert math.isnan(r["vs_ce_mde"]) and math.isnan(r["vs_ref_mde"])
     assert r["vs_ref_diff"] == pytest.approx(0.04 - 0.10) and math.isnan(r["vs_ref_p"])
     assert r["vs_ref_note"] == "1 shared seed: no t-test (needs 2)"
 
@@ -216,6 +220,9 @@ def test_ranking_section_lists_the_pairs_in_rank_order_and_counts_the_tests():
     # magnitude+PW against magnitude+CE: -3.0 pp, its interval and p
     p = stats.ttest_rel([0.03, 0.07, 0.05], [0.10, 0.08, 0.06]).pvalue
     assert f"| -3.0 ± {100 * half95([-0.07, -0.01, -0.01]):.1f} | {p:.3g} |" in text
+    # and beside it the MDE: 3.2640 sd, sd of -.07, -.01, -.01 = .034641 -> 11.3 pp
+    assert f"| {p:.3g} | 11.3 | " in text and "| p | MDE (pp) |" in text
+    assert "detect with 80% probability at this number of paired seeds (α 0.05 two-sided" in text
     assert "vs fairgrape+CE: 1 shared seed: no t-test (needs 2); vs magnitude+CE: 1 shared seed: no t-test" in text
     assert "the best plain CE pair: the reference" in text
 

@@ -63,6 +63,9 @@ def test_compare_variants_pairs_by_seed_by_hand():
     assert math.isclose(r["gap_base"], gap_base.mean()) and math.isclose(r["gap_variant"], gap_var.mean())
     assert math.isclose(r["gap_diff"], (gap_var - gap_base).mean())
     assert math.isclose(r["gap_p"], stats.ttest_rel(gap_var, gap_base).pvalue)
+    # the test's minimal detectable difference: 3.2640 sd at 3 pairs (test_power.py)
+    sd = (gap_var - gap_base).std(ddof=1)
+    assert math.isclose(r["gap_diff_mde"], 3.264043549699574 * sd, rel_tol=1e-9)
     # worst-group drop from the seed's dense model: group b, 0.8 - accuracy
     drops_var = np.array([0.8 - var_b[s] for s in (0, 1, 2)])
     assert math.isclose(r["worst_drop_variant"], drops_var.mean())
