@@ -401,7 +401,9 @@ def draw_teacher_figure(d, experiment):
         t = cm[(cm["min_weight"] == m) & (cm["gamma"] == g) & (cm["methods"] == methods)]
         t = t.set_index(["label", "group"]).loc[cells]
         mean = t["weight_mean"].to_numpy()
-        err = np.vstack([mean - t["weight_lo"].to_numpy(), t["weight_hi"].to_numpy() - mean])
+        # min <= mean <= max over seeds; the mean of equal floats can land an ulp outside them,
+        # and matplotlib refuses a negative error bar
+        err = np.clip(np.vstack([mean - t["weight_lo"].to_numpy(), t["weight_hi"].to_numpy() - mean]), 0, None)
         xs = x + (i - (len(settings) - 1) / 2) * width
         color = colors[i % len(colors)]
         who = f" ({methods.replace(';', ', ')})" if methods else ""
@@ -412,7 +414,9 @@ def draw_teacher_figure(d, experiment):
     ax_w.legend(fontsize=8, loc="lower right")
     acc = cm.drop_duplicates(["label", "group"]).set_index(["label", "group"]).loc[cells]
     mean = 100 * acc["teacher_accuracy"].to_numpy()
-    err = np.vstack([mean - 100 * acc["accuracy_lo"].to_numpy(), 100 * acc["accuracy_hi"].to_numpy() - mean])
+    err = np.clip(
+        np.vstack([mean - 100 * acc["accuracy_lo"].to_numpy(), 100 * acc["accuracy_hi"].to_numpy() - mean]), 0, None
+    )
     ax_a.bar(x, mean, 0.6, yerr=err, capsize=3, color="#555555")
     ax_a.set_ylim(0, 105)
     ax_a.set_ylabel("teacher accuracy on\ntraining split (%)")

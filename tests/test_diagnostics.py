@@ -329,3 +329,15 @@ def test_smoke_run_shows_the_diagnostic(smoke_run):
         assert f"| {r.label} | {r.group} | {r.n} | {100 * r.teacher_accuracy:.1f} | {r.weight_mean:.3f} |" in section
     fires = dg.uniform_weight_warning(t) is not None
     assert ("**WARNING**" in section) == fires
+
+
+def test_figure_draws_seeds_that_agree_exactly():
+    """Every seed's teacher accuracy the same value: pandas' mean of equal floats can land an ulp
+    below their min (here 551/552, as the default run's seeds gave), which matplotlib refused as a
+    negative error bar, stopping the default run's teacher figure."""
+    d = _file_frame({s: _saturated() for s in range(5)})
+    d["teacher_accuracy"] = 551 / 552
+    c = dg.cell_means(d)
+    assert (100 * c["teacher_accuracy"] < 100 * c["accuracy_lo"]).any()  # the case, reproduced
+    fig = dg.draw_teacher_figure(d, "toy")
+    assert len(fig.axes) >= 2
