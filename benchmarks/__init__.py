@@ -7,7 +7,7 @@
 Each area is one module of plain functions returning lists of result dicts (see `result`):
     loss_overhead.py  pw_overhead_cached, pw_overhead_on_the_fly
     pruning.py        latency_speedup, pruning_time_s, taylor_trajectory_saving
-    pipeline.py       dry_run_s, job_overhead_s, default_run_s
+    pipeline.py       dry_run_s, job_overhead_s, default_run_s, startup_share
     memory.py         peak_rss_mb
     throughput.py     input_samples_s, train_samples_s
 Figures are printed, never asserted: tests only check the format.
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "dry_run_s": "pipeline",
     "job_overhead_s": "pipeline",
     "default_run_s": "pipeline",
+    "startup_share": "pipeline",
     "peak_rss_mb": "memory",
     "input_samples_s": "throughput",
     "train_samples_s": "throughput",

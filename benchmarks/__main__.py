@@ -43,6 +43,12 @@ def parse_args(argv=None):
         "measure the dry run and job figures on, instead of running one",
     )
     p.add_argument(
+        "--before-run-dir",
+        default=None,
+        help="startup_share: a second completed run (e.g. of an older commit) split with the same "
+        "measured start-up, printed beside the first",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=None,

@@ -185,6 +185,58 @@ def _experiment(root, exp, config):
     return cfg[exp]
 
 
+# what a job's interpreter imports before its stage runs: a job that computes on a model
+# (data preparation, training, pruning, fine-tuning, evaluation, latency, the teacher diagnostic)
+# and a report job (aggregation, bootstrap, figures, summary)
+STARTUP_IMPORTS = {
+    "model": "torch, torch_pruning, snakemake.script",
+    "report": "numpy, pandas, matplotlib.pyplot, snakemake.script",
+}
+# rules run inside the Snakemake process (`run:`): no interpreter of their own
+IN_PROCESS = ("all_figures", "all_ablation", "all_variants")
+
+
+def time_startups(repeats=3):
+    """Median wall seconds of a fresh interpreter importing each kind of job's libraries."""
+    out = {}
+    for kind, modules in STARTUP_IMPORTS.items():
+        cmd = [sys.executable, "-c", f"import {modules}"]
+        subprocess.run(cmd, cwd=REPO, check=True)  # warm the page cache, as a run's later jobs see it
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=REPO, check=True)
+            times.append(time.perf_counter() - t0)
+        out[kind] = statistics.median(times)
+    return out
+
+
+def job_seconds(root):
+    """A completed run's jobs from Snakemake's benchmark files (benchmarks/out/**.tsv): per kind
+    ("model", "report") the job count and the summed wall seconds. A job of an experiment's seed
+    folder or its data preparation computes on a model; the rest are report jobs; `run:` rules
+    are left out (they run inside Snakemake)."""
+    found = {k: {"jobs": 0, "seconds": 0.0} for k in STARTUP_IMPORTS}
+    for tsv in sorted((Path(root) / "benchmarks" / "out").rglob("*.tsv")):
+        if tsv.stem in IN_PROCESS:
+            continue
+        rel = tsv.relative_to(Path(root) / "benchmarks" / "out").parts
+        kind = "model" if (len(rel) > 2 and rel[1].startswith("seed")) or tsv.stem == "prepare_data" else "report"
+        found[kind]["jobs"] += 1
+        found[kind]["seconds"] += float(_read_tsv(tsv)["s"])
+    return found
+
+
+def startup_split(root, startups):
+    """A run's job-seconds split into start-up (jobs x the measured start-up of their kind) and
+    work (the rest)."""
+    found = job_seconds(root)
+    jobs = sum(v["jobs"] for v in found.values())
+    total = sum(v["seconds"] for v in found.values())
+    startup = sum(found[k]["jobs"] * startups[k] for k in found)
+    return {"jobs": jobs, "job_seconds": total, "startup_seconds": startup, "work_seconds": total - startup}
+
+
 def job_overhead_from_run(run, repeats=2):
     """Per random-pruning job of seed 0: Snakemake's benchmark wall time minus the time of the same
     stage function on the same inputs in this (warm) interpreter, 1 thread like the job.
@@ -272,9 +324,36 @@ def run(names, opts):
             out.append(result("job_overhead_s", t, "s", None, None, case=f"interpreter + import torch, {mode}"))
         log(f"job_overhead_s (exit): normal {exits['normal exit']:.2f} s, os._exit {exits['os._exit(0)']:.2f} s")
     needs_run = "dry_run_s" in names or "default_run_s" in names or "job_overhead_s" in names
+    needs_run = needs_run or "startup_share" in names
     if not needs_run:
         return out
     r = completed_run(opts)
+    if "startup_share" in names:
+        startups = time_startups(opts.repeats or 3)
+        log("startup_share: start-up " + ", ".join(f"{k} job {v:.2f} s" for k, v in startups.items()))
+        runs = {"run": r["root"]}
+        if getattr(opts, "before_run_dir", None):
+            runs = {"before": Path(opts.before_run_dir).resolve(), "after": r["root"]}
+        for label, root in runs.items():
+            s = startup_split(root, startups)
+            share = s["startup_seconds"] / s["job_seconds"] if s["job_seconds"] else float("nan")
+            out.append(
+                result(
+                    "startup_share",
+                    share,
+                    "fraction",
+                    None,
+                    None,
+                    case=f"{label}: {root}",
+                    **{k: round(v, 1) for k, v in s.items()},
+                    startup_model_s=round(startups["model"], 2),
+                    startup_report_s=round(startups["report"], 2),
+                )
+            )
+            log(
+                f"startup_share ({label}): {s['jobs']} jobs, {s['job_seconds']:.0f} job-s = "
+                f"{s['startup_seconds']:.0f} start-up + {s['work_seconds']:.0f} work; start-up share {share:.2f}"
+            )
     if "default_run_s" in names:
         if r["seconds"] is not None and r["exp"] == "default":
             out.append(

@@ -291,6 +291,12 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
     from pwprune.weights import IMAGENET_FILES, imagenet_models
 
     problems = []
+    if isinstance(exp.get("evaluate"), dict) and "batch_size" in exp["evaluate"]:
+        problems.append(
+            f"experiments.{name}.evaluate.batch_size: moved to experiments.{name}.inference.batch_size "
+            "(the batch at which the training, pruning and fine-tuning jobs compute each checkpoint's "
+            "outputs); `evaluate:` now holds only the latency settings (latency_batch, latency_repeats)"
+        )
     if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES:
         problems.append(
             f"experiments.{name}.pretrained: 'imagenet' is not available for model "

@@ -1,48 +1,17 @@
-"""Per-group metrics of one model, its size, MACs and latency (the evaluate stage's measures;
-fairness against the dense model is computed on the tidy table, pwprune.summary.fairness).
+"""Per-group metrics of one model from its outputs, without the model (fairness against the dense
+model is computed on the tidy table, pwprune.summary.fairness; what needs the model, its outputs,
+MACs and latency, is pwprune.inference).
 
 Accuracy and AUROC are computed per group and for `all`. Binary tasks use a single logit (class 1 iff
 logit > 0); multi-class tasks use argmax and one-vs-rest macro AUROC.
 """
 
-import copy
 import math
-import statistics
-import time
 
 import numpy as np
 
 # torch is imported inside the functions that need it: the plotting/summary job
 # uses `fairness` and must not pay for importing torch.
-
-
-def predict(model, loader, device="cpu"):
-    """Run `model` over a loader of (x, y, g, idx) batches -> (logits, labels, groups) on CPU.
-
-    Single-logit outputs come back as shape (N,), multi-class as (N, C). Rows are in loader
-    order; the model's train/eval mode is restored afterwards.
-    """
-    import torch
-
-    from pwprune.rows import RowBuffer, expected_rows
-
-    was_training = model.training
-    model.eval()
-    logits, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
-    try:
-        with torch.no_grad():
-            for x, y, g, _idx in loader:
-                out = model(x.to(device)).float().cpu()
-                if out.ndim == 2 and out.shape[1] == 1:
-                    out = out[:, 0]
-                logits.append(out)
-                labels.append(y.cpu().long())
-                groups.append(g.cpu().long())
-    finally:
-        model.train(was_training)
-    if not len(logits):
-        raise ValueError("predict: loader yielded no batches; evaluate a non-empty split")
-    return logits.tensor(), labels.tensor(), groups.tensor()
 
 
 def _numpy(a):
@@ -171,43 +140,30 @@ def _rates(pred, y):
     return tpr, fpr
 
 
-def count_macs_params(model, example_input):
-    """(MACs per sample, parameter count) via Torch-Pruning's counter, on a CPU copy so the
-    caller's model (possibly on GPU, possibly in train mode) is untouched."""
-    import torch_pruning as tp  # lazy: only evaluation needs it
-
-    cpu_model = copy.deepcopy(model).cpu().eval()
-    macs, params = tp.utils.count_ops_and_params(cpu_model, example_input.detach().cpu())
-    return int(macs), int(params)
-
-
-def latency_ms(model, example_input, repeats=20, warmup=5):
-    """Median CPU latency per sample in milliseconds.
-
-    The model runs in eval mode without grad on CPU; the batch is `example_input` as given, and the
-    time of one forward pass is divided by its batch size. Warmup passes are discarded (allocator
-    and kernel selection), the median of `repeats` resists the noise of a shared machine. The model's
-    device and train/eval mode are restored afterwards. Thread count is whatever torch uses.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"latency_ms: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    import torch
-
-    params = list(model.parameters()) + list(model.buffers())
-    device = params[0].device if params else torch.device("cpu")
-    was_training = model.training
-    x = example_input.detach().cpu()
-    try:
-        model.cpu().eval()
-        with torch.no_grad():
-            for _ in range(warmup):
-                model(x)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
-    finally:
-        model.to(device)
-        model.train(was_training)
-    return 1000.0 * statistics.median(times) / x.shape[0]
+def checkpoint_rows(outputs):
+    """A checkpoint's outputs (pwprune.outputs.read_outputs) -> its per-group rows on every
+    evaluation split: group_metrics plus the checkpoint's stage, size, MACs, achieved reduction,
+    counted layers and numeric environment (pwprune.stages.jobs.METRIC_COLUMNS, latency aside: it
+    is measured on the model, by its own job). A fine-tuning that diverged holds the pruned
+    weights: its rows are marked degenerate, with NaN metrics. Numpy only, no model."""
+    rows = []
+    for split, s in outputs["splits"].items():
+        for r in group_metrics(
+            s["logits"], s["y"], s["g"], outputs["group_names"], groups_are_classes=outputs["groups_are_classes"]
+        ):
+            rows.append(
+                {
+                    "stage": outputs["stage"],
+                    "split": split,
+                    **r,
+                    "params": outputs["params"],
+                    "macs": outputs["macs"],
+                    "achieved_reduction": outputs["achieved_reduction"],
+                    "counted_layers": outputs["counted_layers"],
+                    "environment": outputs["environment"],
+                }
+            )
+    if outputs["diverged"]:
+        for r in rows:
+            r.update(accuracy=math.nan, auroc=math.nan, tpr=math.nan, fpr=math.nan, degenerate=True)
+    return rows

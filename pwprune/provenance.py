@@ -7,6 +7,10 @@ each package's `__init__.py` (Python runs it on import). Editing `pwprune/plots.
 the figure jobs and nothing else; editing a stage module reruns that stage and what reads its
 outputs.
 
+What is hashed is each module's syntax tree without its docstrings (code_text), not its bytes: an
+edit that changes no value (a comment, a docstring, reformatting) reruns nothing, as a null edit
+of params.yaml does not.
+
 A dynamic import with a constant prefix (`importlib.import_module(f"pwprune.data.{kind}")`)
 counts every module under that prefix. Each job logs the pwprune modules it actually loaded
 (pwprune.stages.jobs.job_log), and a test holds that list inside the static one, so an import
@@ -96,6 +100,27 @@ def _imports(path: Path, root: Path) -> tuple[str, ...]:
     return tuple(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_text(path: Path) -> bytes:
+    """What of a module's source its code hash covers: the syntax tree without docstrings, so
+    comments, docstrings and layout are left out and every statement and value is in."""
+    return _code_text(Path(path).read_text(), str(path))
+
+
+@lru_cache(maxsize=None)
+def _code_text(source: str, filename: str) -> bytes:
+    return ast.dump(_strip_docstrings(ast.parse(source, filename=filename)), annotate_fields=False).encode()
+
+
 def code_files(*entries: str | Path, root: str | Path = ROOT) -> list[Path]:
     """Every pwprune source file under `root` that the given entry files (scripts or modules, as
     paths) can run, the entries themselves included, sorted."""
@@ -133,14 +158,15 @@ def module_names(files, root: str | Path = ROOT) -> list[str]:
 
 
 def code_hash(*entries: str | Path, root: str | Path = ROOT) -> str:
-    """16 hex digits of sha256 over the pwprune files under `root` that `entries` can run (their
-    package paths and bytes). Entry files outside the package (workflow scripts) contribute their
-    imports only: Snakemake tracks a rule's own script itself. LOG_TEXT_ONLY modules are skipped."""
+    """16 hex digits of sha256 over the pwprune files under `root` that `entries` can run: their
+    package paths and code_text (comments, docstrings and layout left out). Entry files outside
+    the package (workflow scripts) contribute their imports only: Snakemake tracks a rule's own
+    script itself. LOG_TEXT_ONLY modules are skipped."""
     root = Path(root).resolve()
     h = hashlib.sha256()
     for f in code_files(*entries, root=root):
         if not f.is_relative_to(root / PACKAGE) or set(module_names([f], root)) & LOG_TEXT_ONLY:
             continue
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        h.update(f.read_bytes())
+        h.update(code_text(f))
     return h.hexdigest()[:16]

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 import pwprune
 from pwprune.api import InMemoryData, compress, in_memory_data
-from pwprune.metrics import count_macs_params
+from pwprune.inference import count_macs_params
 
 REPO = Path(__file__).resolve().parent.parent
 quiet = lambda *_: None  # noqa: E731

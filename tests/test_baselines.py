@@ -47,7 +47,8 @@ def test_baselines_experiment_end_to_end(repo_copy):
         fairprune={"batches": 2},
         batch_size=128,
     )
-    exp["evaluate"] = {"batch_size": 512, "latency_batch": 1, "latency_repeats": 2}
+    exp["inference"] = {"batch_size": 512}
+    exp["evaluate"] = {"latency_batch": 1, "latency_repeats": 2}
     cfg = {"active": ["baselines"], "experiments": {"baselines": exp}}
     (repo_copy / "baselines.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo_copy, "results/figures/all", "--cores", "2", "--configfile=baselines.yaml", timeout=1500)

@@ -9,7 +9,7 @@ import torch
 
 from pwprune.bootstrap import METRICS, trial_intervals
 from pwprune.metrics import group_metrics
-from pwprune.predictions import read_predictions, write_predictions
+from pwprune.outputs import read_outputs, write_outputs
 from pwprune.stages.bootstrap import BOOTSTRAP_COLUMNS, bootstrap_stage
 from pwprune.summary import equalised_odds_difference, fairness
 
@@ -96,19 +96,35 @@ def test_multiclass_has_no_equalised_odds_interval_and_mismatched_samples_are_re
         trial_intervals({"pred": y, "y": y, "g": g}, {"pred": y, "y": np.roll(y, 1), "g": g}, 2, binary=False)
 
 
-def test_predictions_round_trip_without_pickles(tmp_path):
-    path = tmp_path / "predictions.npz"
-    write_predictions(
-        path,
-        {"test": {"pred": [1, 0], "y": [1, 1], "g": [0, 1], "binary": True}},
-        n_groups=2,
-        diverged=False,
-    )
-    back = read_predictions(path)
-    assert back["binary"] and not back["diverged"] and back["n_groups"] == 2
-    assert back["splits"]["test"]["pred"].tolist() == [1, 0]
+def outputs_of(logits, y, g, diverged=False, stage="finetuned"):
+    """A checkpoint's outputs (pwprune.outputs) on one test split, two groups."""
+    return {
+        "splits": {"test": {"logits": np.asarray(logits, dtype=np.float32), "y": y, "g": g}},
+        "group_names": ["a", "b"],
+        "groups_are_classes": False,
+        "stage": stage,
+        "achieved_reduction": 0.5,
+        "counted_layers": "all",
+        "environment": "cpu fp32 1 thread",
+        "diverged": diverged,
+        "macs": 1000,
+        "params": 10,
+    }
+
+
+def test_outputs_round_trip_without_pickles(tmp_path):
+    path = tmp_path / "outputs.npz"
+    write_outputs(path, outputs_of([0.5, -1.0], np.array([1, 1]), np.array([0, 1])))
+    back = read_outputs(path)
+    assert not back["diverged"] and back["group_names"] == ["a", "b"] and back["stage"] == "finetuned"
+    assert back["macs"] == 1000 and back["environment"] == "cpu fp32 1 thread"
+    assert back["splits"]["test"]["logits"].tolist() == [0.5, -1.0]
+    assert back["splits"]["test"]["y"].tolist() == [1, 1] and back["splits"]["test"]["g"].tolist() == [0, 1]
     with np.load(path, allow_pickle=False) as z:  # plain arrays only: loads without pickles
-        assert z["test.g"].dtype == np.int64
+        assert z["test.g"].dtype == np.int64 and z["test.logits"].dtype == np.float32
+    path.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="cannot read model outputs"):
+        read_outputs(path)
 
 
 def test_bootstrap_stage_writes_every_trials_intervals_and_the_summary_uses_them_for_single_runs(tmp_path):
@@ -120,10 +136,9 @@ def test_bootstrap_stage_writes_every_trials_intervals_and_the_summary_uses_them
     logits, y, g = predictions(300, rng, skill=(1.5, 0.5), n_groups=2)
 
     def write(name, shift, diverged=False):
-        path = tmp_path / name / "metrics.csv"
+        path = tmp_path / name / "outputs.npz"
         path.parent.mkdir(parents=True)
-        p = {"pred": ((logits - shift * (2 * y - 1)) > 0).astype(int), "y": y, "g": g, "binary": True}
-        write_predictions(path.with_name("predictions.npz"), {"test": p}, n_groups=2, diverged=diverged)
+        write_outputs(path, outputs_of(logits - shift * (2 * y - 1), y, g, diverged=diverged))
         return str(path)
 
     run = dict(exp="toy", method="taylor", label="pw", target="0.5", seed=0)

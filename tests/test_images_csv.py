@@ -85,7 +85,7 @@ def test_celeba_intersectional_groups_reach_the_metric_rows(tmp_path, monkeypatc
 
     from data_fixtures import trust_fixture_md5s, write_celeba
     from pwprune.checkpoint import load_checkpoint, save_checkpoint
-    from pwprune.metrics import predict
+    from pwprune.inference import predict
     from pwprune.models import arch_dict, build_from_arch
     from pwprune.stages.evaluate import evaluate_stage
     from pwprune.stages.inputs import eval_loader

@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pwprune.metrics import count_macs_params, group_metrics, latency_ms, predict
+from pwprune.inference import count_macs_params, latency_ms, predict
+from pwprune.metrics import group_metrics
 from pwprune.summary import fairness
 
 # binary single-logit case; predicted class = logit > 0
@@ -264,3 +265,57 @@ def test_groups_are_classes_refuses_groups_that_are_not_the_labels():
         group_metrics(
             torch.randn(3, 2), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"], groups_are_classes=True
         )
+
+
+def _outputs(diverged=False):
+    """A checkpoint's outputs (pwprune.outputs): 4 test samples, a single logit, two groups."""
+    return {
+        "splits": {
+            "test": {
+                "logits": np.array([2.0, -1.0, 0.5, -3.0], dtype=np.float32),
+                "y": np.array([1, 0, 0, 0]),
+                "g": np.array([0, 0, 1, 1]),
+            }
+        },
+        "group_names": ["a", "b"],
+        "groups_are_classes": False,
+        "stage": "finetuned",
+        "achieved_reduction": 0.49,
+        "counted_layers": "all",
+        "environment": "env-x",
+        "diverged": diverged,
+        "macs": 123,
+        "params": 45,
+    }
+
+
+def test_a_diverged_checkpoints_rows_are_degenerate():
+    from pwprune.metrics import checkpoint_rows
+
+    ok = checkpoint_rows(_outputs())
+    assert [r["accuracy"] for r in ok] == [1.0, 0.5, 0.75] and not any(r["degenerate"] for r in ok)
+    bad = checkpoint_rows(_outputs(diverged=True))
+    assert all(r["degenerate"] and math.isnan(r["accuracy"]) and math.isnan(r["auroc"]) for r in bad)
+
+
+def test_the_table_rows_of_a_checkpoint_are_its_outputs_rows_and_latency(tmp_path):
+    """The aggregation's per-checkpoint rows: group_metrics of the outputs file, the checkpoint's
+    facts on every row, and the latency measured for that checkpoint's folder (not another's)."""
+    from pwprune.outputs import write_outputs
+    from pwprune.stages.aggregate import checkpoint_metrics
+    from pwprune.stages.jobs import METRIC_COLUMNS
+
+    paths = {}
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        paths[name] = tmp_path / name / "outputs.npz"
+        write_outputs(paths[name], _outputs())
+    latency = {str(tmp_path / "x"): 0.25, str(tmp_path / "y"): 0.5}
+    rows = checkpoint_metrics(paths["y"], latency)
+    assert [r["group"] for r in rows] == ["a", "b", "all"] and set(METRIC_COLUMNS) <= set(rows[0])
+    assert [r["accuracy"] for r in rows] == [1.0, 0.5, 0.75]
+    assert {(r["latency_ms"], r["macs"], r["params"], r["environment"], r["stage"]) for r in rows} == {
+        (0.5, 123, 45, "env-x", "finetuned")
+    }
+    with pytest.raises(ValueError, match="no latency measured"):
+        checkpoint_metrics(paths["y"], {str(tmp_path / "x"): 0.25})

@@ -24,7 +24,15 @@ NOT_PAPER = (
     "baselines",
 )  # the embedded experiments; every other one is a paper setting
 # keys of an experiment the table skips: how the jobs run, not what the method is
-NOT_HYPERPARAMETERS = ("description", "evaluate", "resources", "deterministic", "precision", "channels_last")
+NOT_HYPERPARAMETERS = (
+    "description",
+    "inference",
+    "evaluate",
+    "resources",
+    "deterministic",
+    "precision",
+    "channels_last",
+)
 # rows every section must have, whatever the setting
 CORE_KEYS = [
     "dataset.kind",

@@ -48,10 +48,30 @@ def test_hash_changes_with_run_code_only(tmp_path):
     assert provenance.code_hash(script, root=tmp_path) == before  # deterministic
     for rel, touched in (("pwprune/unused.py", False), ("pwprune/stages/labels.py", False), ("pwprune/c.py", True)):
         with open(tmp_path / rel, "a") as f:
-            f.write("# edited\n")
+            f.write("EDITED = 1\n")
         after = provenance.code_hash(script, root=tmp_path)
         assert (after != before) == touched, rel
         before = after
+
+
+def test_hash_ignores_what_changes_no_value(tmp_path):
+    """A comment, a docstring or a reformatting changes no value and reruns nothing; a changed
+    constant, even inside an f-string or a default argument, does."""
+    _write(tmp_path, PACKAGE)
+    script = tmp_path / "scripts/job.py"
+    c = tmp_path / "pwprune/c.py"
+    c.write_text('"""Module c."""\n\n\ndef f(x, k=2):\n    """Twice x."""\n    return x * k\n')
+    before = provenance.code_hash(script, root=tmp_path)
+    for text, same in (
+        (
+            '"""Module c, reworded."""\n# a comment\ndef f(x, k=2):  # why\n    """Twice."""\n    return (x *\n k)\n',
+            True,
+        ),
+        ('"""Module c."""\n\n\ndef f(x, k=3):\n    """Twice x."""\n    return x * k\n', False),
+        ('"""Module c."""\n\n\ndef f(x, k=2):\n    return f"{x * k}"\n', False),
+    ):
+        c.write_text(text)
+        assert (provenance.code_hash(script, root=tmp_path) == before) == same, text
 
 
 def test_the_real_rules_hash_what_they_run():

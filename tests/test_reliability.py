@@ -43,7 +43,8 @@ TINY = {
     "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 128},
     "losses": ["ce"],
     "pw": {"min_weight": 0.5, "gamma": 1.0},
-    "evaluate": {"batch_size": 512, "latency_batch": 1, "latency_repeats": 2},
+    "inference": {"batch_size": 512},
+    "evaluate": {"latency_batch": 1, "latency_repeats": 2},
 }
 # ~0.5 s an epoch: long enough that a second Snakemake invocation (several seconds to start on a
 # busy machine) meets the first one still training
@@ -56,7 +57,7 @@ PRUNED = "results/tiny/seed0/pruned/magnitude-none/0.5"
 TUNED = "results/tiny/seed0/finetuned/magnitude-none-ce/0.5"
 SLOW_DENSE = "results/slow/seed0/dense"
 SLOW_LOG = "logs/slow/seed0/train_dense.log"
-DENSE_OUTPUTS = ("model.pt", "history.json", "teacher.pt")  # the training job's (metrics.csv: rule evaluate)
+DENSE_OUTPUTS = ("model.pt", "history.json", "teacher.pt", "outputs.npz")  # the training job's
 
 
 def write_config(root: Path, config: dict, name="tiny.yaml") -> str:
@@ -370,23 +371,21 @@ def test_bad_dense_checkpoint_refused_by_prune(done, kind):
     assert "delete it and rerun the step that writes it" in out, out  # the fix
     assert "weights_only=" + "False" not in out, out  # never advise switching the safety off
     assert not marker.exists(), "loading the checkpoint ran code from it"
-    # no downstream output: the forced job's outputs are gone, nothing else changed (the pruned
-    # model's metrics.csv is the evaluate job's output: untouched, and rebuilt after a new model)
-    for name in ("model.pt", "prune.json"):
+    # no downstream output: the forced job's outputs are gone, nothing else changed
+    for name in ("model.pt", "prune.json", "outputs.npz"):
         assert not (done / PRUNED / name).exists()
     after = produced(done)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    assert changed <= {f"{PRUNED}/{n}" for n in ("model.pt", "prune.json")} | {
+    assert changed <= {f"{PRUNED}/{n}" for n in ("model.pt", "prune.json", "outputs.npz")} | {
         "logs/tiny/seed0/prune/magnitude-none/0.5.log",
         "benchmarks/out/tiny/seed0/prune/magnitude-none/0.5.tsv",
     }, changed
 
 
 @pytest.mark.e2e
-def test_metrics_with_missing_columns_refused_by_aggregate(done):
-    bad = done / TUNED / "metrics.csv"
-    df = pd.read_csv(bad).drop(columns=["auroc", "degenerate"])
-    df.to_csv(bad, index=False)
+def test_unreadable_outputs_refused_by_aggregate(done):
+    bad = done / TUNED / "outputs.npz"
+    bad.write_bytes(bad.read_bytes()[:100])  # a truncated copy, as an interrupted transfer leaves
     proc = snakemake(
         done,
         "results/metrics.csv",
@@ -401,7 +400,7 @@ def test_metrics_with_missing_columns_refused_by_aggregate(done):
     )
     out = out_of(proc)
     assert proc.returncode != 0, out
-    assert f"{TUNED}/metrics.csv: metrics file lacks column(s) auroc, degenerate" in out, out
+    assert f"{TUNED}/outputs.npz: cannot read model outputs" in out, out
     assert "delete it and rerun the job that produces it" in out, out
     assert not (done / "results/metrics.csv").exists()
     assert not (done / "results/loss_shares.csv").exists()
@@ -574,8 +573,11 @@ def test_same_config_and_seed_give_identical_results_on_cpu(tiny_done, tmp_path)
     for d in ("data/prepared/tiny",):
         for p in (tiny_done / d).iterdir():
             assert p.read_bytes() == (second / d / p.name).read_bytes(), p
+    # every checkpoint's outputs (logits, labels, groups, MACs, environment): identical bytes
+    for f in (f"{DENSE}/outputs.npz", f"{PRUNED}/outputs.npz", f"{TUNED}/outputs.npz"):
+        assert (tiny_done / f).read_bytes() == (second / f).read_bytes(), f
     # metric rows identical except the measured latency
-    for f in (f"{DENSE}/metrics.csv", f"{PRUNED}/metrics.csv", f"{TUNED}/metrics.csv", "results/metrics.csv"):
+    for f in ("results/metrics.csv",):
         a, b = pd.read_csv(tiny_done / f), pd.read_csv(second / f)
         assert not a.duplicated([c for c in ("stage", "split", "group", "loss") if c in a]).any(), f
         pd.testing.assert_frame_equal(a.drop(columns="latency_ms"), b.drop(columns="latency_ms"), check_exact=True)

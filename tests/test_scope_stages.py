@@ -17,7 +17,7 @@ from data_fixtures import trust_fixture_md5s, write_cifar10
 from pwprune.checkpoint import load_checkpoint, save_checkpoint
 from pwprune.data import load_prepared, prepare
 from pwprune.environment import environment_id
-from pwprune.metrics import count_macs_params, predict
+from pwprune.inference import count_macs_params, predict
 from pwprune.models import arch_dict, build_from_arch, example_input
 from pwprune.pruning.graph import counted_macs
 from pwprune.stages.evaluate import evaluate_stage

@@ -45,15 +45,18 @@ experiments:
     finetune: {epochs: 1, lr: 0.001, batch_size: 128}
     losses: [ce, pw]
     pw: {min_weight: 0.5, gamma: 1.0}
-    evaluate: {batch_size: 512, latency_batch: 1, latency_repeats: 3}
+    inference: {batch_size: 512}
+    evaluate: {latency_batch: 1, latency_repeats: 3}
     resources:
       prepare: {mem_mb: 1000, runtime: 10}
       train: {mem_mb: 1000, runtime: 10, threads: 1}
       prune: {mem_mb: 1000, runtime: 10, threads: 1}
       finetune: {mem_mb: 1000, runtime: 10, threads: 1}
 """
-# every checkpoint is evaluated by its own Slurm job: 1 dense + 2 pruned + 4 fine-tuned
-EXPECTED_SLURM_RULES = {"prepare_data": 1, "train_dense": 1, "prune": 2, "finetune": 4, "evaluate": 7}
+# one Slurm job per rule's job, except the small ones: the 2 data-free pruning jobs go as one sbatch
+# (group small_prune) and the latency of the seed's 7 checkpoints is one job (group small_latency)
+EXPECTED_SLURM_RULES = {"prepare_data": 1, "train_dense": 1, "finetune": 4}
+EXPECTED_SLURM_GROUPS = {"small_prune": ["prune", "prune"], "small_latency": ["latency"]}
 KEY = [
     "experiment",
     "method",
@@ -169,13 +172,24 @@ def test_slurm_profile_matches_local_run(slurm_cluster, tmp_path):
     out = slurm_proc.stdout + slurm_proc.stderr
     # -- every compute job went through sbatch, and Slurm ran it to completion
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)", out))
-    assert len(submitted) == sum(EXPECTED_SLURM_RULES.values()), out[-4000:]
+    assert len(submitted) == sum(EXPECTED_SLURM_RULES.values()) + len(EXPECTED_SLURM_GROUPS), out[-4000:]
     jobs = {j["id"]: j for j in _jobs_of(slurm_root)}
     assert set(submitted) <= set(jobs), (submitted, jobs)
-    rules = {}
+    rules, groups = {}, {}
     for jobid, log in submitted.items():
         job = jobs[jobid]
         assert job["state"] == "COMPLETED", job
+        group = next((g for g in EXPECTED_SLURM_GROUPS if job["comment"].startswith(f"rule_{g}_")), None)
+        if group is not None:
+            # a group job's Slurm log: under slurm_logs/group_<group>_<rules>, every member's rule ran
+            log = Path(log)
+            assert log.is_relative_to(slurm_root / ".snakemake" / "slurm_logs"), log
+            assert log.parent.name.startswith(f"group_{group}") or log.parent.parent.name.startswith(f"group_{group}")
+            text = log.read_text()
+            groups[group] = sorted(re.findall(r"^(?:local)?rule ([a-z_]+):", text, re.M))
+            n = len(groups[group])
+            assert f"{n} of {n} steps (100%) done" in text, text[-3000:]
+            continue
         # one CPU per job, as the rule's threads say (and as in the local run)
         assert job["cpus"] == "1", job
         rule = re.match(r"rule_([a-z_]+?)(_wildcards_.*)?$", job["comment"]).group(1)
@@ -186,6 +200,7 @@ def test_slurm_profile_matches_local_run(slurm_cluster, tmp_path):
         text = log.read_text()
         assert f"rule {rule}:" in text and "1 of 1 steps (100%) done" in text, text[-3000:]
     assert rules == EXPECTED_SLURM_RULES
+    assert groups == EXPECTED_SLURM_GROUPS
     # the aggregate is a local rule: it ran next to Snakemake, not through the queue
     assert "localrule aggregate:" in out
     assert not (slurm_root / ".snakemake" / "slurm_logs" / "rule_aggregate").exists()

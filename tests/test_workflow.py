@@ -79,7 +79,7 @@ def grid(config: dict) -> set[tuple]:
         add("teacher_figure", exp=exp)
         for seed in cfg["seeds"]:
             add("train_dense", exp=exp, seed=seed)
-            add("evaluate", exp=exp, seed=seed, checkpoint="dense")
+            add("latency", exp=exp, seed=seed, table="main")
             add("teacher_diagnostic", exp=exp, seed=seed)
             for method, target, label in itertools.product(
                 cfg["prune"]["methods"], cfg["prune"]["targets"], cfg["losses"]
@@ -88,8 +88,6 @@ def grid(config: dict) -> set[tuple]:
                 t = pc.target_str(target)
                 add("prune", exp=exp, seed=seed, method=method, ploss=ploss, target=t)
                 add("finetune", exp=exp, seed=seed, method=method, ploss=ploss, floss=floss, target=t)
-                add("evaluate", exp=exp, seed=seed, checkpoint=f"pruned/{method}-{ploss}/{t}")
-                add("evaluate", exp=exp, seed=seed, checkpoint=f"finetuned/{method}-{ploss}-{floss}/{t}")
     for rule in ("aggregate", "bootstrap", "summary", "all_figures"):
         add(rule)
     return jobs
@@ -97,8 +95,9 @@ def grid(config: dict) -> set[tuple]:
 
 def upstream(job, full) -> set[tuple]:
     """The jobs of `full` whose outputs `job` reads, from the rules' contracts (data -> dense ->
-    pruned -> fine-tuned; every checkpoint -> its evaluation; evaluations and loss shares ->
-    the table -> figures and summary; teacher outputs -> diagnostics -> teacher figure)."""
+    pruned -> fine-tuned, each writing its checkpoint's outputs; every checkpoint of a seed -> its
+    latency; outputs, latency and loss shares -> the table -> figures and summary; outputs ->
+    bootstrap; teacher outputs -> diagnostics -> teacher figure)."""
     rule, w = job[0], dict(job[1])
 
     def pick(r, **wc):
@@ -115,23 +114,16 @@ def upstream(job, full) -> set[tuple]:
             | pick("train_dense", exp=exp, seed=seed)
             | pick("prune", exp=exp, seed=seed, method=w["method"], ploss=w["ploss"], target=w["target"])
         )
-    if rule == "evaluate":
-        kind, *rest = w["checkpoint"].split("/")
-        if kind == "dense":
-            maker = pick("train_dense", exp=exp, seed=seed)
-        else:
-            parts = rest[0].split("-")
-            wc = dict(method=parts[0], ploss=parts[1], target=rest[1])
-            maker = (
-                pick("prune", exp=exp, seed=seed, **wc)
-                if kind == "pruned"
-                else pick("finetune", exp=exp, seed=seed, floss=parts[2], **wc)
-            )
-        return pick("prepare_data", exp=exp) | maker
+    if rule == "latency":
+        return (
+            pick("train_dense", exp=exp, seed=seed)
+            | pick("prune", exp=exp, seed=seed)
+            | pick("finetune", exp=exp, seed=seed)
+        )
     if rule == "aggregate":
-        return pick("evaluate") | pick("finetune")
+        return pick("train_dense") | pick("prune") | pick("finetune") | pick("latency")
     if rule == "bootstrap":
-        return pick("evaluate")
+        return pick("train_dense") | pick("prune") | pick("finetune")
     if rule == "figure":
         return pick("aggregate")
     if rule == "teacher_figure":
@@ -514,7 +506,7 @@ CODE_CHANGES = {
 def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
     stage, reason = CODE_CHANGES[path]
     with open(run_copy / path, "a") as f:
-        f.write("\n# an edit that changes the stage's code\n")
+        f.write("\n_EDITED = 1  # an edit of the stage's code\n")
     jobs = dry_run(run_copy)
     full = grid(smoke_config(run_copy))
     direct = select(full, lambda r, w: r == stage)
@@ -527,33 +519,45 @@ def test_code_change_reruns_its_stage_and_what_follows(run_copy, path):
 
 
 # Issue 15's table: each edit against a completed run, and the exact set of rules it must rerun
-# directly (what reads their outputs follows, computed by _downstream). A comment counts as an
-# edit: a code hash does not know comments from code.
+# directly (what reads their outputs follows, computed by _downstream). An "append" adds a
+# statement (a change of code); a "comment" adds a comment, which changes no value and so reruns
+# nothing (the code hash covers the syntax tree, pwprune.provenance.code_text).
 EDITS = {
-    "plots.py comment": (("append", "pwprune/plots.py"), {"figure"}),
+    "plots.py edit": (("append", "pwprune/plots.py"), {"figure"}),
     # the table's columns are defined in pwprune/summary.py, so the aggregation runs its code too
-    "summary.py comment": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
-    "fine-tuning stage comment": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
-    "evaluation stage comment": (("append", "pwprune/stages/evaluate.py"), {"evaluate"}),
-    "metric code comment": (("append", "pwprune/metrics.py"), {"evaluate"}),
+    "summary.py edit": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
+    "fine-tuning stage edit": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
+    # rule evaluate (one checkpoint by path) is not part of the grid: nothing of it reruns
+    "evaluation stage edit": (("append", "pwprune/stages/evaluate.py"), set()),
+    # metrics are a function of the checkpoints' outputs: the table and the bootstrap, never a model
+    "metric code edit": (("append", "pwprune/metrics.py"), {"aggregate", "bootstrap"}),
+    "metric code comment": (("comment", "pwprune/metrics.py"), set()),
+    "latency code edit": (("append", "pwprune/stages/latency.py"), {"latency"}),
     # the bootstrap's statistics rerun it and the summary only, never an evaluation
-    "bootstrap code comment": (("append", "pwprune/bootstrap.py"), {"bootstrap"}),
-    # the predictions' file format is written by evaluation and read by the bootstrap
-    "predictions format comment": (("append", "pwprune/predictions.py"), {"evaluate", "bootstrap"}),
-    "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"evaluate"}),
+    "bootstrap code edit": (("append", "pwprune/bootstrap.py"), {"bootstrap"}),
+    # the outputs' file format is written by the checkpoint jobs and read by the table and bootstrap
+    "outputs format edit": (
+        ("append", "pwprune/outputs.py"),
+        {"train_dense", "prune", "finetune", "aggregate", "bootstrap"},
+    ),
+    "evaluate.latency_repeats 3 -> 4": (("config", "evaluate", "latency_repeats", 4), {"latency"}),
+    "inference.batch_size 512 -> 256": (
+        ("config", "inference", "batch_size", 256),
+        {"train_dense", "prune", "finetune"},
+    ),
     "log label wording": (("replace", "pwprune/stages/labels.py", "fine-tuning", "fine-tuning (reworded)"), set()),
     # numerics are configuration (issue 20): the thread count a stage computes with reruns that
-    # stage and what follows; evaluation computes with fine-tuning's unless it has its own
+    # stage and what follows; latency computes with fine-tuning's unless evaluate has its own
     "resources.train.threads 1 -> 2": (("config", "resources", "train", {"threads": 2}), {"train_dense"}),
     "resources.finetune.threads 1 -> 2": (
         ("config", "resources", "finetune", {"threads": 2}),
-        {"finetune", "evaluate"},
+        {"finetune", "latency"},
     ),
     # memory and time only decide where and when a job runs
     "resources.train.mem_mb": (("config", "resources", "train", {"mem_mb": 3000, "runtime": 20}), set()),
     "deterministic true -> false": (
         ("config", "deterministic", None, False),
-        {"train_dense", "prune", "finetune", "evaluate"},
+        {"train_dense", "prune", "finetune", "latency"},
     ),
     # the training loops' arithmetic (issue 13): dense training, fine-tuning and what follows
     "precision fp32 -> bf16": (("config", "precision", None, "bf16"), {"train_dense", "finetune"}),
@@ -566,9 +570,11 @@ EDITS = {
 def test_each_edit_reruns_exactly_its_rules(run_copy, name):
     edit, rules = EDITS[name]
     args = SMOKE
-    if edit[0] == "append":
+    if edit[0] in ("append", "comment"):
         with open(run_copy / edit[1], "a") as f:
-            f.write("\n# an edit that changes no value\n")
+            f.write(
+                "\n_EDITED = 1  # an edit of code\n" if edit[0] == "append" else "\n# a comment: no value changes\n"
+            )
     elif edit[0] == "replace":
         path = run_copy / edit[1]
         text = path.read_text()
@@ -602,7 +608,7 @@ def test_each_job_ran_only_code_that_its_hash_covers(smoke_run):
         "train_dense": "train_dense",
         "prune": "prune",
         "finetune": "finetune",
-        "evaluate": "evaluate",
+        "latency": "latency",
         "teacher_diagnostic": "teacher_diagnostic",
         "aggregate": "aggregate",
         "bootstrap": "bootstrap",

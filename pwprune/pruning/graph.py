@@ -50,7 +50,7 @@ def build_graph(model, example_inputs):
 def macs_params_on_device(model, example_inputs):
     """(every layer's MACs per sample, parameters) by Torch-Pruning's counter, run where the
     model is (the counter deep-copies it and counts in eval mode). The same numbers as
-    pwprune.metrics.count_macs_params, without that one's extra copy to the CPU, since pruning counts
+    pwprune.inference.count_macs_params, without that one's extra copy to the CPU, since pruning counts
     many trial models."""
     macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)

@@ -1,21 +1,44 @@
-"""Per-checkpoint metric files -> the tidy table (docs/interfaces.md)."""
+"""Every checkpoint's outputs (pwprune.outputs) and the latency files -> the tidy table
+(docs/interfaces.md). The per-group metrics are computed here, with numpy, from the outputs the
+training, pruning and fine-tuning jobs wrote: an edit of the metric code or of an `evaluate:`
+setting reruns this job and the report, never a job that needs a model."""
 
 from __future__ import annotations
 
-from pwprune.stages.jobs import read_job_metrics, write_csv
+from pathlib import Path
+
+from pwprune.stages.jobs import METRIC_COLUMNS, write_csv
 
 
-def aggregate_stage(table, out_metrics, out_shares, log=print):
+def checkpoint_metrics(outputs_path, latency):
+    """One checkpoint's rows (METRIC_COLUMNS) from its outputs file and the {folder: latency_ms}
+    map of pwprune.stages.latency.read_latency; a folder that no latency file measured is refused
+    with the file that should have."""
+    from pwprune.metrics import checkpoint_rows
+    from pwprune.outputs import read_outputs
+
+    folder = str(Path(outputs_path).parent)
+    if folder not in latency:
+        raise ValueError(
+            f"{folder}: no latency measured for this checkpoint; its seed's latency file "
+            f"({Path(folder).parts[0]}/<exp>/seed<n>/latency_<table>.csv) should list it: delete that file and rerun"
+        )
+    return [{**r, "latency_ms": latency[folder]} for r in checkpoint_rows(read_outputs(outputs_path))]
+
+
+def aggregate_stage(table, latency_files, out_metrics, out_shares, log=print):
     """Dense and pruned rows are repeated under every comparison label that uses them."""
     import pandas as pd
 
+    from pwprune.stages.latency import read_latency
     from pwprune.summary import SHARES_COLUMNS, TABLE_COLUMNS  # the table's one definition
 
+    latency = read_latency(latency_files)
     cache = {}
 
     def rows(path):
         if path not in cache:
-            cache[path] = read_job_metrics(path)
+            cache[path] = pd.DataFrame(checkpoint_metrics(path, latency), columns=METRIC_COLUMNS)
         return cache[path]
 
     frames, share_frames = [], []
@@ -51,5 +74,5 @@ def aggregate_stage(table, out_metrics, out_shares, log=print):
     )
     write_csv(out_metrics, metrics)
     write_csv(out_shares, shares)
-    log(f"{len(metrics)} metric rows from {len(table)} runs; {len(shares)} loss-share rows")
+    log(f"{len(metrics)} metric rows from {len(cache)} outputs files ({len(table)} runs), {len(shares)} share rows")
     return metrics

@@ -20,11 +20,20 @@ BOOTSTRAP_COLUMNS = [
 ]
 
 
-def predictions_path(metrics_path):
-    """A checkpoint's predictions file: beside its metrics.csv (the evaluate rule writes both)."""
-    from pathlib import Path
+def predictions(outputs):
+    """A checkpoint's outputs (pwprune.outputs) -> what pwprune.bootstrap resamples: per split the
+    predicted class, label and group of each sample, the group count, whether the task is binary
+    (a single logit) and whether the fine-tuning diverged."""
+    from pwprune.metrics import predicted_classes
 
-    return str(Path(metrics_path).with_name("predictions.npz"))
+    return {
+        "splits": {
+            s: {"pred": predicted_classes(v["logits"]), "y": v["y"], "g": v["g"]} for s, v in outputs["splits"].items()
+        },
+        "n_groups": len(outputs["group_names"]),
+        "binary": all(v["logits"].ndim == 1 for v in outputs["splits"].values()),
+        "diverged": outputs["diverged"],
+    }
 
 
 def bootstrap_stage(table, out, log=print):
@@ -36,14 +45,13 @@ def bootstrap_stage(table, out, log=print):
     import pandas as pd
 
     from pwprune.bootstrap import METRICS, RESAMPLES, trial_intervals
-    from pwprune.predictions import read_predictions
+    from pwprune.outputs import read_outputs
 
     cache = {}
 
     def preds(path):
-        path = predictions_path(path)
         if path not in cache:
-            cache[path] = read_predictions(path)
+            cache[path] = predictions(read_outputs(path))
         return cache[path]
 
     rows = []

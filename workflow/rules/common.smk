@@ -58,6 +58,7 @@ CODE = {
         "prune.py",
         "finetune.py",
         "evaluate.py",
+        "latency.py",
         "teacher_diagnostic.py",
         "aggregate.py",
         "bootstrap.py",
@@ -72,6 +73,24 @@ CODE = {
 
 def device():
     return config["device"]
+
+
+def small_group(kind):
+    """The cluster job group of a job that stays small (seconds of work): data-free pruning, the
+    latency measurement, the teacher diagnostic. profiles/slurm's group-components then submits
+    many of one kind as one sbatch; a local run ignores groups."""
+
+    def get(w):
+        if kind == "prune" and w.method not in pc.DATA_FREE_METHODS:
+            return None
+        return f"small_{kind}"
+
+    return get
+
+
+def inference_params(w):
+    """How a checkpoint-writing job computes the checkpoint's outputs (pwprune.outputs)."""
+    return {"batch_size": (exp_cfg(w).get("inference") or {}).get("batch_size", 256)}
 
 
 def _stage_resources(exp, stage):
@@ -271,7 +290,8 @@ def finetune_params(w):
 
 
 def run_table(run_list):
-    """What the aggregator needs of each run: its labels and the three metric files."""
+    """What the aggregator needs of each run: its labels, its three checkpoints' outputs files
+    (pwprune.outputs) and its loss shares."""
     table = []
     for r in run_list:
         table.append(
@@ -279,9 +299,9 @@ def run_table(run_list):
                 **r,
                 "dataset": EXPS[r["exp"]]["dataset"]["kind"],
                 "model": EXPS[r["exp"]]["model"],
-                "dense": dense_file(r, "metrics.csv"),
-                "pruned": pruned_file(r, "metrics.csv"),
-                "finetuned": (f"{TUNED}/metrics.csv").format(**r),
+                "dense": dense_file(r, "outputs.npz"),
+                "pruned": pruned_file(r, "outputs.npz"),
+                "finetuned": (f"{TUNED}/outputs.npz").format(**r),
                 "shares": (f"{TUNED}/loss_shares.csv").format(**r),
             }
         )
@@ -292,11 +312,28 @@ def table_inputs(table):
     return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
 
 
-def predictions_inputs(table):
-    """The per-sample predictions beside each run's three metric files (the bootstrap's input)."""
-    return sorted(
-        {str(Path(row[k]).with_name("predictions.npz")) for row in table for k in ("dense", "pruned", "finetuned")}
-    )
+def outputs_inputs(table):
+    """Every checkpoint's outputs file of a table (the bootstrap's input)."""
+    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned")})
+
+
+def table_checkpoints(table):
+    """The folders of every checkpoint a table reads."""
+    return sorted({str(Path(f).parent) for f in outputs_inputs(table)})
+
+
+def latency_files(name, table):
+    """One latency file per experiment and seed whose checkpoints the table `name` reads."""
+    return sorted({str(Path(*Path(c).parts[:3]) / f"latency_{name}.csv") for c in table_checkpoints(table)})
+
+
+TABLE_NAMES = ("main", "ablation", "variants")
+
+
+def latency_models(w):
+    """The checkpoints of experiment w.exp, seed w.seed that the table w.table reads."""
+    prefix = f"results/{w.exp}/seed{w.seed}/"
+    return [f"{c}/model.pt" for c in table_checkpoints(TABLES[w.table]) if c.startswith(prefix)]
 
 
 def teacher_diagnostics(exps):

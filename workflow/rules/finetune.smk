@@ -1,5 +1,5 @@
-# Pruned checkpoint + loss (ce | pw | ablations) -> fine-tuned checkpoint and the per-epoch
-# share of the loss on each label x group cell. Its metrics: rule evaluate (evaluate.smk).
+# Pruned checkpoint + loss (ce | pw | ablations) -> fine-tuned checkpoint, its outputs on the
+# evaluation splits and the per-epoch share of the loss on each label x group cell.
 
 
 rule finetune:
@@ -12,9 +12,11 @@ rule finetune:
         model=f"{TUNED}/model.pt",
         shares=f"{TUNED}/loss_shares.csv",
         history=f"{TUNED}/history.json",
+        outputs=f"{TUNED}/outputs.npz",
     params:
         finetune=finetune_params,
         seed=lambda w: int(w.seed),
+        inference=inference_params,
         device=device(),
         numerics=numerics_for("finetune"),
         code=CODE["finetune.py"],

@@ -1,5 +1,5 @@
 # Dense checkpoint (+ teacher outputs for data-driven methods) -> pruned checkpoint at one
-# MAC-reduction target, channels physically removed. Its metrics: rule evaluate (evaluate.smk).
+# MAC-reduction target, channels physically removed, and its outputs on the evaluation splits.
 
 
 rule prune:
@@ -8,9 +8,11 @@ rule prune:
     output:
         model=f"{PRUNED}/model.pt",
         info=f"{PRUNED}/prune.json",
+        outputs=f"{PRUNED}/outputs.npz",
     params:
         prune=prune_params,
         seed=lambda w: int(w.seed),
+        inference=inference_params,
         device=device(),
         numerics=numerics_for("prune"),
         code=CODE["prune.py"],
@@ -18,6 +20,10 @@ rule prune:
         f"{LOGS}/prune/{{method}}-{{ploss}}/{{target}}.log",
     benchmark:
         f"{BENCH}/prune/{{method}}-{{ploss}}/{{target}}.tsv"
+    # on a cluster, data-free pruning is seconds of work: profiles/slurm batches these jobs into
+    # one sbatch each (group-components); locally, groups are ignored
+    group:
+        small_group("prune")
     threads: threads_for("prune")
     resources:
         mem_mb=resources_for("prune", "mem_mb", 2000),

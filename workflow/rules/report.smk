@@ -1,4 +1,5 @@
-# Per-job metric files -> one tidy table -> figures, summary and the HTML report.
+# Every checkpoint's outputs + the latency files -> one tidy table (the metrics are computed there)
+# -> figures, summary and the HTML report.
 # Every rule here is a seconds-long pandas/matplotlib job: `localrule: True` keeps them off the
 # cluster queue (they run where Snakemake runs) under --profile profiles/slurm.
 
@@ -7,11 +8,15 @@ MAIN_FIGURES = list(names.MAIN_FIGURES)  # pwprune.names: the figures drawn from
 
 MAIN_TABLE = run_table([r for e in ACTIVE for r in runs(e)])
 ABLATION_TABLE = run_table([r for e in ACTIVE for r in ablation_runs(e)])
+# the variants' table (results/variants/): every variant of an active experiment, beside its base
+VARIANT_TABLE = run_table(variant_run_list())
+TABLES = {"main": MAIN_TABLE, "ablation": ABLATION_TABLE, "variants": VARIANT_TABLE}
 
 
 rule aggregate:
     input:
-        table_inputs(MAIN_TABLE),
+        outputs=table_inputs(MAIN_TABLE),
+        latency=latency_files("main", MAIN_TABLE),
     output:
         metrics="results/metrics.csv",
         shares="results/loss_shares.csv",
@@ -35,7 +40,7 @@ rule aggregate:
 
 rule bootstrap:
     input:
-        predictions_inputs(MAIN_TABLE),
+        outputs_inputs(MAIN_TABLE),
     output:
         intervals="results/bootstrap.csv",
     params:
@@ -58,7 +63,8 @@ rule bootstrap:
 
 use rule aggregate as aggregate_ablation with:
     input:
-        table_inputs(ABLATION_TABLE),
+        outputs=table_inputs(ABLATION_TABLE),
+        latency=latency_files("ablation", ABLATION_TABLE),
     output:
         metrics="results/ablation/metrics.csv",
         shares="results/ablation/loss_shares.csv",
@@ -211,12 +217,10 @@ rule all_ablation:
 # Variants (issue 19): an experiment with `variant_of: <active experiment>` runs the base's
 # grid for its own methods, targets, losses and seeds with other method options, on the base's
 # dense models; results/variants/all compares the two, paired by seed.
-VARIANT_TABLE = run_table(variant_run_list())
-
-
 use rule aggregate as aggregate_variants with:
     input:
-        table_inputs(VARIANT_TABLE),
+        outputs=table_inputs(VARIANT_TABLE),
+        latency=latency_files("variants", VARIANT_TABLE),
     output:
         metrics="results/variants/metrics.csv",
         shares="results/variants/loss_shares.csv",

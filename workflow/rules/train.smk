@@ -1,5 +1,6 @@
-# Prepared data -> dense (baseline) checkpoint and the teacher outputs that the PW loss reuses
-# when the data has no random augmentation. Its metrics: rule evaluate (evaluate.smk).
+# Prepared data -> dense (baseline) checkpoint, its outputs on the evaluation splits (what every
+# metric is computed from, pwprune.outputs) and the teacher outputs that the PW loss reuses when
+# the data has no random augmentation.
 
 
 rule train_dense:
@@ -9,11 +10,13 @@ rule train_dense:
         model=f"{DENSE}/model.pt",
         history=f"{DENSE}/history.json",
         teacher=f"{DENSE}/teacher.pt",
+        outputs=f"{DENSE}/outputs.npz",
     params:
         model=lambda w: exp_cfg(w)["model"],
         pretrained=lambda w: exp_cfg(w)["pretrained"],
         train=lambda w: exp_cfg(w)["train"],
         seed=lambda w: int(w.seed),
+        inference=inference_params,
         device=device(),
         numerics=numerics_for("train"),
         code=CODE["train_dense.py"],

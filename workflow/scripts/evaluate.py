@@ -14,6 +14,6 @@ with (
         p.evaluate,
         device,
         snakemake.output.metrics,
-        predictions_out=snakemake.output.predictions,
         log=log,
+        batch_size=p.inference["batch_size"],
     )

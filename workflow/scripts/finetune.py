@@ -1,3 +1,4 @@
+from pwprune.outputs import write_checkpoint_outputs
 from pwprune.stages import labels
 from pwprune.stages.finetune import finetune_stage
 from pwprune.stages.inputs import deterministic_ops, resume_state, setup
@@ -24,3 +25,4 @@ with (
         numerics=p.numerics,
         resume=resume,
     )
+    write_checkpoint_outputs(o.model, i.data, p.inference["batch_size"], device, o.outputs, log)

@@ -1,3 +1,4 @@
+from pwprune.outputs import write_checkpoint_outputs
 from pwprune.stages import labels
 from pwprune.stages.inputs import deterministic_ops, setup
 from pwprune.stages.jobs import job_log
@@ -7,7 +8,7 @@ with (
     job_log(snakemake.log[0], exit_when_done=True) as log,
     deterministic_ops(f"experiments.{snakemake.wildcards.exp}.deterministic"),
 ):
-    p, w, i = snakemake.params, snakemake.wildcards, snakemake.input
+    p, w, i, o = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
     device = setup(p.numerics, snakemake.threads, p.device, p.seed, log)
     prune_stage(
         i.data,
@@ -17,7 +18,8 @@ with (
         p.seed,
         device,
         labels.prune(w),
-        out=dict(snakemake.output.items()),
+        out=dict(o.items()),
         log=log,
         trajectory_path=i.get("trajectory"),
     )
+    write_checkpoint_outputs(o.model, i.data, p.inference["batch_size"], device, o.outputs, log)

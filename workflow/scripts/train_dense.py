@@ -1,3 +1,4 @@
+from pwprune.outputs import write_checkpoint_outputs
 from pwprune.stages import labels
 from pwprune.stages.inputs import deterministic_ops, resume_state, setup
 from pwprune.stages.jobs import job_log
@@ -23,3 +24,4 @@ with (
         numerics=p.numerics,
         resume=resume,
     )
+    write_checkpoint_outputs(o.model, snakemake.input.data, p.inference["batch_size"], device, o.outputs, log)
