@@ -3,7 +3,8 @@
 DVC metrics must be JSON/YAML/TOML and are compared key by key between commits, so this keeps
 only a few numbers per (experiment, method, FLOP reduction): the CE and PW fairness gaps after
 fine-tuning, their difference and the accuracies, on the test split, read from
-results/summary.csv (pwprune.summary.write_summary). The full tables stay CSV (DVC plots).
+results/summary.csv (pwprune.summary.write_summary), and the summary's diagnostics as top-level
+keys ("finetuning_converged", pwprune.convergence). The full tables stay CSV (DVC plots).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def headline(summary_csv, split: str = "test") -> dict:
     return out
 
 
-def write_headline(summary_csv, out_json, split: str = "test") -> dict:
+def write_headline(summary_csv, out_json, split: str = "test", extra=None) -> dict:
+    """headline() plus the top-level keys of `extra` (the summary's diagnostics, e.g.
+    "finetuning_converged": true / false, null when nothing could be judged), written atomically."""
     data = headline(summary_csv, split)
+    for key, value in (extra or {}).items():
+        if key in data:
+            raise ValueError(f"headline key {key!r} is also an experiment's name; rename the experiment")
+        data[key] = value
     with atomic_open(out_json, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")

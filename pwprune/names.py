@@ -139,6 +139,6 @@ CUDA_NONDETERMINISTIC_MODELS = {
 PRETRAINED_CHOICES = ("none", "imagenet")
 
 # ---- figures (pwprune.plots draws them; workflow/rules/report.smk asks for them)
-FIGURES = ("group_performance", "fairness_gap", "tradeoff", "comparison", "ablation", "loss_shares")
+FIGURES = ("group_performance", "fairness_gap", "tradeoff", "comparison", "ablation", "loss_shares", "convergence")
 ABLATION_FIGURE = "ablation"  # drawn from the ablation table, by its own rule
 MAIN_FIGURES = tuple(f for f in FIGURES if f != ABLATION_FIGURE)

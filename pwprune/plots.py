@@ -18,6 +18,9 @@ global backend state. Choices worth knowing when reading them:
   Figure 4).
 - The ablation figure, when no ablation rows exist, is a placeholder page saying so (the
   workflow's output file still exists, and the report says plainly it was not run).
+- `convergence` is drawn from results/convergence.csv instead (the fine-tuning jobs' validation
+  curves): x = fine-tuning epoch; groups are colours and losses line styles there, since a panel
+  holds every group of every loss (a placeholder page when no run recorded validation).
 """
 
 import math
@@ -27,8 +30,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
+from pwprune.convergence import CONVERGED, cell_verdicts
 from pwprune.names import ABLATION_ONLY_LABELS, EXPERIMENT_LOSS_LABELS, FIGURES, MAIN_LABELS
 from pwprune.summary import (
     aggregate_trials,
@@ -732,15 +737,147 @@ def _loss_shares(shares, experiment, out_stem):
     return _save(fig, out_stem)
 
 
-def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test"):
+# --- 6. fine-tuning convergence: per-group validation accuracy over the epochs (issue 29) ---
+
+# one colour per group (Okabe-Ito without CE's blue and PW's vermillion, which stay the losses'
+# colours in every other figure: here a loss is a line style)
+GROUP_COLORS = ("#000000", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
+LOSS_LINESTYLES = {"ce": "-", "pw": "--", "ceag": ":"}
+LOSS_MARKERS = {"ce": "o", "pw": "s", "ceag": "^"}  # drawn with few epochs, where a line may be a point
+NO_CURVES = (
+    "No fine-tuning run of this experiment recorded validation accuracy\n"
+    "(the prepared data have no 'val' split): convergence cannot be judged."
+)
+
+
+def _short(loss):
+    """A loss label in a panel title: CE, PW, CEAG; any other label as it is."""
+    return loss.upper() if loss in EXPERIMENT_LOSS_LABELS else loss
+
+
+def _loss_linestyle(loss, i):
+    return LOSS_LINESTYLES.get(loss, LINESTYLES[i % len(LINESTYLES)])
+
+
+def _convergence(curves, experiment, out_stem):
+    """Rows = targets, columns = methods; per group (colour) and loss (line style) the mean over
+    seeds of the validation accuracy (%) at each fine-tuning epoch, with the seeds' min–max as a
+    band; a panel whose cells are not all converged (pwprune.convergence.cell_verdicts) says which
+    in its title."""
+    title = f"{experiment}: per-group validation accuracy over the fine-tuning epochs"
+    d = curves[curves["experiment"] == experiment] if curves is not None else None
+    if d is None or not len(d):
+        return _placeholder(title, NO_CURVES, out_stem)
+    verdicts = cell_verdicts(d)
+    d = d[(d["n"] > 0) & np.isfinite(d["val_accuracy"].astype(float))]
+    if not len(d):
+        return _placeholder(title, NO_CURVES, out_stem)
+    methods = sort_methods(d["method"])
+    targets = sorted(set(d["target_reduction"]))
+    present = list(dict.fromkeys(d["loss"]))
+    losses = [l for l in EXPERIMENT_LOSS_LABELS if l in present] + [
+        l for l in present if l not in EXPERIMENT_LOSS_LABELS
+    ]
+    groups = list(dict.fromkeys(d["group"]))  # the data's group order (the histories')
+    colour = {g: GROUP_COLORS[i % len(GROUP_COLORS)] for i, g in enumerate(groups)}
+    style = {l: _loss_linestyle(l, i) for i, l in enumerate(losses)}
+    last_epoch = int(d["epoch"].max())
+    few_epochs = last_epoch <= 12  # a marker on each epoch, so that a single point shows
+    marker = {l: LOSS_MARKERS.get(l, MARKERS[i % len(MARKERS)]) for i, l in enumerate(losses)}
+    fig = Figure(figsize=(max(3.4 * len(methods) + 0.8, 9.0), 2.8 * len(targets) + 1.9), layout="constrained")
+    axes = _panel_grid(fig, len(targets), len(methods), sharey="row")
+    any_best = False
+    for i, target in enumerate(targets):
+        for j, method in enumerate(methods):
+            ax = axes[i, j]
+            p = d[(d["method"] == method) & (d["target_reduction"] == target)]
+            for loss in losses:
+                for g in groups:
+                    c = p[(p["loss"] == loss) & (p["group"] == g)]
+                    if not len(c):
+                        continue
+                    acc = c.groupby("epoch")["val_accuracy"].agg(["mean", "min", "max"]).sort_index() * 100
+                    x = acc.index.to_numpy()
+                    ax.fill_between(x, acc["min"], acc["max"], color=colour[g], alpha=0.15, linewidth=0)
+                    ax.plot(
+                        x,
+                        acc["mean"],
+                        color=colour[g],
+                        linestyle=style[loss],
+                        marker=marker[loss] if few_epochs else None,
+                        markersize=3.5,
+                        markerfacecolor="white" if loss != losses[0] else colour[g],
+                        linewidth=1.4,
+                        gid=f"curve:{loss}:{g}",
+                    )
+                best = p.loc[p["loss"] == loss, "best_epoch"].astype(float)
+                best = best[np.isfinite(best)]
+                if len(best):  # early stopping: the best epoch (median over seeds), in the loss's style
+                    any_best = True
+                    ax.axvline(float(np.median(best)), color=PALETTE["dense"], linewidth=0.8, linestyle=style[loss])
+            v = verdicts[(verdicts["method"] == method) & (verdicts["target_reduction"] == target)]
+            bad = v[v["status"] != CONVERGED]
+            head = f"{method}, {100 * target:.4g}% of MACs removed"
+            if len(bad):
+                drawn = set(zip(p["loss"], p["group"]))
+                if len(drawn) > 1 and drawn <= set(zip(bad["loss"], bad["group"])):
+                    shown = "every line"
+                else:
+                    what = sorted({f"{_short(r.loss)} {r.group}" for r in bad.itertuples()})
+                    shown = ", ".join(what[:2]) + (f" +{len(what) - 2} more" if len(what) > 2 else "")
+                statuses = ", ".join(sorted(set(bad["status"])))
+                ax.set_title(f"{head}\nNOT CONVERGED: {statuses}\n{shown}", fontsize=9, color="#A00000")
+            else:
+                ax.set_title(f"{head}\nconverged", fontsize=9)
+            if few_epochs:
+                ax.set_xticks(range(1, last_epoch + 1))
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, last_epoch + 0.5)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("validation accuracy (%)")
+            if i == len(targets) - 1:
+                ax.set_xlabel("fine-tuning epoch")
+    handles = [Line2D([], [], color=colour[g], linewidth=2, label=f"group: {g} (colour)") for g in groups]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="black",
+            linestyle=style[l],
+            marker=marker[l] if few_epochs else None,
+            markerfacecolor="white" if l != losses[0] else "black",
+            label=f"{_label(l)} (line style)",
+        )
+        for l in losses
+    ]
+    handles.append(Patch(facecolor="#777777", alpha=0.3, label="seeds' min–max (line: mean over seeds)"))
+    if any_best:
+        handles.append(
+            Line2D([], [], color=PALETTE["dense"], linewidth=0.8, label="best epoch of early stopping (median)")
+        )
+    _legend(fig, handles, ncol=4)
+    fig.suptitle(
+        f"{title}\n(validation split; a panel's title names the cells still improving at the end or with too "
+        f'few epochs to tell: summary.md, "Fine-tuning convergence")',
+        fontsize=11,
+    )
+    return _save(fig, out_stem)
+
+
+def make_figure(name, metrics_df, shares_df, experiment, out_stem, split="test", convergence_df=None):
     """Draw figure `name` (one of FIGURES) for `experiment`; write `out_stem`.png/.pdf and return
     both paths. `split` picks the evaluation split (an extra one such as test_shortcut gets its
-    own figures)."""
+    own figures). `convergence` is drawn from convergence_df (results/convergence.csv,
+    pwprune.convergence.read_curves; None or no rows of the experiment: a placeholder page)."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(FIGURES)}")
     if name == "loss_shares":
         validate_shares(shares_df, "shares_df")
         return _loss_shares(shares_df, experiment, out_stem)
+    if name == "convergence":
+        return _convergence(convergence_df, experiment, out_stem)
     validate_metrics(metrics_df, "metrics_df")
     d = _experiment_rows(clean_metrics(metrics_df), experiment, split)
     draw = {

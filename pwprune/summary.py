@@ -947,11 +947,12 @@ def group_section(metrics, small=30):
     return out + [""]
 
 
-def write_summary(df, md_path, csv_path, metrics=None):
+def write_summary(df, md_path, csv_path, metrics=None, warnings_=()):
     """summary.csv: the `summarize` frame as is (fractions). summary.md: the same in percentage
     points with a header saying how to read it, then the numeric environments the numbers came
     from (environment_report of `metrics`, the tidy table; by default the report `summarize`
-    attached to `df`), whose warnings are also repeated above the table."""
+    attached to `df`), whose warnings are also repeated above the table, as are `warnings_`
+    (markdown paragraphs of other diagnostics, e.g. pwprune.convergence.summary_warnings)."""
     df.to_csv(csv_path, index=False)
     env_lines, env_warnings = _environments_of(df, metrics)
     lines = [
@@ -964,7 +965,7 @@ def write_summary(df, md_path, csv_path, metrics=None):
         "accuracy). Degenerate (collapsed) trials are counted and included in the means.",
         "",
     ]
-    for w in env_warnings:
+    for w in [*warnings_, *env_warnings]:
         lines += [w, ""]
     header = [
         "experiment",

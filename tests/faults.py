@@ -1243,6 +1243,38 @@ FAULTS = [
         "            pass\n",
         (T + "test_ceag.py::test_a_resumed_ceag_fit_continues_with_the_saved_multipliers",),
     ),
+    # ---- the fine-tuning convergence diagnostic (issue 29, item 1)
+    Fault(
+        "convergence-first-quarter",
+        "the gain is the second quarter's over the first, not the last quarter's over the one before",
+        "pwprune/convergence.py",
+        "late, before = a[-q:], a[-2 * q : -q]",
+        "late, before = a[q : 2 * q], a[:q]",
+        (
+            T + "test_convergence.py::test_group_verdicts_of_a_four_epoch_history_by_hand",
+            T + "test_convergence.py::test_cell_verdicts_of_two_seeds_of_four_epochs_by_hand",
+            T + "test_convergence.py::test_a_curve_that_rose_early_and_then_flattened_has_converged",
+        ),
+    ),
+    Fault(
+        "convergence-tolerance-ignores-n",
+        "the binomial noise of a group's validation accuracy ignores its sample count n",
+        "pwprune/convergence.py",
+        "return math.sqrt(max(p * (1 - p), 0.0) / n) * math.sqrt(2 / q)",
+        "return math.sqrt(max(p * (1 - p), 0.0)) * math.sqrt(2 / q)",
+        (
+            T + "test_convergence.py::test_group_verdicts_of_a_four_epoch_history_by_hand",
+            T + "test_convergence.py::test_cell_verdicts_of_two_seeds_of_four_epochs_by_hand",
+        ),
+    ),
+    Fault(
+        "convergence-cell-ignores-seed-spread",
+        "a cell's tolerance counts binomial noise only, not the spread of its seeds' gains",
+        "pwprune/convergence.py",
+        "spread = gain_sd / math.sqrt(k) if k > 1 else 0.0",
+        "spread = 0.0",
+        (T + "test_convergence.py::test_cell_verdicts_of_two_seeds_of_four_epochs_by_hand",),
+    ),
 ]
 
 

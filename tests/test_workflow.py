@@ -145,7 +145,9 @@ def show(jobs) -> str:
 
 # ---------------------------------------------------------------- dry runs
 
-_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", re.M)
+# A job of a group (`group:`, common.smk's small_group: data-free pruning, latency) is listed under
+# its "Group job" line, indented by 4 more spaces, fields and all: the indent is matched back.
+_JOB = re.compile(r"^( *)(?:local)?rule (\w+):\n((?:\1    .*\n?)*)", re.M)
 
 
 def parse_dry_run(text: str) -> dict:
@@ -156,11 +158,11 @@ def parse_dry_run(text: str) -> dict:
     for m in _JOB.finditer(text):
         fields = dict(
             re.match(r"\s+(\w[\w ]*): (.*)", line).groups()
-            for line in m.group(2).splitlines()
+            for line in m.group(3).splitlines()
             if re.match(r"\s+\w[\w ]*: ", line)
         )
         wc = frozenset(tuple(kv.split("=", 1)) for kv in fields.get("wildcards", "").split(", ") if kv)
-        key = (m.group(1), wc)
+        key = (m.group(2), wc)
         assert key not in jobs, f"job listed twice: {key}"
         jobs[key] = fields
     counts = {}
@@ -527,6 +529,9 @@ EDITS = {
     # the table's columns are defined in pwprune/summary.py, so the aggregation runs its code too
     "summary.py edit": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
     "fine-tuning stage edit": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
+    # the convergence diagnostic: the table of validation curves, the summary's section and the
+    # figures' module (the figure rule is one)
+    "convergence diagnostic edit": (("append", "pwprune/convergence.py"), {"aggregate", "summary", "figure"}),
     # rule evaluate (one checkpoint by path) is not part of the grid: nothing of it reruns
     "evaluation stage edit": (("append", "pwprune/stages/evaluate.py"), set()),
     # metrics are a function of the checkpoints' outputs: the table and the bootstrap, never a model

@@ -26,10 +26,22 @@ def checkpoint_metrics(outputs_path, latency):
     return [{**r, "latency_ms": latency[folder]} for r in checkpoint_rows(read_outputs(outputs_path))]
 
 
-def aggregate_stage(table, latency_files, out_metrics, out_shares, log=print):
-    """Dense and pruned rows are repeated under every comparison label that uses them."""
+def history_path(run):
+    """A run's fine-tuning history (pwprune.train.fit's list, history.json): its "history" key,
+    or the file beside its fine-tuned checkpoint's outputs."""
+    return run.get("history") or str(Path(run["finetuned"]).parent / "history.json")
+
+
+def aggregate_stage(table, latency_files, out_metrics, out_shares, out_convergence=None, log=print):
+    """Dense and pruned rows are repeated under every comparison label that uses them. With
+    out_convergence, also every run's validation curves (pwprune.convergence.curve_rows of its
+    history.json; CURVE_COLUMNS, one row per run x validated epoch x group; a history without
+    "val" adds none)."""
+    import json
+
     import pandas as pd
 
+    from pwprune.convergence import CURVE_COLUMNS, curve_rows
     from pwprune.stages.latency import read_latency
     from pwprune.summary import SHARES_COLUMNS, TABLE_COLUMNS  # the table's one definition
 
@@ -41,7 +53,7 @@ def aggregate_stage(table, latency_files, out_metrics, out_shares, log=print):
             cache[path] = pd.DataFrame(checkpoint_metrics(path, latency), columns=METRIC_COLUMNS)
         return cache[path]
 
-    frames, share_frames = [], []
+    frames, share_frames, curves = [], [], []
     for run in table:
         ident = {
             "experiment": run["exp"],
@@ -66,6 +78,9 @@ def aggregate_stage(table, latency_files, out_metrics, out_shares, log=print):
         for k in ("experiment", "method", "loss", "target_reduction", "seed"):
             sh[k] = ident[k]
         share_frames.append(sh)
+        if out_convergence is not None:
+            with open(history_path(run)) as f:
+                curves += curve_rows(json.load(f), ident)
     metrics = pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
     shares = (
         pd.concat(share_frames, ignore_index=True)[list(SHARES_COLUMNS)]
@@ -75,4 +90,10 @@ def aggregate_stage(table, latency_files, out_metrics, out_shares, log=print):
     write_csv(out_metrics, metrics)
     write_csv(out_shares, shares)
     log(f"{len(metrics)} metric rows from {len(cache)} outputs files ({len(table)} runs), {len(shares)} share rows")
+    if out_convergence is not None:
+        write_csv(out_convergence, pd.DataFrame(curves, columns=list(CURVE_COLUMNS)))
+        validated = len(
+            {tuple(r[k] for k in ("experiment", "method", "loss", "target_reduction", "seed")) for r in curves}
+        )
+        log(f"{len(curves)} convergence rows: validation curves of {validated} of {len(table)} fine-tuning runs")
     return metrics

@@ -291,7 +291,8 @@ def finetune_params(w):
 
 def run_table(run_list):
     """What the aggregator needs of each run: its labels, its three checkpoints' outputs files
-    (pwprune.outputs) and its loss shares."""
+    (pwprune.outputs), its loss shares and its fine-tuning history (the validation curves of
+    results/convergence.csv)."""
     table = []
     for r in run_list:
         table.append(
@@ -303,13 +304,14 @@ def run_table(run_list):
                 "pruned": pruned_file(r, "outputs.npz"),
                 "finetuned": (f"{TUNED}/outputs.npz").format(**r),
                 "shares": (f"{TUNED}/loss_shares.csv").format(**r),
+                "history": (f"{TUNED}/history.json").format(**r),
             }
         )
     return table
 
 
 def table_inputs(table):
-    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares")})
+    return sorted({row[k] for row in table for k in ("dense", "pruned", "finetuned", "shares", "history")})
 
 
 def outputs_inputs(table):

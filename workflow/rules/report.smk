@@ -20,6 +20,7 @@ rule aggregate:
     output:
         metrics="results/metrics.csv",
         shares="results/loss_shares.csv",
+        convergence="results/convergence.csv",
     params:
         table=MAIN_TABLE,
         code=CODE["aggregate.py"],
@@ -68,6 +69,7 @@ use rule aggregate as aggregate_ablation with:
     output:
         metrics="results/ablation/metrics.csv",
         shares="results/ablation/loss_shares.csv",
+        convergence="results/ablation/convergence.csv",
     params:
         table=ABLATION_TABLE,
         code=CODE["aggregate.py"],
@@ -81,6 +83,7 @@ rule figure:
     input:
         metrics="results/metrics.csv",
         shares="results/loss_shares.csv",
+        convergence="results/convergence.csv",
     output:
         # marked for the report in all_figures: a report caption cannot take wildcards
         png="results/figures/{exp}/{figure}.png",
@@ -151,6 +154,7 @@ rule summary:
     input:
         metrics="results/metrics.csv",
         intervals="results/bootstrap.csv",
+        convergence="results/convergence.csv",
         diagnostics=teacher_diagnostics(ACTIVE),
     output:
         md=report("results/summary.md", caption="../report/summary.rst", category="summary"),
@@ -224,6 +228,7 @@ use rule aggregate as aggregate_variants with:
     output:
         metrics="results/variants/metrics.csv",
         shares="results/variants/loss_shares.csv",
+        convergence="results/variants/convergence.csv",
     params:
         table=VARIANT_TABLE,
         code=CODE["aggregate.py"],

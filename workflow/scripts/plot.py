@@ -10,5 +10,7 @@ with job_log(snakemake.log[0], exit_when_done=True) as log:
         w.exp,
         png=snakemake.output.png,
         pdf=snakemake.output.pdf,
+        # rule figure_ablation has no convergence input
+        convergence_path=snakemake.input.get("convergence"),
         log=log,
     )
