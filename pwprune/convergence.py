@@ -5,7 +5,7 @@ A group's drop after pruning is what pruning removed only once fine-tuning has r
 can: a group that is still improving at the last epoch would lose less with more fine-tuning, and
 its measured drop is partly an under-fine-tuning artefact (issue 29).
 
-The criterion (docs/datasets.md says why): with E epochs and q = ceil(E / 4), the gain of the last
+The criterion (docs/convergence.md says why): with E epochs and q = ceil(E / 4), the gain of the last
 quarter is the mean validation accuracy of the last q epochs minus that of the q epochs before.
 A group is still improving when the gain exceeds its tolerance, max(MIN_GAIN, 2 x the standard
 error of that difference under binomial noise alone, sqrt(p (1 - p) / n) x sqrt(2 / q), with p the

@@ -220,6 +220,8 @@ def fit(
     precision: str = "fp32",
     channels_last: bool = False,
     resume: Resume | None = None,
+    validate=None,
+    early_stopping: dict | None = None,
 ) -> list[dict]:
     """Train `model` in place on (x, y, g, idx) batches; returns one dict per epoch.
 
@@ -264,6 +266,18 @@ def fit(
     group, from its epoch_record(), and a log line of them. A NaN/inf loss or non-finite
     weights raise DivergenceError, or with on_divergence="degenerate" stop training and return
     the history with diverged=True on its last entry (the model is then unusable).
+
+    validate: a callable(model) -> {"loss", "accuracy", "groups": [{"group", "n", "accuracy",
+    "loss"}]} run after every epoch (pwprune.stages.inputs.validation: the "val" split, eval mode,
+    no grad, no random draw, so the weights are the same bit for bit with or without it); its
+    result is the epoch's "val" entry, and a log line. The convergence diagnostic reads it
+    (pwprune.convergence).
+    early_stopping: {"patience", "monitor" ("loss" | "accuracy" | "worst_group_accuracy", default
+    "loss"), "min_delta" (0), "restore_best" (True)}, needs `validate`: training stops once the
+    monitored validation value has not improved by more than min_delta for `patience` epochs
+    (`epochs` is the maximum), and with restore_best ends with the best epoch's weights; the last
+    entry then has "early_stopping": {best_epoch, stopped_epoch, monitor, restored}. The best
+    weights are part of the resume state, so a killed run resumes to the same result.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -306,6 +320,14 @@ def fit(
             "teacher is None, but loss_fn reweights or corrects targets with the dense "
             "model's outputs; pass CachedTeacher(...) or FrozenTeacher(...)"
         )
+    if early_stopping is not None:
+        early_stopping = {"monitor": "loss", "min_delta": 0.0, "restore_best": True, **early_stopping}
+        if validate is None:
+            raise ValueError("early_stopping needs a validation split (validate=...); the prepared data has none")
+        if not isinstance(early_stopping["patience"], int) or early_stopping["patience"] < 1:
+            raise ValueError(f"early_stopping.patience must be an integer >= 1, got {early_stopping['patience']!r}")
+        if early_stopping["monitor"] not in MONITORS:
+            raise ValueError(f"early_stopping.monitor must be one of {MONITORS}, got {early_stopping['monitor']!r}")
     if resume is not None and not hasattr(loader, "state_dict"):
         raise ValueError(
             "resume needs a loader that can save its position (state_dict/load_state_dict), "
@@ -347,6 +369,7 @@ def fit(
     backbone_lr = lr * backbone_lr_scale
 
     history = []
+    best = None  # with early stopping: {"score", "epoch", "state"} of the best validated epoch
     first_epoch, partial = 1, None  # partial: the accumulators of an epoch interrupted mid-way
     saved = resume.load(log) if resume is not None else None
     if saved is not None:
@@ -359,6 +382,7 @@ def fit(
         loader.load_state_dict(saved["loader"])
         _set_rng_state(saved["rng"], device)
         history, backbone_lr, partial = saved["history"], saved["backbone_lr"], saved["partial"]
+        best = saved.get("best")
         if needs_groups:  # the multipliers and the epoch's constraint counts
             per_sample_fn.load_state_dict(saved["loss_state"])
         first_epoch = saved["epoch"] + (0 if partial else 1)
@@ -378,11 +402,14 @@ def fit(
                 "history": history,
                 "backbone_lr": backbone_lr,
                 "partial": part,
+                "best": best,
                 **({"loss_state": per_sample_fn.state_dict()} if needs_groups else {}),
             }
         )
 
     last_save = time.monotonic()
+    if early_stopping is not None and history and history[-1].get("early_stopping"):
+        first_epoch = epochs + 1  # resumed after it had stopped: nothing left to train
     for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
         losses, labels, groups = (RowBuffer(expected_rows(loader)) for _ in range(3))
@@ -502,10 +529,56 @@ def fit(
                 f"[{', '.join(f'{v:.4g}' for v in c['multipliers'])}] violations "
                 f"[{', '.join('-' if v is None else f'{v:.4g}' for v in c['violations'])}]"
             )
+        stop = False
+        if validate is not None:
+            h["val"] = validate(model)
+            v = h["val"]
+            per_group = ", ".join(f"{r['group']} {r['accuracy']:.4f}" for r in v["groups"])
+            log(f"{prefix}epoch {epoch}/{epochs} validation loss {v['loss']:.4f} acc {v['accuracy']:.4f} ({per_group})")
+            if early_stopping is not None:
+                score = _monitored(v, early_stopping["monitor"])
+                if best is None or score > best["score"] + early_stopping["min_delta"]:
+                    best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                stop = epoch - best["epoch"] >= early_stopping["patience"]
+                if stop or epoch == epochs:
+                    restored = bool(early_stopping["restore_best"]) and best["epoch"] != epoch
+                    h["early_stopping"] = {
+                        "best_epoch": best["epoch"],
+                        "stopped_epoch": epoch,
+                        "monitor": early_stopping["monitor"],
+                        "restored": restored,
+                    }
+                    why = f"no improvement for {early_stopping['patience']} epochs" if stop else "maximum epochs"
+                    log(
+                        f"{prefix}early stopping at epoch {epoch}/{epochs} ({why}); best validation "
+                        f"{early_stopping['monitor']} at epoch {best['epoch']}"
+                        + ("; its weights restored" if restored else "")
+                    )
         if resume is not None:
             snapshot(epoch, None)
             last_save = time.monotonic()
+        if stop:
+            break
+    if (
+        early_stopping is not None
+        and best is not None
+        and history
+        and history[-1].get("early_stopping", {}).get("restored")
+    ):
+        model.load_state_dict(best["state"])
     return history
+
+
+MONITORS = ("loss", "accuracy", "worst_group_accuracy")
+
+
+def _monitored(val: dict, monitor: str) -> float:
+    """Higher is better: minus the loss, the accuracy, or the lowest group accuracy."""
+    if monitor == "loss":
+        return -float(val["loss"])
+    if monitor == "accuracy":
+        return float(val["accuracy"])
+    return min(float(r["accuracy"]) for r in val["groups"] if r["n"])
 
 
 def loss_shares(losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> list[dict]:

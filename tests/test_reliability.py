@@ -250,8 +250,36 @@ def _assert_refused(root: Path, cfg_name: str, expected: list[str]):
         assert produced(root) == before == {}, produced(root)
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("case", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_refused_with_the_key_and_the_fix(case):
+    """Every bad configuration, checked in-process as the Snakefile checks it at start-up
+    (workflow/rules/common.smk: params.yaml updated by the --configfile as Snakemake merges them,
+    then validate, check_datasets, check_raw_data, check_pretrained): ConfigError with every
+    expected fragment. A few of them also go through the real CLI below."""
+    from snakemake.utils import update_config
+
+    import pwprune.config as pc
+
+    name, mutate, expected = case
+    cfg = copy.deepcopy(CONFIG)
+    mutate(cfg)
+    config = pc.load_yaml_strict(REPO / "params.yaml")
+    update_config(config, copy.deepcopy(cfg))
+    with pytest.raises(pc.ConfigError) as err:
+        pc.validate(config, REPO / "workflow" / "schemas" / "params.schema.yaml")
+        pc.check_datasets(config)
+        pc.check_raw_data(config)
+        pc.check_pretrained(config)
+    for fragment in expected:
+        assert fragment in str(err.value), f"{fragment!r} not in:\n{err.value}"
+
+
+# through the real Snakemake CLI: a schema error, a cross-key one, a dataset one
+CLI_BAD_CONFIGS = [c for c in BAD_CONFIGS if c[0] in ("unknown-top-key", "target-above-1", "unknown-celeba-attribute")]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", CLI_BAD_CONFIGS, ids=[c[0] for c in CLI_BAD_CONFIGS])
 def test_bad_config_stops_before_any_job(clean_copy, case):
     name, mutate, expected = case
     cfg = copy.deepcopy(CONFIG)

@@ -529,9 +529,12 @@ EDITS = {
     # the table's columns are defined in pwprune/summary.py, so the aggregation runs its code too
     "summary.py edit": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
     "fine-tuning stage edit": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
-    # the convergence diagnostic: the table of validation curves, the summary's section and the
-    # figures' module (the figure rule is one)
-    "convergence diagnostic edit": (("append", "pwprune/convergence.py"), {"aggregate", "summary", "figure"}),
+    # the convergence diagnostic: the fine-tuning job's log lines (its verdicts), the table of
+    # validation curves, the summary's section and the figures' module (the figure rule is one)
+    "convergence diagnostic edit": (
+        ("append", "pwprune/convergence.py"),
+        {"finetune", "aggregate", "summary", "figure"},
+    ),
     # rule evaluate (one checkpoint by path) is not part of the grid: nothing of it reruns
     "evaluation stage edit": (("append", "pwprune/stages/evaluate.py"), set()),
     # metrics are a function of the checkpoints' outputs: the table and the bootstrap, never a model

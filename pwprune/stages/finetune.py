@@ -122,6 +122,11 @@ def finetune_stage(
         # keeps the pruned weights and says so in its metadata.
         log(f"{context}: fine-tuning diverged; recording the trial as degenerate")
         model, _ = load_checkpoint(pruned_path, device=device)
+    if not diverged:
+        from pwprune.convergence import group_verdicts, warnings
+
+        for line in warnings(group_verdicts(history), context):
+            log(line)
     write_json(out["history"], history)
     write_rows(out["shares"], shares, ["epoch", "label", "group", "share"])
     save_checkpoint(

@@ -226,4 +226,47 @@ def fit(model, prepared, loop, loss_fn, teacher, seed, device, context, log, arc
         precision=numerics.get("precision", "fp32"),
         channels_last=bool(numerics.get("channels_last", False)),
         resume=resume,
+        validate=validation(prepared, loop["batch_size"], arch, device),
+        early_stopping=loop.get("early_stopping"),
     )
+
+
+def validation(prepared, batch_size, arch=None, device="cpu"):
+    """The after-each-epoch check of pwprune.train.fit on the prepared data's "val" split (None
+    without one): the model's cross-entropy and accuracy, overall and per group. Eval mode, no
+    grad, and no random draw, so training's weights do not depend on it."""
+    if "val" not in (prepared.meta.get("splits") or []):
+        return None
+    import torch.nn.functional as F
+
+    from pwprune.inference import predict
+
+    names = [str(n) for n in prepared.meta["group_names"]]
+
+    def validate(model):
+        logits, y, g = predict(model, eval_loader(prepared, "val", batch_size, arch, device), device)
+        if logits.ndim == 1:
+            losses = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
+            correct = (logits > 0).long() == y
+        else:
+            losses = F.cross_entropy(logits, y, reduction="none")
+            correct = logits.argmax(1) == y
+        groups = []
+        for i, name in enumerate(names):
+            m = g == i
+            n = int(m.sum())
+            groups.append(
+                {
+                    "group": name,
+                    "n": n,
+                    "accuracy": float(correct[m].double().mean()) if n else float("nan"),
+                    "loss": float(losses[m].double().mean()) if n else float("nan"),
+                }
+            )
+        return {
+            "loss": float(losses.double().mean()),
+            "accuracy": float(correct.double().mean()),
+            "groups": groups,
+        }
+
+    return validate
