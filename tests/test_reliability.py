@@ -743,5 +743,5 @@ def test_second_invocation_on_a_busy_directory_is_refused(done):
     assert first.returncode == 0, out
     _finished_and_loadable(done, SLOW_DENSE)
     log = (done / SLOW_LOG).read_text()
-    assert log.count(f"epoch {SLOW_EPOCHS}/{SLOW_EPOCHS}") == 1, log  # one training, not two interleaved
+    assert log.count(f"epoch {SLOW_EPOCHS}/{SLOW_EPOCHS} loss") == 1, log  # one training, not two interleaved
     assert not list(done.glob(".snakemake/locks/*"))  # the first run released its lock
