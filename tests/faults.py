@@ -1063,8 +1063,8 @@ FAULTS = [
         "resume-never-saved-by-jobs",
         "the training stages never pass their resume state to fit: a killed job starts at epoch 1",
         "pwprune/stages/inputs.py",
-        "        resume=resume,\n    )",
-        "        resume=None,\n    )",
+        "        resume=resume,\n        validate=validation(",
+        "        resume=None,\n        validate=validation(",
         (T + "test_resume.py::test_a_sigkilled_training_job_resumes_where_it_was_and_ends_with_the_same_weights",),
     ),
     Fault(
