@@ -203,6 +203,11 @@ BAD_CONFIGS = [
         ["experiments.tiny.finetune.on_divergence: 'ignore' is not valid", "raise, degenerate"],
     ),
     ("bad-device", _top("device", "gpu"), ["device: 'gpu' does not match", "auto|cpu|cuda"]),
+    (
+        "evaluate-batch-size-moved",
+        _mut("evaluate", {"batch_size": 512, "latency_repeats": 2}),
+        ["experiments.tiny.evaluate.batch_size: moved to experiments.tiny.inference.batch_size", "latency_repeats"],
+    ),
     ("undefined-active", _top("active", ["tiny", "tyni"]), ["active: experiment 'tyni' is not defined", "tiny"]),
     (
         "unknown-dataset-specific-key",
