@@ -103,3 +103,21 @@ def cifar_root(tmp_path, monkeypatch):
     write_cifar10(root)
     trust_fixture_md5s(monkeypatch, root)
     return root
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure plots.py saves, by file stem, still open for inspection."""
+    from pathlib import Path
+
+    from pwprune import plots
+
+    figs = {}
+    real = plots._save
+
+    def save(fig, out_stem):
+        figs[Path(out_stem).name] = fig
+        return real(fig, out_stem)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return figs

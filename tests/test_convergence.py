@@ -311,19 +311,6 @@ def test_headline_carries_the_flag(tmp_path):
 # ---- the figure
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    figs = {}
-    real = plots._save
-
-    def save(fig, out_stem):
-        figs[Path(out_stem).name] = fig
-        return real(fig, out_stem)
-
-    monkeypatch.setattr(plots, "_save", save)
-    return figs
-
-
 def test_figure_draws_a_panel_per_method_and_target_and_a_line_per_group_and_loss(tmp_path, drawn):
     spec = {}
     for method in ("taylor", "magnitude"):

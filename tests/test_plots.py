@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import pandas as pd
@@ -7,7 +6,6 @@ import pytest
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from pwprune import plots
 from pwprune.names import FIGURES, LOSS_LABELS
 from pwprune.plots import LOSS_TITLES, PALETTE, loss_share_table, make_figure
 from pwprune.summary import TABLE_COLUMNS, read_table, summarize, trial_table, write_summary
@@ -232,20 +230,6 @@ def test_ablation_without_rows_is_the_placeholder(tmp_path, drawn):
 
 
 # ---- figures checked from the data they draw
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """Every figure plots.py saves, by file stem, still open for inspection."""
-    figs = {}
-    real = plots._save
-
-    def save(fig, out_stem):
-        figs[Path(out_stem).name] = fig
-        return real(fig, out_stem)
-
-    monkeypatch.setattr(plots, "_save", save)
-    return figs
 
 
 def series(ax, marker=None):
