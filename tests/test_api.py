@@ -2,7 +2,7 @@
 a MAC target and fine-tuned with CE, PW and CEAG; per-group rows of the dense, pruned and fine-tuned
 models with hand-checked values; bad arguments refused by name before any work; the same model and
 metrics as the workflow's prune, fine-tune and evaluate stages (one implementation, two doors); and
-the README's snippet, run as it is written."""
+the snippet of docs/api.md (the Python API page), run as it is written."""
 
 import copy
 import json
@@ -310,20 +310,20 @@ def test_stages_and_compress_agree_for_data_driven_methods_from_both_doors(tmp_p
     _same_as_the_stages(tmp_path, method, loss, options, settings, arrays=True, epochs=2)
 
 
-# ---- the README's snippet, run as written
+# ---- docs/api.md's snippet, run as written
 
 
-def readme_snippet() -> str:
-    text = (REPO / "README.md").read_text()
-    library = text[text.index("## Library") :]
+def docs_snippet() -> str:
+    text = (REPO / "docs" / "api.md").read_text()
+    library = text[: text.index("## Reference")]  # the page's text, before the generated reference
     blocks = re.findall(r"```python\n(.*?)```", library, re.S)
-    assert len(blocks) == 1 and "pwprune.compress(" in blocks[0], "README ## Library: one python block calling compress"
+    assert len(blocks) == 1 and "pwprune.compress(" in blocks[0], "docs/api.md: one python block calling compress"
     return blocks[0]
 
 
-def test_readme_snippet_runs_as_written(capsys):
+def test_docs_snippet_runs_as_written(capsys):
     namespace = {}
-    exec(compile(readme_snippet(), "README.md ## Library", "exec"), namespace)
+    exec(compile(docs_snippet(), "docs/api.md", "exec"), namespace)
     r = namespace["result"]
     assert isinstance(r, pwprune.CompressionResult) and r.within_tolerance
     assert list(r.who_pays().index) == ["female", "male", "all"]

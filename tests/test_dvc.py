@@ -21,7 +21,7 @@ from helpers import BIN, copy_repo, snakemake
 from pwprune.dvc_view import headline, write_headline
 
 SMOKE = ("--configfile", "tests/smoke.yaml")
-# The README's post-pull command (with the smoke configuration the test ran).
+# docs/dvc.md's post-pull command (with the smoke configuration the test ran).
 POST_PULL = ("results/figures/all", "--touch", "--forceall", "--cores", "1", *SMOKE)
 COMPUTE_RULES = {"prepare_data", "train_dense", "prune", "finetune"}
 

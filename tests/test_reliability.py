@@ -503,7 +503,7 @@ def test_sigkill_mid_training_leaves_nothing_accepted_and_rerun_completes(done):
     assert again.returncode != 0
     assert "Directory cannot be locked" in out_of(again) and "--unlock" in out_of(again), out_of(again)
 
-    # the documented recovery (README): --unlock, then --rerun-incomplete
+    # the documented recovery (docs/getting-started.md): --unlock, then --rerun-incomplete
     snakemake(done, "--unlock", "--configfile", "tiny.yaml", timeout=120)
     snakemake(
         done, f"{SLOW_DENSE}/model.pt", "--cores", "1", "--rerun-incomplete", "--configfile", "tiny.yaml", timeout=900

@@ -1,4 +1,4 @@
-"""Reproducible numbers (README, Reproducibility): what a compute job computes with comes from
+"""Reproducible numbers (docs/reproducibility.md): what a compute job computes with comes from
 params.yaml, never from Snakemake's --cores or the cluster's allocation; deterministic mode; the
 numeric environment in every checkpoint."""
 
