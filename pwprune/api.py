@@ -32,7 +32,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pwprune.names import BASELINE_LABELS, LAYER_SCOPES, LOSS_LABELS, METHODS, PRECISIONS, PRUNE_TOLERANCE
+from pwprune.names import (
+    BASELINE_LABELS,
+    LAYER_SCOPES,
+    LOSS_LABELS,
+    METHODS,
+    PRECISIONS,
+    PRUNE_TOLERANCE,
+    TRANSFORMER_SCOPES,
+)
 
 # the loss labels compress takes: the workflow's (pwprune.config.phase_losses maps each to the
 # pruning-phase and fine-tuning losses, as an experiment's `losses` does)
@@ -385,6 +393,7 @@ def compress(
     prune_batch_size: int | None = None,
     tolerance: float = PRUNE_TOLERANCE,
     layers: str = "all",
+    transformer: str = "all",
     class_names=None,
     group_names=None,
     evaluate: dict | None = None,
@@ -405,7 +414,12 @@ def compress(
     fairprune); method_options: its options as under params.yaml's `prune.<method>`
     (pwprune.pruning.target.OPTIONS[method], plus min_channels and round_to).
     target: the fraction of MACs to remove, in (0, 1); reached within `tolerance` (prune.tolerance)
-    in the count `layers` names ("all" every layer, "conv" full convolutions only).
+    in the count `layers` names ("all" every layer, "conv" full convolutions only). transformer:
+    what a model with attention loses (TRANSFORMER_SCOPES: "all", "heads", "head_dims", "mlp";
+    docs/transformers.md). A model pwprune cannot prune (models.refusal: Swin, MaxViT, ShuffleNetV2,
+    attention of other kinds) is refused with the reason before anything else is done; a
+    torchvision ViT is pruned with its attention as separate qkv and proj layers
+    (models.rewrite_vit_attention: the same function, other state-dict keys).
     loss: one of LOSSES, an experiment's loss label: "ce" (cross-entropy), "pw" (the PW loss in
     both phases), "ceag" (CE pruning, CEAG constrained fine-tuning), or a PW ablation
     (pw_weight, pw_correct, pw_prune_only, pw_finetune_only). The pruning phase uses it only for
@@ -425,6 +439,7 @@ def compress(
     wrong type) naming the argument and the valid values, before any work is done."""
     from pwprune.config import phase_losses
     from pwprune.environment import environment_id, numeric_environment
+    from pwprune.models import check_prunable, rewrite_vit_attention
     from pwprune.stages.evaluate import evaluate as evaluate_model
     from pwprune.stages.finetune import finetune_model, loss_shares
     from pwprune.stages.inputs import dense_teacher_logits, make_teacher, set_deterministic
@@ -433,6 +448,8 @@ def compress(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_prunable(model)  # by its module classes alone: before any copy, trace or forward pass
+    _check_choice("transformer", transformer, TRANSFORMER_SCOPES)
     _check_args(
         method,
         target,
@@ -465,7 +482,8 @@ def compress(
     def rows(m, stage, reduction, counted="all"):
         return evaluate_model(m, data, None, eval_cfg, device, stage, reduction, log, counted, env, example=example)
 
-    dense = copy.deepcopy(model).to(device).eval()  # as the stages load a checkpoint (load_checkpoint)
+    # as the stages load a checkpoint (load_checkpoint); a torchvision ViT as models.build_model builds it
+    dense = rewrite_vit_attention(copy.deepcopy(model)).to(device).eval()
     metrics = rows(dense, "dense", 0.0)
     logits = None
     if (prune_loss != "none" or fine_loss != "ce") and not augment:
@@ -476,6 +494,7 @@ def compress(
         "target": float(target),
         "tolerance": float(tolerance),
         "layers": layers,
+        "transformer": transformer,
         "options": dict(method_options or {}),
         "loss": prune_loss,
     }

@@ -7,8 +7,9 @@ it loads with torch.load(weights_only=True) and loading never runs code from the
      "history": Torch-Pruning pruning history ([] for a dense model), "state_dict": ..., "meta": {...}}
 
 A pruned model's state dict does not fit a freshly built model, so loading rebuilds the dense
-architecture from `arch`, replays the pruning history through Torch-Pruning's dependency graph,
-and only then loads the weights (strict).
+architecture from `arch`, replays the pruning history through Torch-Pruning's dependency graph
+(each pruned attention's head count follows from the columns its entry removes:
+pruning.attention.replay), and only then loads the weights (strict).
 """
 
 import pickle
@@ -145,11 +146,13 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
         if history:
             import torch_pruning as tp
 
+            from pwprune.pruning.attention import replay
+
             with torch.enable_grad():  # tracing needs autograd, even if the caller is in no_grad
                 dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=models.example_input(arch), verbose=False
                 )
-                dg.load_pruning_history(history)
+                replay(dg, model, history)  # load_pruning_history, attention's head counts too
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except Exception as e:
         raise CheckpointError(

@@ -257,6 +257,7 @@ def validate(config: dict, schema_path, cuda_available: bool | None = None) -> d
     problems = [
         f"{_key_path(e)}: {_describe(e)}"
         for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+        if not _timm_model(e)  # checked against the installed timm instead (_cross_key_problems)
     ]
     experiments = config.get("experiments") or {}
     for name in config.get("active") or []:
@@ -285,6 +286,33 @@ def validate(config: dict, schema_path, cuda_available: bool | None = None) -> d
     return config
 
 
+def _timm_model(error) -> bool:
+    """A `model: timm/<name>` that the schema's enum of torchvision and own names does not list."""
+    return (
+        error.validator == "enum"
+        and list(error.absolute_path)[-1:] == ["model"]
+        and isinstance(error.instance, str)
+        and error.instance.startswith(names.TIMM_PREFIX)
+    )
+
+
+def _model_problems(name: str, exp: dict) -> list[str]:
+    """A timm model (`timm/<name>`): in the installed timm's registry, and not refused for what it
+    holds (pwprune.models.refusal), found by building it on the meta device (no weights, no
+    forward pass); model_options only where the builder takes them."""
+    model, options = exp.get("model"), exp.get("model_options")
+    if not isinstance(model, str) or not (model.startswith(names.TIMM_PREFIX) or options):
+        return []
+    from pwprune import models
+
+    try:
+        models.check_config_model(model, options or {})
+    except (ValueError, TypeError) as e:
+        key = "model_options" if options and "model_options" in str(e) else "model"
+        return [f"experiments.{name}.{key}: {e}"]
+    return []
+
+
 def _cross_key_problems(name: str, exp: dict) -> list[str]:
     """What the schema cannot say about one experiment: ImageNet weights exist only for the
     torchvision models; a multistep schedule needs strictly increasing milestones."""
@@ -297,7 +325,9 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
             "(the batch at which the training, pruning and fine-tuning jobs compute each checkpoint's "
             "outputs); `evaluate:` now holds only the latency settings (latency_batch, latency_repeats)"
         )
-    if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES:
+    problems += _model_problems(name, exp)
+    timm = isinstance(exp.get("model"), str) and exp["model"].startswith(names.TIMM_PREFIX)
+    if exp.get("pretrained") == "imagenet" and exp.get("model") not in IMAGENET_FILES and not timm:
         problems.append(
             f"experiments.{name}.pretrained: 'imagenet' is not available for model "
             f"{exp.get('model')!r}; valid models: {imagenet_models()} "
@@ -467,6 +497,11 @@ def check_pretrained(config: dict) -> None:
         exp = config["experiments"][name]
         if exp["pretrained"] == "imagenet":
             try:
+                if exp["model"].startswith(names.TIMM_PREFIX):
+                    from pwprune.models import check_timm_weights
+
+                    check_timm_weights(exp["model"])
+                    continue
                 check_pretrained_file(exp["model"])
             except ValueError as e:
                 problems.append(f"experiments.{name}.pretrained: {e}")

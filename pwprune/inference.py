@@ -38,13 +38,13 @@ def predict(model, loader, device="cpu"):
 
 
 def count_macs_params(model, example_input):
-    """(MACs per sample, parameter count) via Torch-Pruning's counter, on a CPU copy so the
-    caller's model (possibly on GPU, possibly in train mode) is untouched."""
-    import torch_pruning as tp  # lazy: only evaluation needs it
+    """(MACs per sample, parameter count) via Torch-Pruning's counter, with attention's matrix
+    products (pwprune.pruning.graph.count_macs), on a CPU copy so the caller's model (possibly on
+    GPU, possibly in train mode) is untouched."""
+    from pwprune.pruning.graph import macs_params_on_device  # lazy: only evaluation needs it
 
     cpu_model = copy.deepcopy(model).cpu().eval()
-    macs, params = tp.utils.count_ops_and_params(cpu_model, example_input.detach().cpu())
-    return int(macs), int(params)
+    return macs_params_on_device(cpu_model, example_input.detach().cpu())
 
 
 def latency_ms(model, example_input, repeats=20, warmup=5, threads=1):

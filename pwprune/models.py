@@ -140,6 +140,81 @@ class CifarResNetA(CifarResNet):
 # their CelebA, CIFAR-10 (EfficientNet) and Fitzpatrick17k models
 
 
+class SelfAttention(nn.Module):
+    """torchvision ViT's self-attention (nn.MultiheadAttention, batch first) as separate qkv and proj
+    Linear layers with the same weights and the same function: nn.MultiheadAttention keeps q, k and v
+    in one in_proj weight that Torch-Pruning prunes only with the embedding width, so its heads could
+    not be pruned. Called as torchvision's EncoderBlock calls it: (x, x, x, need_weights=False) ->
+    (output, None). num_heads / head_dim follow pruning (pwprune.pruning.attention.set_heads)."""
+
+    def __init__(self, dim, num_heads, dropout=0.0):
+        super().__init__()
+        self.num_heads, self.head_dim, self.dropout = int(num_heads), int(dim) // int(num_heads), float(dropout)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, query, key=None, value=None, need_weights=False, **_):
+        if (key is not None and key is not query) or (value is not None and value is not query):
+            raise ValueError("SelfAttention is self-attention: key and value must be the query")
+        b, n, _ = query.shape
+        q, k, v = self.qkv(query).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)), None
+
+
+def rewrite_vit_attention(model):
+    """Every torchvision ViT EncoderBlock's nn.MultiheadAttention replaced by SelfAttention with its
+    weights (in place; returns the model). Other models are returned unchanged."""
+    for block in model.modules():
+        mha = getattr(block, "self_attention", None)
+        if type(block).__name__ != "EncoderBlock" or not isinstance(mha, nn.MultiheadAttention):
+            continue
+        if not (mha.batch_first and mha._qkv_same_embed_dim and mha.in_proj_bias is not None):
+            raise ValueError("torchvision ViT attention without batch_first, one in_proj and biases is not supported")
+        new = SelfAttention(mha.embed_dim, mha.num_heads, mha.dropout)
+        with torch.no_grad():
+            new.qkv.weight.copy_(mha.in_proj_weight)
+            new.qkv.bias.copy_(mha.in_proj_bias)
+            new.proj.weight.copy_(mha.out_proj.weight)
+            new.proj.bias.copy_(mha.out_proj.bias)
+        block.self_attention = new.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype).train(mha.training)
+    return model
+
+
+def refusal(model):
+    """Why pwprune cannot prune `model` (str), or None: the first of its modules whose class is in
+    names.REFUSED_MODULES, or an attention module (an int `num_heads`) of a class whose heads it
+    cannot prune. Reads module classes only: no forward pass, no graph, so it answers at once."""
+    from pwprune.names import REFUSED_MODULES
+    from pwprune.pruning.attention import is_prunable_attention
+
+    rewritten = {id(getattr(b, "self_attention", None)) for b in model.modules() if type(b).__name__ == "EncoderBlock"}
+    for name, m in model.named_modules():
+        kind = f"{type(m).__module__}.{type(m).__qualname__}"
+        where = f"{name or 'the model'} ({type(m).__name__})"
+        if id(m) in rewritten and isinstance(m, nn.MultiheadAttention):
+            continue  # torchvision's ViT: rewrite_vit_attention makes it SelfAttention
+        if kind in REFUSED_MODULES:
+            return f"{where}: {REFUSED_MODULES[kind]}"
+        if isinstance(getattr(m, "num_heads", None), int) and not is_prunable_attention(m):
+            if kind == "torchvision.models.vision_transformer.EncoderBlock":
+                continue  # its self_attention is the attention (rewrite_vit_attention)
+            return (
+                f"{where} is an attention module whose heads pwprune cannot prune: it prunes timm's plain "
+                "Attention (ViT, DeiT) and torchvision's ViT attention; others may hold per-head parameters "
+                "(relative position biases, norms, gates) that Torch-Pruning's graph does not cut with the heads"
+            )
+    return None
+
+
+def check_prunable(model, what="model"):
+    """ValueError with the reason for a model pwprune cannot prune (refusal)."""
+    why = refusal(model)
+    if why:
+        raise ValueError(f"{what} is refused before any pruning: {why}")
+    return model
+
+
 def _replace_conv_in(conv, in_channels):
     """Same conv with a different number of input channels (grey-scale or multi-band input)."""
     return nn.Conv2d(
@@ -177,9 +252,38 @@ _TORCHVISION_KWARGS = {
 _MIN_INPUT_SIZE = {"vgg": 32, "alexnet": 63, "inception_v3": 75}
 
 
-def _torchvision(name, in_channels, n_out, input_size):
+OPTIONS_TAKEN = "only torchvision's ViTs and timm models take model_options"
+# torchvision's ViT builders' configurations (vision_transformer.py): `options` may change any of
+# them, so a small ViT (tests/test_transformers.py) is torchvision's VisionTransformer all the same
+_TORCHVISION_VIT = {
+    "vit_b_16": {"patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768, "mlp_dim": 3072},
+    "vit_b_32": {"patch_size": 32, "num_layers": 12, "num_heads": 12, "hidden_dim": 768, "mlp_dim": 3072},
+    "vit_l_16": {"patch_size": 16, "num_layers": 24, "num_heads": 16, "hidden_dim": 1024, "mlp_dim": 4096},
+    "vit_l_32": {"patch_size": 32, "num_layers": 24, "num_heads": 16, "hidden_dim": 1024, "mlp_dim": 4096},
+    "vit_h_14": {"patch_size": 14, "num_layers": 32, "num_heads": 16, "hidden_dim": 1280, "mlp_dim": 5120},
+}
+
+
+def _torchvision_vit(name, n_out, input_size, options):
+    """torchvision's VisionTransformer of `name`'s configuration (options override it) for
+    input_size px; its attention is still nn.MultiheadAttention (build_model rewrites it)."""
+    import torchvision.models as tvm  # lazy: see module docstring
+
+    config = {**_TORCHVISION_VIT[name], **options}
+    unknown = sorted(set(options) - set(_TORCHVISION_VIT[name]) - {"dropout", "attention_dropout"})
+    if unknown:
+        raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(_TORCHVISION_VIT[name])}")
+    if input_size % int(config["patch_size"]):
+        raise ValueError(
+            f"{name} needs input_size a multiple of its patch size {config['patch_size']}, got {input_size}"
+        )
+    return tvm.VisionTransformer(image_size=input_size, num_classes=n_out, **config)
+
+
+def _torchvision(name, in_channels, n_out, input_size, options=None):
     """torchvision's classifier `name` from its model registry (get_model), random init, with
-    n_out outputs (torchvision's own num_classes head) and its input conv taking in_channels."""
+    n_out outputs (torchvision's own num_classes head) and its input conv taking in_channels.
+    options: builder keyword arguments (model_options); only the ViTs take any (_TORCHVISION_VIT)."""
     import torchvision.models as tvm  # lazy: see module docstring
 
     for prefix, least in _MIN_INPUT_SIZE.items():
@@ -188,7 +292,12 @@ def _torchvision(name, in_channels, n_out, input_size):
                 f"{name} needs input_size >= {least} (its strides and pools collapse smaller inputs), "
                 f"got input_size={input_size}"
             )
-    model = tvm.get_model(name, weights=None, num_classes=n_out, **_TORCHVISION_KWARGS.get(name, {}))
+    if name in _TORCHVISION_VIT:
+        model = _torchvision_vit(name, n_out, input_size, dict(options or {}))
+    elif options:
+        raise ValueError(f"model_options {sorted(options)}: {name} takes none ({OPTIONS_TAKEN})")
+    else:
+        model = tvm.get_model(name, weights=None, num_classes=n_out, **_TORCHVISION_KWARGS.get(name, {}))
     if in_channels != 3:
         first = _first_conv_name(model)
         _set_submodule(model, first, _replace_conv_in(model.get_submodule(first), in_channels))
@@ -237,7 +346,7 @@ def load_imagenet_state(name):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _imagenet(name, in_channels, n_out, input_size):
+def _imagenet(name, in_channels, n_out, input_size, options=None):
     """torchvision model with its ImageNet weights and a fresh final Linear with n_out outputs: the
     same modules and state-dict keys as tvm.<name>(weights=None, num_classes=n_out), so the
     checkpoints rebuild from the arch dict with random init and then load their own weights."""
@@ -250,10 +359,18 @@ def _imagenet(name, in_channels, n_out, input_size):
             f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels}"
             f" for {name}; use pretrained: none for this dataset"
         )
+    if options:
+        raise ValueError(
+            f"pretrained='imagenet' takes {name} as published: model_options {sorted(options)} do not apply"
+        )
     model = _torchvision(name, 3, 1000, input_size)
     state = load_imagenet_state(name)
     if name in _TORCHVISION_KWARGS:  # built without the auxiliary heads the weights carry
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    if name in _TORCHVISION_VIT:  # the position embedding, resized to input_size's patch grid
+        from torchvision.models.vision_transformer import interpolate_embeddings
+
+        state = interpolate_embeddings(input_size, _TORCHVISION_VIT[name]["patch_size"], state)
     model.load_state_dict(state, strict=True)
     head_name = _head_name(model)
     head = model.get_submodule(head_name)
@@ -264,11 +381,63 @@ def _imagenet(name, in_channels, n_out, input_size):
     return model
 
 
+# ----------------------------------------------------------------------------------------------
+# timm models: `timm/<name>`, any classifier of timm's registry, random init or its default
+# pretrained weights from the local Hugging Face cache (never downloaded; pwprune.weights)
+
+
+def timm_name(name):
+    """The timm registry name of `timm/<name>`, or None for any other model name."""
+    from pwprune.names import TIMM_PREFIX
+
+    return name[len(TIMM_PREFIX) :] if isinstance(name, str) and name.startswith(TIMM_PREFIX) else None
+
+
+def _timm_kwargs(name, in_channels, n_out, input_size, options):
+    from timm.models import get_pretrained_cfg
+
+    kwargs = {"num_classes": n_out, "in_chans": in_channels, **options}
+    cfg = get_pretrained_cfg(name)
+    if cfg is not None and cfg.fixed_input_size:  # ViT-like: position embeddings for one size
+        kwargs.setdefault("img_size", input_size)
+    return kwargs
+
+
+def _timm(name, in_channels, n_out, input_size, options=None, pretrained=False):
+    """timm.create_model(name) with n_out outputs, in_channels inputs and (for a model whose input
+    size is fixed) img_size=input_size; options: more create_model keyword arguments
+    (model_options). pretrained: its default pretrained weights from the local cache, which timm
+    adapts (the head is new, the position embedding resized)."""
+    import timm
+
+    kwargs = _timm_kwargs(name, in_channels, n_out, input_size, dict(options or {}))
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if in_channels != 3:
+        raise ValueError(
+            f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels} for timm/{name}; "
+            "use pretrained: none for this dataset"
+        )
+    from pwprune.weights import timm_weights_file
+
+    path = timm_weights_file(name, timm.models.get_pretrained_cfg(name))
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+
+
 def check_model_name(name):
     """ValueError for a name that is not offered: why, for a torchvision family the pruning graph
-    cannot handle (names.REFUSED_MODELS), else the valid names."""
+    cannot handle (names.REFUSED_MODELS), else the valid names. A timm name must be in the
+    installed timm's registry (its refusals are found when it is built: refusal)."""
     from pwprune.names import REFUSED_MODELS
 
+    if timm_name(name) is not None:
+        try:
+            import timm
+        except ImportError:
+            raise ValueError(f"model {name!r} needs timm: pip install timm (see pyproject.toml)") from None
+        if not timm.models.is_model(timm_name(name)):
+            raise ValueError(f"model {name!r}: timm has no model {timm_name(name)!r} (timm.list_models() lists them)")
+        return name
     if name in REFUSED_MODELS:
         raise ValueError(f"model {name!r} is refused: {REFUSED_MODELS[name]}")
     if name not in MODEL_NAMES:
@@ -276,25 +445,54 @@ def check_model_name(name):
     return name
 
 
-def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="none"):
+def check_config_model(name, options):
+    """Config validation of a model name with its model_options: the name offered (check_model_name),
+    and for a timm model or torchvision ViT the model as built, on the meta device (no memory, no
+    weights), not refused (refusal) and taking the options."""
+    check_model_name(name)
+    if not (timm_name(name) is not None or options):
+        return
+    with torch.device("meta"):  # the data's input size is not known yet: 224 px, ImageNet's
+        build_model(name, 10, 3, 224, options=options)
+
+
+def check_timm_weights(name):
+    """ValueError with the path and the fetch command when timm model `name`'s default
+    pretrained weights are not in the local Hugging Face cache (pwprune.weights.timm_weights_file)."""
+    from timm.models import get_pretrained_cfg
+
+    from pwprune.weights import timm_weights_file
+
+    return timm_weights_file(timm_name(name), get_pretrained_cfg(timm_name(name)))
+
+
+def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="none", options=None):
     """pretrained: "none" (random init) or "imagenet" (torchvision's DEFAULT weights from the local
-    hub cache, new head; torchvision models only).
+    hub cache, or a timm model's default pretrained weights from the local Hugging Face cache; new
+    head). options: the builder's keyword arguments (model_options; torchvision's ViTs, timm).
 
     Every name of MODEL_NAMES that is not the pipeline's own (names.OWN_MODELS) is torchvision's
     classifier of that name from its registry, with a head of num_outputs(num_classes) outputs and
-    an input conv taking in_channels."""
+    an input conv taking in_channels; `timm/<name>` is timm's. torchvision's ViT attention is
+    rewritten as separate qkv and proj layers (rewrite_vit_attention), and a model holding layers
+    pwprune cannot prune is refused (check_prunable)."""
     check_model_name(name)
     if int(in_channels) < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels!r}")
     if int(input_size) < 8:
         raise ValueError(f"input_size must be >= 8 pixels, got {input_size!r}")
-    from pwprune.names import PRETRAINED_CHOICES
+    from pwprune.names import OWN_MODELS, PRETRAINED_CHOICES
 
     if pretrained not in PRETRAINED_CHOICES:
         raise ValueError(f"pretrained must be one of {PRETRAINED_CHOICES}, got {pretrained!r}")
+    if options and name in OWN_MODELS:
+        raise ValueError(f"model_options {sorted(options)}: {name} takes none ({OPTIONS_TAKEN})")
     n_out, in_channels, input_size = num_outputs(num_classes), int(in_channels), int(input_size)
+    if timm_name(name) is not None:
+        model = _timm(timm_name(name), in_channels, n_out, input_size, options, pretrained == "imagenet")
+        return check_prunable(model, f"model {name!r}")
     if pretrained == "imagenet":
-        return _imagenet(name, in_channels, n_out, input_size)
+        return rewrite_vit_attention(_imagenet(name, in_channels, n_out, input_size, options))
     if name == "small_cnn":
         return SmallCNN(in_channels, n_out)
     if name == "resnet20":
@@ -305,16 +503,16 @@ def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="non
         return CifarResNetA(3, in_channels, n_out)
     if name == "resnet56_a":
         return CifarResNetA(9, in_channels, n_out)
-    return _torchvision(name, in_channels, n_out, input_size)
+    return rewrite_vit_attention(_torchvision(name, in_channels, n_out, input_size, options))
 
 
-def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"):
+def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none", options=None):
     """Everything needed to rebuild the unpruned model; stored in checkpoints (JSON-able).
 
     A model started from ImageNet weights also carries the input normalisation those weights
     expect (input_mean, input_std), which the pipeline's loaders then use instead of the data's
     own train mean/std. The arch always rebuilds with random init (build_from_arch): the weights
-    come from the checkpoint."""
+    come from the checkpoint. options (model_options), when given, are stored as `options`."""
     check_model_name(name)
     arch = {
         "name": str(name),
@@ -322,7 +520,14 @@ def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"
         "in_channels": int(in_channels),
         "input_size": int(input_size),
     }
-    if pretrained == "imagenet":
+    if options:
+        arch["options"] = dict(options)
+    if pretrained == "imagenet" and timm_name(name) is not None:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(timm_name(name))
+        arch.update(input_mean=[float(v) for v in cfg.mean], input_std=[float(v) for v in cfg.std])
+    elif pretrained == "imagenet":
         from pwprune.weights import normalisation
 
         mean, std = normalisation(name)
@@ -353,7 +558,9 @@ def build_from_arch(arch):
     missing = [k for k in ("name", "num_classes", "in_channels", "input_size") if k not in arch]
     if missing:
         raise ValueError(f"arch dict is missing keys {missing}; got keys {sorted(arch)}")
-    return build_model(arch["name"], arch["num_classes"], arch["in_channels"], arch["input_size"])
+    return build_model(
+        arch["name"], arch["num_classes"], arch["in_channels"], arch["input_size"], options=arch.get("options")
+    )
 
 
 def example_input(arch):

@@ -23,6 +23,10 @@ DATA_FREE_METHODS = ("random", "magnitude")
 PRUNE_TOLERANCE = 0.02
 # what pruning acts on and which MACs a target counts (prune.layers; pruning.graph)
 LAYER_SCOPES = ("all", "conv")
+# what pruning removes in a model with attention (prune.transformer; pruning.attention): whole heads,
+# head dimensions (every head the same), the MLP's hidden widths (every group outside attention but
+# the residual stream), or all three; the residual stream (embedding width) always stays whole
+TRANSFORMER_SCOPES = ("all", "heads", "head_dims", "mlp")
 MAGNITUDE_NORMS = (1, 2)
 TAYLOR_SCHEDULES = ("geometric", "authors")
 TAYLOR_SITES = ("norm", "conv")
@@ -106,17 +110,17 @@ REFUSED_MODEL_FAMILIES = {
         "ShuffleNetV2's channel shuffle (a reshape that interleaves channels) breaks Torch-Pruning's "
         "dependency graph while it is built (ZeroDivisionError in its reshape index mapping)"
     ),
-    "vit_": (
-        "the Vision Transformer's attention reshapes to its fixed hidden size: after Torch-Pruning "
-        "removes embedding channels its forward pass fails"
-    ),
     "swin_": (
-        "Swin's shifted-window attention reshapes to fixed head sizes, and Torch-Pruning's graph "
-        "does not finish tracing it (maximum recursion depth in its shape inference)"
+        "torchvision's Swin never calls its attention's qkv and proj layers: ShiftedWindowAttention hands "
+        "their weights to F.linear inside shifted_window_attention, so Torch-Pruning's graph, which follows "
+        "module calls, cannot tie them to the heads: its shape inference stops at its maximum recursion "
+        "depth and collecting its pruning groups exhausts memory (a tiny Swin: MemoryError under a 6 GB cap "
+        "after 54 s, 24 GiB without one); timm's Swin is refused too (names.REFUSED_MODULES)"
     ),
     "maxvit_": (
-        "MaxViT's block and grid attention reshapes to fixed head sizes, as ViT's and Swin's, and "
-        "its input size is fixed when it is built (a multiple of 224 px)"
+        "MaxViT's block and grid attention (RelativePositionalMultiHeadAttention) adds a relative position "
+        "bias table with one column per head, which no head pruning here cuts, and its input size is fixed "
+        "when it is built (a multiple of 224 px)"
     ),
 }
 REFUSED_MODELS = {
@@ -137,6 +141,29 @@ CUDA_NONDETERMINISTIC_MODELS = {
     n: why for n in MODEL_NAMES for prefix, why in CUDA_NONDETERMINISTIC_FAMILIES.items() if n.startswith(prefix)
 }
 PRETRAINED_CHOICES = ("none", "imagenet")
+# `model: timm/<name>`: any timm classifier by its registry name (timm.list_models()), built with
+# timm.create_model; checked against the installed timm at config validation (pwprune.models)
+TIMM_PREFIX = "timm/"
+# layers inside a model that pwprune cannot prune, by their class (module.qualname) -> why; a model
+# holding one is refused before any work, by config validation (timm names) and pwprune.compress
+# alike (pwprune.models.refusal). A module with an int `num_heads` of any other attention class is
+# refused too: only timm's plain Attention and torchvision's ViT attention are pruned by head.
+REFUSED_MODULES = {
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": REFUSED_MODEL_FAMILIES["swin_"],
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": REFUSED_MODEL_FAMILIES["swin_"],
+    "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": REFUSED_MODEL_FAMILIES["maxvit_"],
+    "torchvision.models.shufflenetv2.InvertedResidual": REFUSED_MODEL_FAMILIES["shufflenet_v2_"],
+    "timm.models.swin_transformer.WindowAttention": (
+        "timm's Swin window attention adds a relative position bias table with one column per head to the "
+        "attention scores, and Torch-Pruning's graph ties that table's columns to the head dimensions "
+        "through the scores' sum, so removing head dimensions would cut the wrong columns"
+    ),
+    "torch.nn.modules.activation.MultiheadAttention": (
+        "nn.MultiheadAttention ties its heads to its embedding width (the residual stream) inside one "
+        "in_proj weight; pwprune prunes it only inside torchvision's ViT, whose attention it rewrites as "
+        "separate qkv and proj layers (pwprune.models.SelfAttention)"
+    ),
+}
 
 # ---- figures (pwprune.plots draws them; workflow/rules/report.smk asks for them)
 FIGURES = ("group_performance", "fairness_gap", "tradeoff", "comparison", "ablation", "loss_shares", "convergence")

@@ -78,6 +78,11 @@ IMAGENET_FILES = {
     "vgg16_bn": "vgg16_bn-6c64b313.pth",
     "vgg19": "vgg19-dcbb9e9d.pth",
     "vgg19_bn": "vgg19_bn-c79401a0.pth",
+    "vit_b_16": "vit_b_16-c867db91.pth",
+    "vit_b_32": "vit_b_32-d86f8d99.pth",
+    "vit_h_14": "vit_h_14_swag-80465313.pth",
+    "vit_l_16": "vit_l_16-852ce7e3.pth",
+    "vit_l_32": "vit_l_32-c7638314.pth",
     "wide_resnet101_2": "wide_resnet101_2-d733dc28.pth",
     "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
 }
@@ -138,3 +143,44 @@ def check_pretrained_file(name: str, directory=None) -> Path:
             f"{fetch_hint(name, path)}"
         )
     return path
+
+
+# ---- timm's pretrained weights: from the local Hugging Face cache (timm's own, never downloaded)
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a hub repo, in order
+
+
+def hf_hub_cache() -> Path:
+    """huggingface_hub's cache folder without importing it: $HF_HUB_CACHE, else $HF_HOME/hub,
+    else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub."""
+    if os.getenv("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    home = os.getenv("HF_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def timm_fetch_hint(name: str) -> str:
+    """The one command that puts timm model `name`'s default weights in the Hugging Face cache."""
+    return (
+        f"fetch it once on a machine with internet: `python -c \"import timm; timm.create_model('{name}', "
+        f'pretrained=True)"` (with the same HF_HOME), and copy {hf_hub_cache()} here'
+    )
+
+
+def timm_weights_file(name: str, cfg) -> Path:
+    """The file of timm model `name`'s default pretrained weights (its pretrained cfg: hf_hub_id)
+    in the Hugging Face cache: models--<org>--<repo>/snapshots/<refs/main>/model.safetensors (or
+    pytorch_model.bin). ValueError with the path and the fetch command when it is absent."""
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        raise ValueError(f"timm/{name} has no pretrained weights on the Hugging Face hub; use pretrained: none")
+    repo = hf_hub_cache() / ("models--" + hub_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    snapshot = repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else "main")
+    for file in TIMM_WEIGHT_FILES:
+        if (snapshot / file).is_file():
+            return snapshot / file
+    raise ValueError(
+        f"the pretrained weights of timm/{name} are missing: expected {snapshot / TIMM_WEIGHT_FILES[0]} "
+        f"(Hugging Face cache of {hub_id}; set HF_HOME or HF_HUB_CACHE to use another). pwprune never "
+        f"downloads; {timm_fetch_hint(name)}"
+    )

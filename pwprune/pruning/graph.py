@@ -16,6 +16,14 @@ flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the 
         bias): the authors' count (prune/utils.py:148-156, 176-197, 227-253, 268-271, which wraps
         only such convs; depthwise convs are neither masked nor counted there).
 Every user of a Layout (layout.macs, layout.estimate_macs) gets the chosen count.
+
+In a model with attention (attention.attention_modules: timm's ViT/DeiT attention, torchvision's
+ViT rewritten by models.rewrite_vit_attention), `transformer` (TRANSFORMER_SCOPES) says what is
+prunable: each attention's whole heads (group key "<attention>@heads", one unit a head) and head
+dimensions ("<attention>@head_dims", one unit a dimension of every head), and the MLP's hidden
+widths (every other group). The residual stream (embedding width, with the position embedding and
+class token) stays whole. Every count includes attention's Q K^T and A V products
+(attention.attention_macs), which belong to no layer.
 """
 
 import copy
@@ -25,6 +33,14 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..models import fixed_layers
+from .attention import (
+    attention_macs,
+    attention_modules,
+    check_transformer,
+    head_channels,
+    prune_attention,
+    qkv_rows,
+)
 
 LAYER_SCOPES = ("all", "conv")
 
@@ -49,11 +65,30 @@ def build_graph(model, example_inputs):
 
 def macs_params_on_device(model, example_inputs):
     """(every layer's MACs per sample, parameters) by Torch-Pruning's counter, run where the
-    model is (the counter deep-copies it and counts in eval mode). The same numbers as
-    pwprune.inference.count_macs_params, without that one's extra copy to the CPU, since pruning counts
-    many trial models."""
-    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
-    return int(macs), int(params)
+    model is (the counter deep-copies it and counts in eval mode), with attention counted by
+    count_macs. The same numbers as pwprune.inference.count_macs_params, without that one's extra
+    copy to the CPU, since pruning counts many trial models."""
+    macs, params, _ = count_macs(model, example_inputs)
+    return macs, params
+
+
+def count_macs(model, example_inputs):
+    """(every layer's MACs, parameters, {module: MACs}) by Torch-Pruning's counter, with every
+    attention module's qkv, proj and matrix products counted by attention.attention_macs instead:
+    the module's entry then holds its products' MACs only. (The counter gives a module that holds
+    others the sum of theirs, and timm's Attention one count of its own that covers its layers.)"""
+    macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+    ours = attention_macs(model, example_inputs)
+    if not ours:
+        return int(macs), int(params), layer_macs
+    layer_macs = dict(layer_macs)
+    for a in attention_modules(model).values():
+        if layer_macs.get(a.qkv) is None:  # counted as one module (timm's Attention): take it out
+            macs -= layer_macs.get(a) or 0
+        else:  # its layers were counted: the products are new
+            macs -= (layer_macs.get(a.qkv) or 0) + (layer_macs.get(a.proj) or 0)
+        macs += ours[a] + ours[a.qkv] + ours[a.proj]
+    return int(macs), int(params), {**layer_macs, **ours}
 
 
 def _is_counted_conv(m):
@@ -133,9 +168,14 @@ class Layout:
              them (AutoBot) or to probe their gradient (Taylor)
     """
 
-    def __init__(self, model, DG, example_inputs, layers="all"):
+    def __init__(self, model, DG, example_inputs, layers="all", transformer="all"):
         self.layers = check_layers(layers)
+        units = check_transformer(transformer)
         names = {m: n for n, m in model.named_modules()}
+        # attention's own layers: their groups are built below, by head and head dimension; any
+        # other group that touches them is the residual stream, which stays whole
+        attentions = attention_modules(model) if layers == "all" else {}
+        attention_layers = {x for a in attentions.values() for x in (a.qkv, a.proj)}
         ignored = fixed_layers(model)
         if layers == "conv":  # no Linear loses output units; its inputs may go with a conv's
             ignored += [m for m in model.modules() if isinstance(m, nn.Linear) and m not in ignored]
@@ -145,6 +185,8 @@ class Layout:
         for group in DG.get_all_groups(ignored_layers=ignored):
             if any(_is_grouped_conv(item.dep.target.module) for item in group):
                 continue  # held whole: see _is_grouped_conv
+            if attentions and ("mlp" not in units or any(item.dep.target.module in attention_layers for item in group)):
+                continue  # a transformer's attention (below) or residual stream, or MLP left whole
             root = group[0].dep.target.module
             key, n = names[root], len(group[0].idxs)
             off = self.total
@@ -171,13 +213,14 @@ class Layout:
                     conv_sites.append((names[m], local, flat))
             for name, local, flat in bn_sites or conv_sites:
                 site_items.setdefault(name, []).append((local, flat))
+        heads = self._attention_groups(model, attentions, units, axes, site_items)
         self.axes = axes
         self.sites = {
             name: (torch.cat([l for l, _ in v]), torch.cat([f for _, f in v])) for name, v in site_items.items()
         }
 
         if layers == "all":
-            macs, _, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+            macs, _, layer_macs = count_macs(model, example_inputs)
         else:  # the convs only: the estimate below is then exact for 0/1 keep
             layer_macs = conv_macs(model, example_inputs)
             macs = sum(layer_macs.values())
@@ -186,6 +229,8 @@ class Layout:
         per_module = {}
         for (name, role), parts in axes.items():
             m = modules[name]
+            if m in attention_layers:
+                continue  # modelled per attention (_attention_groups)
             size = _channel_count(m, role)
             flat = torch.full((size,), -1, dtype=torch.long)
             for local, f in parts:
@@ -195,10 +240,41 @@ class Layout:
         self.terms, modelled = [], 0
         for name, axes_ in per_module.items():
             macs = layer_macs.get(modules[name]) or 0
-            if macs:
+            if macs and modules[name] not in attention_layers:
+                self.terms.append((float(macs), axes_))
+                modelled += macs
+        for attention, axes_ in heads:  # qkv, proj and the matrix products scale with heads x dims
+            macs = sum(layer_macs.get(m) or 0 for m in (attention, attention.qkv, attention.proj))
+            if macs and axes_:
                 self.terms.append((float(macs), axes_))
                 modelled += macs
         self.fixed = float(self.macs - modelled)
+
+    def _attention_groups(self, model, attentions, units, axes, site_items):
+        """Add each attention's head and head-dimension groups; -> [(attention, MAC axes)]: one
+        axis (flat units, n, n) per unit kind, so an attention's MACs scale with the kept heads x
+        the kept head dimensions. Their channels are the q, k, v rows (axes and sites of qkv, whose
+        output is gated and probed) and proj's input columns."""
+        out = []
+        for name, a in attentions.items():
+            mac_axes = []
+            for unit, n in (("heads", int(a.num_heads)), ("head_dims", int(a.head_dim))):
+                if unit not in units:
+                    continue
+                off = self.total
+                self.groups.append((f"{name}@{unit}", n))
+                self.offsets.append(off)
+                self.total += n
+                for i in range(n):
+                    rows = torch.as_tensor(qkv_rows(a, unit, i), dtype=torch.long)
+                    cols = rows[: len(rows) // 3]  # q's rows are proj's input columns
+                    flat_rows = torch.full_like(rows, off + i)
+                    axes.setdefault((f"{name}.qkv", "out"), []).append((rows, flat_rows))
+                    axes.setdefault((f"{name}.proj", "in"), []).append((cols, flat_rows[: len(cols)]))
+                    site_items.setdefault(f"{name}.qkv", []).append((rows, flat_rows))
+                mac_axes.append((torch.arange(off, off + n), n, n))
+            out.append((a, mac_axes))
+        return out
 
     def keys(self):
         return [k for k, _ in self.groups]
@@ -231,7 +307,16 @@ def apply_plan(DG, model, plan):
     Torch-Pruning 1.6 the latter records the history twice, the second time with the full
     channel list, which a replay would then try to remove."""
     modules = dict(model.named_modules())
+    attention = {}  # attention name -> proj input columns of its planned heads and head dimensions
     for key, idxs in plan.items():
+        if "@" in key:
+            name, unit = key.split("@")
+            attention.setdefault(name, set()).update(head_channels(modules[name], unit, idxs))
+    for name, cols in attention.items():  # one removal each: the units index the unpruned heads
+        prune_attention(DG, model, name, sorted(cols))
+    for key, idxs in plan.items():
+        if "@" in key:
+            continue
         module = modules[key]
         pruner = DG.get_pruner_of_module(module)
         group = DG.get_pruning_group(module, pruner.prune_out_channels, [int(i) for i in idxs])

@@ -66,6 +66,21 @@ def taylor_sites(layout, model, site):
     raise ValueError(f"taylor option site must be one of {', '.join(TAYLOR_SITES)}, got {site!r}")
 
 
+def _gate_factor(c, local, values):
+    """A (c,) factor: channel local[i] times values[i]. A channel named more than once (an
+    attention's q, k, v row belongs to a head and to a head dimension) gets the product."""
+    factor = torch.ones(c, device=values.device, dtype=values.dtype)
+    if len(torch.unique(local)) == len(local):
+        return factor.index_put((local,), values)
+    while len(local):
+        order = torch.argsort(local, stable=True)
+        first = torch.ones(len(local), dtype=torch.bool, device=local.device)
+        first[order[1:]] = local[order[1:]] != local[order[:-1]]
+        factor = factor * torch.ones_like(factor).index_put((local[first],), values[first])
+        local, values = local[~first], values[~first]
+    return factor
+
+
 class ChannelHooks:
     """Multiplies every gated feature map (layout.sites) by a per-channel factor.
 
@@ -88,25 +103,30 @@ class ChannelHooks:
         self.probes = []
         modules = dict(model.named_modules())
         names = list(dict.fromkeys([*self.gate_sites, *self.probe_sites]))
-        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in names]
+        self.handles = [modules[name].register_forward_hook(self._hook(name, modules[name])) for name in names]
 
-    def _hook(self, name):
+    def _hook(self, name, module):
         gate = self.gate_sites.get(name)
         probe_at = self.probe_sites.get(name)
+        # a Linear's channels are its output's last axis ((N, C), or (N, tokens, C) in a transformer);
+        # a conv's and a norm's, axis 1
+        last = isinstance(module, nn.Linear)
+
+        def shape(out, c, batch):
+            return (batch, *([1] * (out.dim() - 2)), c) if last else (batch, c, *([1] * (out.dim() - 2)))
 
         def hook(module, inputs, out):
-            c = out.shape[1]
+            c = out.shape[-1] if last else out.shape[1]
             if gate is not None:
                 local, flat = gate
-                factor = torch.ones(c, device=out.device, dtype=out.dtype)
-                factor = factor.index_put((local.to(out.device),), self.gates[flat.to(out.device)].to(out.dtype))
-                out = out * factor.view(1, c, *([1] * (out.dim() - 2)))
+                factor = _gate_factor(c, local.to(out.device), self.gates[flat.to(out.device)].to(out.dtype))
+                out = out * factor.view(shape(out, c, 1))
             if probe_at is None or (self.mode == "gate" and not self.probing):
                 return out
             local, flat = probe_at
             probe = torch.ones(out.shape[0], c, device=out.device, dtype=out.dtype, requires_grad=True)
             self.probes.append((probe, local, flat))
-            return out * probe.view(out.shape[0], c, *([1] * (out.dim() - 2)))
+            return out * probe.view(shape(out, c, out.shape[0]))
 
         return hook
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .attention import check_transformer, replay
 from .autobot import SEARCHES, threshold_search
 from .graph import Layout, apply_plan, build_graph, check_layers, counted_macs, macs_params_on_device, trial_macs
 from .scorers import SCORERS, ScoringData, scorer_options
@@ -355,7 +356,7 @@ def _prune_in_rounds(model, method, opts, target, ex, macs_before, data, toleran
         # a method without rounds aims at the target itself; the geometric schedule's last round
         # at 1 - (1 - target), as it always has
         round_target = 1.0 - (1.0 - target) ** (step / steps) if "steps" in opts else target
-        layout = Layout(model, DG, ex, layers=opts["layers"])
+        layout = Layout(model, DG, ex, layers=opts["layers"], transformer=opts["transformer"])
         data.target = round_target
         scores = scorer(model, layout, data, **scorer_opts)
         if opts.get("search") == "threshold":  # the AutoBot authors' stopping rule
@@ -398,9 +399,9 @@ def restores_weights(opts, loss_fn):
 
 def _restore_dense(model, dense, history, ex):
     """Load into the pruned `model` the weights (and BN statistics) of `dense` with the same channels
-    removed: the recorded surgery replayed on the dense copy."""
+    removed: the recorded surgery replayed on the dense copy (with its attention's head counts)."""
     DG = build_graph(dense, ex)
-    DG.load_pruning_history(history)
+    replay(DG, dense, history)
     model.load_state_dict(dense.state_dict())
 
 
@@ -472,6 +473,7 @@ def prune_to_target(
     log=print,
     trajectory=None,
     layers="all",
+    transformer="all",
     **options,
 ):
     """Remove whole channels from `model` until `target_reduction` of its MACs are gone.
@@ -484,7 +486,8 @@ def prune_to_target(
 
     layers: "all" (every layer's MACs count and every group but the classifier's is prunable) or
     "conv" (only conv-rooted groups are pruned and only the full convolutions' MACs count, as the
-    authors' code); see graph.LAYER_SCOPES.
+    authors' code); see graph.LAYER_SCOPES. transformer: what a model with attention loses (heads,
+    head_dims, mlp or all; names.TRANSFORMER_SCOPES, graph.py's docstring).
 
     The pruned model is `result.model`: `model` itself, pruned in place, except for the Taylor
     "authors" schedule, whose trajectory trains the dense-shaped `model` and returns a pruned
@@ -498,7 +501,13 @@ def prune_to_target(
         raise ValueError(f"target_reduction must be a number in (0, 1), got {target_reduction!r}") from None
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_reduction must be in (0, 1) (fraction of MACs removed), got {target_reduction!r}")
-    opts = {**_resolve_options(method, options), "layers": check_layers(layers)}
+    opts = {**_resolve_options(method, options), "layers": check_layers(layers), "transformer": transformer}
+    check_transformer(transformer)
+    if opts.get("schedule") == "authors" and transformer != "all":
+        raise ValueError(
+            f"transformer {transformer!r} does not apply to Taylor's schedule 'authors', whose trajectory "
+            "prunes every unit (transformer 'all'); use schedule 'geometric'"
+        )
     authors = opts.get("schedule") == "authors"
     if trajectory is not None and not authors:
         raise ValueError(

@@ -45,6 +45,7 @@ def prune_model(
         tolerance=prune.get("tolerance", 0.02),
         log=log,
         layers=prune.get("layers", "all"),
+        transformer=prune.get("transformer", "all"),
         **kwargs,
         **prune.get("options", {}),
     )

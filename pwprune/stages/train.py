@@ -20,6 +20,7 @@ def train_dense_stage(
     teacher_batch_size=256,
     numerics=None,
     resume=None,
+    model_options=None,
 ):
     """out: dict with model, history, teacher paths. pretrained: "none" | "imagenet"
     (torchvision's ImageNet weights from the local hub cache, new head; models.build_model).
@@ -32,9 +33,16 @@ def train_dense_stage(
 
     prepared = load_data(data_dir)
     meta = prepared.meta
-    arch = arch_dict(model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained)
+    arch = arch_dict(
+        model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained, options=model_options
+    )
     model = build_model(
-        model_name, meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained=pretrained
+        model_name,
+        meta["num_classes"],
+        meta["in_channels"],
+        meta["input_size"],
+        pretrained=pretrained,
+        options=model_options,
     ).to(device)
     log(
         f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "

@@ -231,6 +231,8 @@ def prune_params(w):
         "options": method_options(w.method, w.ploss, prune.get(w.method, {})),
         "loss": w.ploss,
     }
+    if "transformer" in prune:  # only where set: the jobs of models without attention keep their params
+        p["transformer"] = prune["transformer"]
     if w.method not in pc.DATA_FREE_METHODS:
         p["batch_size"] = prune.get("batch_size", cfg["train"]["batch_size"])
         p["augment"] = cfg["train"].get("augment", False)

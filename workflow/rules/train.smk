@@ -13,6 +13,7 @@ rule train_dense:
         outputs=f"{DENSE}/outputs.npz",
     params:
         model=lambda w: exp_cfg(w)["model"],
+        model_options=lambda w: exp_cfg(w).get("model_options") or {},
         pretrained=lambda w: exp_cfg(w)["pretrained"],
         train=lambda w: exp_cfg(w)["train"],
         seed=lambda w: int(w.seed),

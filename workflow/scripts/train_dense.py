@@ -21,6 +21,7 @@ with (
         out=dict(o.items()),
         log=log,
         pretrained=p.pretrained,
+        model_options=p.model_options,
         numerics=p.numerics,
         resume=resume,
     )

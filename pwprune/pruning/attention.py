@@ -1,0 +1,154 @@
+"""Transformers: the attention modules pwprune prunes, their units (whole heads and head
+dimensions), the surgery that keeps their head counts right, and the MACs of their matrix products.
+
+An attention module here computes qkv = self.qkv(x) with rows laid out as [3, heads, head_dim],
+attention per head, and self.proj over the heads' outputs laid side by side (head h owns proj's
+input columns h * head_dim ... (h + 1) * head_dim - 1): timm's `Attention` (ViT, DeiT, BEiT-free
+plain ViTs) and pwprune.models.SelfAttention (what torchvision ViT's nn.MultiheadAttention becomes).
+Torch-Pruning's dependency graph ties proj's input columns to the q, k and v rows they read (its
+unbind mapping), so one removal of proj's input columns removes a head or a head dimension from
+all of q, k, v and proj. After it the module's num_heads / head_dim must say the new shape:
+`set_heads` (pruning) and `replay` (a checkpoint's history on a fresh model) keep them so.
+
+The attention matrix products (Q K^T and A V: 2 x tokens^2 x heads x head_dim MACs per sequence)
+belong to no layer, so Torch-Pruning's counter misses them (it counts them only inside timm's
+Attention, with a formula that is wrong once heads are pruned); `attention_macs` counts them per
+module, with the module's qkv and proj.
+"""
+
+import torch
+
+from pwprune.names import TRANSFORMER_SCOPES
+
+# what `transformer` adds to the prunable units of a model with attention (TRANSFORMER_SCOPES)
+_UNITS = {"heads": {"heads"}, "head_dims": {"head_dims"}, "mlp": {"mlp"}, "all": {"heads", "head_dims", "mlp"}}
+
+
+def check_transformer(transformer):
+    if transformer not in TRANSFORMER_SCOPES:
+        raise ValueError(
+            f"transformer must be one of {', '.join(TRANSFORMER_SCOPES)} (what pruning removes in a model "
+            f"with attention), got {transformer!r}"
+        )
+    return _UNITS[transformer]
+
+
+def is_prunable_attention(m):
+    """timm's Attention without the variants that add per-head parameters (qk norm, gates,
+    a norm after attention), or pwprune's SelfAttention."""
+    from pwprune.models import SelfAttention
+
+    if isinstance(m, SelfAttention):
+        return True
+    kind = type(m)
+    if not (kind.__name__ == "Attention" and kind.__module__.startswith("timm.")):
+        return False
+    plain = all(type(getattr(m, n, None)).__name__ == "Identity" for n in ("q_norm", "k_norm", "norm"))
+    return plain and getattr(m, "gate", None) is None and hasattr(m, "qkv") and hasattr(m, "proj")
+
+
+def attention_modules(model):
+    """{name: module} of the attention modules whose heads pwprune prunes, in module order."""
+    return {n: m for n, m in model.named_modules() if is_prunable_attention(m)}
+
+
+def head_channels(m, unit, idxs):
+    """proj's input columns of the given heads (unit "heads") or head dimensions ("head_dims")."""
+    h, d = int(m.num_heads), int(m.head_dim)
+    if unit == "heads":
+        return [i * d + j for i in idxs for j in range(d)]
+    return [i * d + j for i in range(h) for j in idxs]
+
+
+def qkv_rows(m, unit, idx):
+    """The qkv output rows (q, k and v) of one head or head dimension."""
+    h, d = int(m.num_heads), int(m.head_dim)
+    cols = head_channels(m, unit, [idx])
+    return [s * h * d + c for s in range(3) for c in cols]
+
+
+def set_heads(m, num_heads, head_dim):
+    """Make the module's forward match its pruned qkv/proj: timm's Attention reshapes to
+    (num_heads, head_dim) and its output to attn_dim."""
+    m.num_heads, m.head_dim = int(num_heads), int(head_dim)
+    if hasattr(m, "attn_dim"):
+        m.attn_dim = int(num_heads) * int(head_dim)
+
+
+def heads_after(m, removed):
+    """(num_heads, head_dim) once proj's input columns `removed` are gone; the removal must keep
+    a product of whole heads and head dimensions (what head_channels gives, in any union)."""
+    h, d = int(m.num_heads), int(m.head_dim)
+    removed = set(int(i) for i in removed)
+    kept = [c for c in range(h * d) if c not in removed]
+    heads = sorted({c // d for c in kept})
+    dims = sorted({c % d for c in kept})
+    if len(kept) != len(heads) * len(dims):
+        raise ValueError(
+            f"removing {len(removed)} input columns of an attention's proj leaves {len(kept)}, not whole heads "
+            f"x head dimensions ({len(heads)} x {len(dims)}); the heads would no longer be equal in size"
+        )
+    return len(heads), len(dims)
+
+
+def prune_attention(DG, model, name, idxs):
+    """Remove proj's input columns `idxs` of attention `name` (with the q, k, v rows they read)
+    and set its head count and head size."""
+    m = model.get_submodule(name)
+    heads = heads_after(m, idxs)
+    pruner = DG.get_pruner_of_module(m.proj)
+    group = DG.get_pruning_group(m.proj, pruner.prune_in_channels, sorted(int(i) for i in idxs))
+    if not DG.check_pruning_group(group):
+        raise RuntimeError(f"refusing to remove every head of attention {name!r}")
+    group.prune()
+    set_heads(m, *heads)
+
+
+def replay(DG, model, history):
+    """Torch-Pruning's load_pruning_history, plus each attention's head count: an entry that
+    removes an attention's proj input columns also sets its (num_heads, head_dim)."""
+    by_proj = {f"{n}.proj": m for n, m in attention_modules(model).items()}
+    for module_name, is_out, idxs in history:
+        module = model.get_submodule(module_name)
+        pruner = DG.get_pruner_of_module(module)
+        attention = None if is_out else by_proj.get(module_name)
+        heads = heads_after(attention, idxs) if attention is not None else None
+        fn = pruner.prune_out_channels if is_out else pruner.prune_in_channels
+        DG.get_pruning_group(module, fn, idxs).prune(record_history=False)
+        if heads is not None:
+            set_heads(attention, *heads)
+
+
+def attention_macs(model, example_inputs):
+    """{module: MACs per sample} of every attention module's Q K^T and A V products (2 x tokens^2 x
+    heads x head_dim per sequence; a window counts as a sequence) and of its qkv and proj layers
+    (by Torch-Pruning's Linear formula: input elements x outputs, plus the outputs once for a
+    bias), from one forward pass in eval mode. Empty, without a pass, for a model without
+    attention modules. graph.count_macs puts these in place of Torch-Pruning's own count of timm's
+    Attention, whose formula takes proj to be square (wrong once heads are pruned)."""
+    found = list(attention_modules(model).values())
+    if not found:
+        return {}
+    out = {}
+
+    def products(m, inputs, output):
+        x = inputs[0]
+        sequences, tokens = int(x.shape[0]), int(x.shape[1])
+        out[m] = out.get(m, 0) + 2 * sequences * tokens * tokens * int(m.num_heads) * int(m.head_dim)
+
+    def linear(m, inputs, output):
+        out[m] = out.get(m, 0) + inputs[0].numel() * output.shape[-1] + (output.shape[-1] if m.bias is not None else 0)
+
+    handles = [m.register_forward_hook(products) for m in found]
+    handles += [layer.register_forward_hook(linear) for m in found for layer in (m.qkv, m.proj)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    batch = int(example_inputs.shape[0])
+    return {m: v // batch for m, v in out.items()}
