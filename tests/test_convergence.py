@@ -362,3 +362,30 @@ def test_figure_without_validation_curves_is_a_placeholder(tmp_path, drawn):
     empty = pd.DataFrame(columns=list(CURVE_COLUMNS))
     plots.make_figure("convergence", None, None, "toy", str(tmp_path / "c"), convergence_df=empty)
     assert any("no 'val' split" in t.get_text() for t in drawn["c"].axes[0].texts)
+
+
+# ---- the shipped configuration: the converging default and its one-epoch counter-example
+
+
+def test_the_default_is_judged_and_its_one_epoch_variant_is_the_warned_counter_example():
+    """params.yaml keeps the pre-issue-29 schedule as default_1epoch, a variant of the default
+    that changes nothing but fine-tuning; a run of it is one validated epoch, which the diagnostic
+    cannot call converged (it warns, per run and per cell), while the default validates enough
+    epochs for a verdict."""
+    import yaml
+
+    import pwprune.config as pc
+    from helpers import REPO
+
+    cfg = pc.validate(yaml.safe_load((REPO / "params.yaml").read_text()), REPO / "workflow/schemas/params.schema.yaml")
+    exps = cfg["experiments"]
+    default, one = exps["default"], exps["default_1epoch"]
+    assert one["variant_of"] == "default"
+    assert {k for k in default if default[k] != one.get(k)} == {"finetune", "description"}
+    assert one["finetune"]["epochs"] == 1 and "early_stopping" not in one["finetune"]
+    assert default["finetune"]["epochs"] >= 4 * convergence.MIN_EPOCHS
+
+    run = group_verdicts(history({"majority": [0.85], "minority": [0.45]}, {"majority": 130, "minority": 139}))
+    assert [v["status"] for v in run] == [TOO_FEW, TOO_FEW]
+    lines = convergence.warnings(run, "default_1epoch random ce 0.75 seed 0")
+    assert len(lines) == 2 and all("default_1epoch" in line for line in lines)

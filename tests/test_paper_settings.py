@@ -21,6 +21,7 @@ NOT_PAPER = (
     "default",
     "digits_memorised",
     "default_authors",
+    "default_1epoch",
     "baselines",
 )  # the embedded experiments; every other one is a paper setting
 # keys of an experiment the table skips: how the jobs run, not what the method is
