@@ -123,6 +123,9 @@ def test_distort_identity_and_occlusion():
         ({"train_copies": 0}, "train_copies"),
         ({"train_copies": 2.5, "rotation": 10}, "train_copies"),
         ({"train_copies": 4}, "train_copies > 1 needs a distortion"),
+        ({"test_copies": 0, "rotation": 10}, "test_copies 0 is invalid"),
+        ({"test_copies": True, "rotation": 10}, "test_copies"),
+        ({"test_copies": 3}, "test_copies > 1 needs a distortion"),
         ({"shift": 0.7}, "'shift'"),
         ({"occlusion": 1.5}, "'occlusion'"),
         ({"rotation": -5}, "'rotation'"),
@@ -271,3 +274,24 @@ def test_job_csv_writer_matches_pandas(tmp_path):
     write_rows(tmp_path / "empty.csv", [], ["epoch", "share"])
     pd.DataFrame(columns=["epoch", "share"]).to_csv(tmp_path / "empty_pd.csv", index=False)
     assert (tmp_path / "empty.csv").read_text() == (tmp_path / "empty_pd.csv").read_text()
+
+
+def test_test_copies_render_each_test_scan_anew_and_leave_train_and_val_as_they_are(tmp_path):
+    """test_copies k: the test split holds k distinct renderings of each test scan, each with its
+    scan's label and group (so the group shares stay the evaluation's), drawn after the training
+    and validation splits, whose bytes (and so the dense models trained on them) do not change."""
+    cfg = {"kind": "digits", "image_size": 8, "train_copies": 2, "rotation": 15, "occlusion": 0.4, "seed": 1}
+    one, three = tmp_path / "one", tmp_path / "three"
+    prepare(cfg, out_dir=one, log=lambda *a: None)
+    prepare({**cfg, "test_copies": 3}, out_dir=three, log=lambda *a: None)
+    a, b = load_prepared(one), load_prepared(three)
+    for split in ("train", "val"):
+        assert np.array_equal(np.asarray(a.splits[split].x), np.asarray(b.splits[split].x))
+        assert np.array_equal(a.splits[split].y, b.splits[split].y)
+    n = len(a.splits["test"].y)
+    assert len(b.splits["test"].y) == 3 * n == b.meta["sizes"]["test"]
+    assert np.array_equal(b.splits["test"].y, np.tile(a.splits["test"].y, 3))
+    assert np.array_equal(b.splits["test"].g, np.tile(a.splits["test"].g, 3))
+    x = np.asarray(b.splits["test"].x).reshape(3, n, -1)
+    assert not np.array_equal(x[0], x[1]) and not np.array_equal(x[1], x[2])
+    assert b.meta["group_counts"]["test"] == [3 * c for c in a.meta["group_counts"]["test"]]
