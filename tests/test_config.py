@@ -309,8 +309,8 @@ def test_shipped_configs_are_valid(params):
         (
             lambda c: c.update(active=["default", "nope"]),
             "active",
-            r"experiment 'nope' is not defined; defined: default, digits_memorised, default_authors, default_1epoch, baselines, "
-            r"celeba_resnet18",
+            r"experiment 'nope' is not defined; defined: default, digits_memorised, default_authors, default_1epoch, "
+            r"baselines, celeba_resnet18",
         ),
         (lambda c: c.update(device="tpu"), "device", r"'tpu' does not match"),
     ],
