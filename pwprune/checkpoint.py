@@ -146,9 +146,10 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
         if history:
             import torch_pruning as tp
 
-            from pwprune.pruning.attention import replay
+            from pwprune.pruning.attention import replay, tracing
 
-            with torch.enable_grad():  # tracing needs autograd, even if the caller is in no_grad
+            # tracing needs autograd, even if the caller is in no_grad; per-head tables stay out of the graph
+            with torch.enable_grad(), tracing():
                 dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=models.example_input(arch), verbose=False
                 )

@@ -162,6 +162,74 @@ class SelfAttention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)), None
 
 
+class WindowAttention(nn.Module):
+    """torchvision Swin's ShiftedWindowAttention (v1) with the same parameters, buffers, state-dict
+    keys and function, but calling its qkv and proj layers: torchvision hands their weights to
+    F.linear inside shifted_window_attention, which Torch-Pruning's graph cannot follow. The
+    relative position bias table (one column per head) is kept out of the graph while it is traced
+    (pwprune.pruning.attention.tracing) and cut with the heads by the surgery
+    (attention.prune_attention / replay); head dimensions leave it whole. The scores' scale stays
+    the unpruned head size's, as timm's Attention keeps its `scale`."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.window_size, self.shift_size = list(source.window_size), list(source.shift_size)
+        self.num_heads = int(source.num_heads)
+        self.head_dim = int(source.qkv.in_features) // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.attention_dropout, self.dropout = float(source.attention_dropout), float(source.dropout)
+        self.qkv, self.proj = source.qkv, source.proj
+        self.relative_position_bias_table = source.relative_position_bias_table
+        self.register_buffer("relative_position_index", source.relative_position_index)
+        self.windows_per_sample = 1
+
+    def windows(self, x):
+        """(sequences, tokens) of attention for an input (B, H, W, C): one sequence per window."""
+        b, h, w, _ = x.shape
+        wh, ww = self.window_size
+        return b * (-(-h // wh)) * (-(-w // ww)), wh * ww
+
+    def forward(self, x):
+        from pwprune.pruning.attention import TRACING
+
+        b, height, width, c = x.shape
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, (ww - width % ww) % ww, 0, (wh - height % wh) % wh))
+        _, ph, pw, _ = x.shape
+        shift = [0 if wh >= ph else self.shift_size[0], 0 if ww >= pw else self.shift_size[1]]
+        if sum(shift) > 0:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        nw = (ph // wh) * (pw // ww)
+        x = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, wh * ww, c)
+        n, h, d = wh * ww, self.num_heads, self.head_dim
+        self.windows_per_sample = nw  # qkv's input holds b x nw sequences (importance.ChannelHooks' probe)
+        q, k, v = self.qkv(x).reshape(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q * self.scale).matmul(k.transpose(-2, -1))
+        table = self.relative_position_bias_table
+        table = table.detach() if TRACING else table  # out of the graph: cut with the heads by hand
+        bias = table[self.relative_position_index.flatten()].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        attn = attn + bias
+        if sum(shift) > 0:
+            mask = x.new_zeros((ph, pw))
+            hs = ((0, -wh), (-wh, -shift[0]), (-shift[0], None))
+            ws = ((0, -ww), (-ww, -shift[1]), (-shift[1], None))
+            for i, (h0, h1) in enumerate(hs):
+                for j, (w0, w1) in enumerate(ws):
+                    mask[h0:h1, w0:w1] = 3 * i + j
+            mask = mask.view(ph // wh, wh, pw // ww, ww).permute(0, 2, 1, 3).reshape(nw, n)
+            mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+            attn = (attn.view(b, nw, h, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, h, n, n)
+        attn = F.dropout(F.softmax(attn, dim=-1), p=self.attention_dropout, training=self.training)
+        x = self.proj(attn.matmul(v).transpose(1, 2).reshape(b * nw, n, h * d))
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        c = x.shape[-1]
+        x = x.view(b, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+        if sum(shift) > 0:
+            x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return x[:, :height, :width, :].contiguous()
+
+
 def rewrite_vit_attention(model):
     """Every torchvision ViT EncoderBlock's nn.MultiheadAttention replaced by SelfAttention with its
     weights (in place; returns the model). Other models are returned unchanged."""
@@ -178,6 +246,10 @@ def rewrite_vit_attention(model):
             new.proj.weight.copy_(mha.out_proj.weight)
             new.proj.bias.copy_(mha.out_proj.bias)
         block.self_attention = new.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype).train(mha.training)
+    for block in model.modules():  # torchvision's Swin (v1): its attention calls its layers
+        attn = getattr(block, "attn", None)
+        if type(attn).__qualname__ == "ShiftedWindowAttention" and type(attn).__module__.startswith("torchvision."):
+            block.attn = WindowAttention(attn).train(attn.training)
     return model
 
 
@@ -194,6 +266,8 @@ def refusal(model):
         where = f"{name or 'the model'} ({type(m).__name__})"
         if id(m) in rewritten and isinstance(m, nn.MultiheadAttention):
             continue  # torchvision's ViT: rewrite_vit_attention makes it SelfAttention
+        if kind == "torchvision.models.swin_transformer.ShiftedWindowAttention":
+            continue  # torchvision's Swin (v1): rewrite_vit_attention makes it WindowAttention
         if kind in REFUSED_MODULES:
             return f"{where}: {REFUSED_MODULES[kind]}"
         if isinstance(getattr(m, "num_heads", None), int) and not is_prunable_attention(m):
@@ -252,7 +326,7 @@ _TORCHVISION_KWARGS = {
 _MIN_INPUT_SIZE = {"vgg": 32, "alexnet": 63, "inception_v3": 75}
 
 
-OPTIONS_TAKEN = "only torchvision's ViTs and timm models take model_options"
+OPTIONS_TAKEN = "only torchvision's ViTs and Swins (v1) and timm models take model_options"
 # torchvision's ViT builders' configurations (vision_transformer.py): `options` may change any of
 # them, so a small ViT (tests/test_transformers.py) is torchvision's VisionTransformer all the same
 _TORCHVISION_VIT = {
@@ -262,6 +336,34 @@ _TORCHVISION_VIT = {
     "vit_l_32": {"patch_size": 32, "num_layers": 24, "num_heads": 16, "hidden_dim": 1024, "mlp_dim": 4096},
     "vit_h_14": {"patch_size": 14, "num_layers": 32, "num_heads": 16, "hidden_dim": 1280, "mlp_dim": 5120},
 }
+
+
+# torchvision's Swin (v1) builders' configurations (swin_transformer.py), as for the ViTs
+_TORCHVISION_SWIN = {
+    "swin_t": {"patch_size": [4, 4], "embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]},
+    "swin_s": {"patch_size": [4, 4], "embed_dim": 96, "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24]},
+    "swin_b": {"patch_size": [4, 4], "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]},
+}
+_SWIN_EXTRA = {"window_size": [7, 7], "stochastic_depth_prob": {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}}
+
+
+def _torchvision_swin(name, n_out, options):
+    """torchvision's SwinTransformer (v1) of `name`'s configuration, options overriding it (any of
+    patch_size, embed_dim, depths, num_heads, window_size, stochastic_depth_prob, dropout,
+    attention_dropout); its attention is still ShiftedWindowAttention (build_model rewrites it)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    valid = set(_TORCHVISION_SWIN[name]) | {"window_size", "stochastic_depth_prob", "dropout", "attention_dropout"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(valid)}")
+    config = {
+        **_TORCHVISION_SWIN[name],
+        "window_size": _SWIN_EXTRA["window_size"],
+        "stochastic_depth_prob": _SWIN_EXTRA["stochastic_depth_prob"][name],
+        **options,
+    }
+    return SwinTransformer(num_classes=n_out, **config)
 
 
 def _torchvision_vit(name, n_out, input_size, options):
@@ -294,6 +396,8 @@ def _torchvision(name, in_channels, n_out, input_size, options=None):
             )
     if name in _TORCHVISION_VIT:
         model = _torchvision_vit(name, n_out, input_size, dict(options or {}))
+    elif name in _TORCHVISION_SWIN:
+        model = _torchvision_swin(name, n_out, dict(options or {}))
     elif options:
         raise ValueError(f"model_options {sorted(options)}: {name} takes none ({OPTIONS_TAKEN})")
     else:

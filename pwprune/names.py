@@ -110,12 +110,11 @@ REFUSED_MODEL_FAMILIES = {
         "ShuffleNetV2's channel shuffle (a reshape that interleaves channels) breaks Torch-Pruning's "
         "dependency graph while it is built (ZeroDivisionError in its reshape index mapping)"
     ),
-    "swin_": (
-        "torchvision's Swin never calls its attention's qkv and proj layers: ShiftedWindowAttention hands "
-        "their weights to F.linear inside shifted_window_attention, so Torch-Pruning's graph, which follows "
-        "module calls, cannot tie them to the heads: its shape inference stops at its maximum recursion "
-        "depth and collecting its pruning groups exhausts memory (a tiny Swin: MemoryError under a 6 GB cap "
-        "after 54 s, 24 GiB without one); timm's Swin is refused too (names.REFUSED_MODULES)"
+    "swin_v2_": (
+        "torchvision's Swin V2 attention (ShiftedWindowAttentionV2) computes its relative position bias "
+        "with a small MLP (cpb_mlp) whose output rows are one per head and scales each head's cosine "
+        "scores by a per-head logit_scale; pwprune rewrites only v1's ShiftedWindowAttention "
+        "(models.WindowAttention), whose one per-head parameter, the bias table, it cuts with the heads"
     ),
     "maxvit_": (
         "MaxViT's block and grid attention (RelativePositionalMultiHeadAttention) adds a relative position "
@@ -149,8 +148,7 @@ TIMM_PREFIX = "timm/"
 # alike (pwprune.models.refusal). A module with an int `num_heads` of any other attention class is
 # refused too: only timm's plain Attention and torchvision's ViT attention are pruned by head.
 REFUSED_MODULES = {
-    "torchvision.models.swin_transformer.ShiftedWindowAttention": REFUSED_MODEL_FAMILIES["swin_"],
-    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": REFUSED_MODEL_FAMILIES["swin_"],
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": REFUSED_MODEL_FAMILIES["swin_v2_"],
     "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": REFUSED_MODEL_FAMILIES["maxvit_"],
     "torchvision.models.shufflenetv2.InvertedResidual": REFUSED_MODEL_FAMILIES["shufflenet_v2_"],
     "timm.models.swin_transformer.WindowAttention": (

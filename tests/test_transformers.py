@@ -1,8 +1,8 @@
-"""Transformers (issue 31): torchvision's ViT and timm's ViT/DeiT pruned to a MAC target by heads,
+"""Transformers (issue 31): torchvision's ViT and Swin and timm's ViT/DeiT pruned to a MAC target by heads,
 head dimensions and MLP widths (pwprune.pruning.attention), their MAC count with attention's
 matrix products checked against torch's FlopCounterMode and a hand count, their checkpoints
 rebuilt with the pruned head counts, timm's weights from a local Hugging Face cache only, and the
-models pwprune cannot prune (Swin, MaxViT) refused with the reason before any work, under a
+models pwprune cannot prune (Swin V2, timm's Swin, MaxViT) refused with the reason before any work, under a
 memory cap. Tiny configurations at 32 px (patch 4), so each test takes seconds."""
 
 from __future__ import annotations
@@ -39,11 +39,16 @@ TARGET, TOL = 0.5, names.PRUNE_TOLERANCE
 TV_VIT = {"patch_size": 4, "num_layers": 4, "num_heads": 4, "hidden_dim": 128, "mlp_dim": 256}
 # timm's DeiT-tiny (embed 192, 3 heads, MLP 768) at 32 px, patch 4, 4 blocks
 DEIT = {"patch_size": 4, "depth": 4}
+# a tiny torchvision Swin (v1): 32 px, patch 2 (16 x 16 tokens), windows of 4 x 4, two stages of two
+# blocks (embed 48, 2 heads; 96, 4 heads), MLP 4x
+SWIN = {"patch_size": [2, 2], "embed_dim": 48, "depths": [2, 2], "num_heads": [2, 4], "window_size": [4, 4]}
 
 
 def _arch(kind, classes=3):
     if kind == "tv_vit":
         return models.arch_dict("vit_b_16", classes, 3, 32, options=TV_VIT)
+    if kind == "swin":
+        return models.arch_dict("swin_t", classes, 3, 32, options={**SWIN, "stochastic_depth_prob": 0.0})
     return models.arch_dict("timm/deit_tiny_patch16_224", classes, 3, 32, options=DEIT)
 
 
@@ -79,14 +84,38 @@ def test_torchvision_vit_attention_is_rewritten_with_the_same_function():
     assert models.refusal(built) is None and models.refusal(reference) is None  # the ViT is rewritten, not refused
 
 
+def test_torchvision_swin_attention_is_rewritten_with_the_same_function():
+    """ShiftedWindowAttention (which hands its weights to F.linear) becomes models.WindowAttention,
+    calling its qkv and proj layers: the same outputs (shifted and unshifted windows, padding of
+    a 6 x 6 stage to windows of 4), the same state-dict keys, and a graph built at once."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    for size in (32, 24):
+        torch.manual_seed(0)
+        reference = SwinTransformer(num_classes=3, **SWIN).eval()
+        model = models.rewrite_vit_attention(__import__("copy").deepcopy(reference)).eval()
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(model(x), reference(x), atol=1e-5)
+        assert model.state_dict().keys() == reference.state_dict().keys()
+    attns = attention_modules(model)
+    assert list(attns) == ["features.1.0.attn", "features.1.1.attn", "features.3.0.attn", "features.3.1.attn"]
+    assert [(a.num_heads, a.head_dim) for a in attns.values()] == [(2, 24), (2, 24), (4, 24), (4, 24)]
+    assert all(isinstance(a, models.WindowAttention) for a in attns.values())
+    assert models.refusal(model) is None and models.refusal(reference) is None
+    t0 = time.perf_counter()
+    pwprune.pruning.graph.build_graph(model, torch.zeros(1, 3, 32, 32))
+    assert time.perf_counter() - t0 < 5.0
+
+
 # ---------------------------------------------------------------- the MAC count
 
 
-@pytest.mark.parametrize("kind", ["tv_vit", "deit"])
+@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin"])
 def test_mac_count_includes_attention_products_and_agrees_with_an_independent_counter(kind):
-    """Attention's Q K^T and A V add 2 x tokens^2 x hidden MACs per block (hand count from the
-    configuration); the whole count lies within 2 % of FlopCounterMode's, which counts no norm,
-    activation or bias."""
+    """Attention's Q K^T and A V add 2 x tokens^2 x hidden MACs per block and sequence (hand count
+    from the configuration; in Swin a window is a sequence); the whole count lies within 2 % of
+    FlopCounterMode's, which counts no norm, activation or bias."""
     model, x = _model(kind), torch.zeros(1, 3, 32, 32)
     tokens, hidden, blocks = 64 + 1, (128 if kind == "tv_vit" else 192), 4
     ours, _ = macs_params_on_device(model, x)
@@ -95,7 +124,10 @@ def test_mac_count_includes_attention_products_and_agrees_with_an_independent_co
         for m, v in pwprune.pruning.attention.attention_macs(model, x).items()
         if m in attention_modules(model).values()
     )
-    assert products == blocks * 2 * tokens * tokens * hidden
+    if kind == "swin":  # stage 1: 16 windows of 4 x 4 tokens, width 48; stage 2: 4 windows, width 96
+        assert products == 2 * (2 * 16 * 16 * 16 * 48) + 2 * (2 * 4 * 16 * 16 * 96)
+    else:
+        assert products == blocks * 2 * tokens * tokens * hidden
     independent = _flop_counter_macs(model, x)
     assert abs(ours - independent) / independent < 0.02, (ours, independent)
     # scales with the token count: 16 px has 16 patches + 1 token
@@ -118,7 +150,9 @@ def _data(n=48, seed=0):
 
 
 # head dimensions alone reach half of the tiny ViT's MACs, not of DeiT's (its MLP is 4x, not 2x, wide)
-@pytest.mark.parametrize("kind, transformer", [("tv_vit", "all"), ("tv_vit", "head_dims"), ("deit", "all")])
+@pytest.mark.parametrize(
+    "kind, transformer", [("tv_vit", "all"), ("tv_vit", "head_dims"), ("deit", "all"), ("swin", "all"), ("swin", "mlp")]
+)
 def test_magnitude_prunes_to_half_the_macs_and_the_checkpoint_rebuilds_the_heads(kind, transformer, tmp_path):
     model, arch = _model(kind), _arch(kind)
     x = models.example_input(arch)
@@ -130,7 +164,15 @@ def test_magnitude_prunes_to_half_the_macs_and_the_checkpoint_rebuilds_the_heads
     heads = {n: (a.num_heads, a.head_dim) for n, a in attention_modules(result.model).items()}
     if transformer == "head_dims":  # every head kept, each narrower
         assert {h for h, _ in heads.values()} == {4 if kind == "tv_vit" else 3}
-    assert any(d < (32 if kind == "tv_vit" else 64) for _, d in heads.values())
+    if transformer == "mlp":  # attention whole
+        assert set(heads.values()) == {(2, 24), (4, 24)}
+    else:
+        assert any(d < {"tv_vit": 32, "deit": 64, "swin": 24}[kind] for _, d in heads.values())
+    if kind == "swin":  # the relative position bias table keeps one column per kept head
+        tables = {n: a.relative_position_bias_table.shape for n, a in attention_modules(result.model).items()}
+        assert all(shape == (49, heads[n][0]) for n, shape in tables.items())
+        if transformer == "all":
+            assert any(h < {1: 2, 3: 4}[int(n.split(".")[1])] for n, (h, _) in heads.items())  # whole heads went
     save_checkpoint(tmp_path / "m.pt", result.model, arch, history=result.history)
     loaded, _ = load_checkpoint(tmp_path / "m.pt")  # weights_only=True inside
     assert {n: (a.num_heads, a.head_dim) for n, a in attention_modules(loaded).items()} == heads
@@ -157,17 +199,24 @@ def test_heads_remove_whole_heads_and_mlp_only_the_hidden_widths():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
-@pytest.mark.parametrize("kind", ["tv_vit", "deit"])
+@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin"])
 def test_data_driven_methods_prune_through_compress_and_fine_tune_with_pw(kind, method):
-    """pwprune.compress on a timm model and on torchvision's (not rewritten by the caller): pruned
-    to half its MACs within the tolerance, then fine-tuned with the PW loss."""
+    """pwprune.compress on a timm model and on torchvision's ViT and Swin (not rewritten by the
+    caller): pruned to half its MACs within the tolerance (FlopCounterMode's reduction within 2 pp
+    of pwprune's), then fine-tuned with the PW loss."""
     x, y, g = _data()
     if kind == "tv_vit":
         torch.manual_seed(0)
         model = torchvision.models.VisionTransformer(image_size=32, num_classes=3, **TV_VIT)
+    elif kind == "swin":
+        torch.manual_seed(0)
+        model = torchvision.models.swin_transformer.SwinTransformer(num_classes=3, **SWIN)
     else:
         model = timm.create_model("deit_tiny_patch16_224", img_size=32, num_classes=3, **DEIT)
     options = {"taylor": {"steps": 2, "batches_per_step": 2}, "autobot": {"iterations": 30}}[method]
+    # on the rewritten copy: nn.MultiheadAttention's fused eval path hides its matmuls from the counter
+    rewritten = models.rewrite_vit_attention(__import__("copy").deepcopy(model))
+    dense_independent = _flop_counter_macs(rewritten, torch.zeros(1, 3, 32, 32))
     result = pwprune.compress(
         model,
         (x[:32], y[:32], g[:32]),
@@ -183,6 +232,8 @@ def test_data_driven_methods_prune_through_compress_and_fine_tune_with_pw(kind, 
     assert result.within_tolerance and abs(result.achieved_reduction - TARGET) <= TOL, result.note
     assert result.history and np.isfinite(result.history[-1]["loss"])
     assert set(result.who_pays().index) == {"0", "1", "all"}
+    independent = 1 - _flop_counter_macs(result.model.cpu(), torch.zeros(1, 3, 32, 32)) / dense_independent
+    assert abs(independent - result.achieved_reduction) <= 0.02, (independent, result.achieved_reduction)
 
 
 def test_compress_prunes_a_timm_model():
@@ -199,10 +250,13 @@ def test_compress_prunes_a_timm_model():
 # ---------------------------------------------------------------- refused, with the reason, at once
 
 
-def _tiny_swin():
-    from torchvision.models.swin_transformer import SwinTransformer
+def _tiny_swin():  # v2: v1 is pruned (models.WindowAttention)
+    from torchvision.models.swin_transformer import SwinTransformer, SwinTransformerBlockV2
 
-    return SwinTransformer(patch_size=[2, 2], embed_dim=48, depths=[2, 2], num_heads=[3, 6], window_size=[4, 4])
+    return SwinTransformer(
+        patch_size=[2, 2], embed_dim=48, depths=[2, 2], num_heads=[3, 6], window_size=[4, 4],
+        block=SwinTransformerBlockV2,
+    )  # fmt: skip
 
 
 def _tiny_maxvit():
@@ -224,7 +278,7 @@ def _timm_swin():
 @pytest.mark.parametrize(
     "build, why",
     [
-        (_tiny_swin, "ShiftedWindowAttention hands their weights to F.linear"),
+        (_tiny_swin, "Swin V2 attention (ShiftedWindowAttentionV2) computes its relative position bias"),
         (_tiny_maxvit, "relative position bias table with one column per head"),
         (_timm_swin, "timm's Swin window attention"),
         (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=3), "channel shuffle"),
@@ -264,7 +318,8 @@ REFUSAL_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_refusal_is_immediate_under_a_memory_cap():
-    """Without the refusal a tiny torchvision Swin's graph exhausts 24 GiB; under a 4 GiB
+    """Without a refusal a tiny torchvision Swin's graph exhausted 24 GiB (v1, before its attention was
+    rewritten; v2 hands its weights to F.linear the same way); under a 4 GiB
     address-space cap compress refuses each unprunable model in well under a second."""
     done = subprocess.run([sys.executable, "-c", REFUSAL_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -288,8 +343,10 @@ def test_config_validation_takes_timm_models_and_refuses_what_cannot_be_pruned()
         pc.validate(_config("timm/swin_tiny_patch4_window7_224"), SCHEMA)
     with pytest.raises(pc.ConfigError, match="timm has no model 'no_such_net'"):
         pc.validate(_config("timm/no_such_net"), SCHEMA)
-    with pytest.raises(pc.ConfigError, match=r"experiments.default.model: 'swin_t' is refused: .*F.linear"):
-        pc.validate(_config("swin_t"), SCHEMA)
+    with pytest.raises(pc.ConfigError, match=r"experiments.default.model: 'swin_v2_t' is refused: .*cpb_mlp"):
+        pc.validate(_config("swin_v2_t"), SCHEMA)
+    swin = pc.validate(_config("swin_t", model_options=SWIN), SCHEMA)["experiments"]["default"]
+    assert swin["model"] == "swin_t" and swin["model_options"] == SWIN
     with pytest.raises(pc.ConfigError, match="model_options.*resnet18 takes none"):
         pc.validate(_config("resnet18", model_options={"depth": 2}), SCHEMA)
     config = _config("vit_b_16", model_options=TV_VIT)

@@ -16,9 +16,27 @@ Attention, with a formula that is wrong once heads are pruned); `attention_macs`
 module, with the module's qkv and proj.
 """
 
+import contextlib
+
 import torch
 
 from pwprune.names import TRANSFORMER_SCOPES
+
+# True while Torch-Pruning's graph traces the model (graph.build_graph): an attention with per-head
+# parameters outside its qkv and proj (models.WindowAttention's relative position bias table) then
+# reads them detached, so the graph does not tie them to the heads; the surgery cuts them
+TRACING = False
+
+
+@contextlib.contextmanager
+def tracing():
+    global TRACING
+    before, TRACING = TRACING, True
+    try:
+        yield
+    finally:
+        TRACING = before
+
 
 # what `transformer` adds to the prunable units of a model with attention (TRANSFORMER_SCOPES)
 _UNITS = {"heads": {"heads"}, "head_dims": {"head_dims"}, "mlp": {"mlp"}, "all": {"heads", "head_dims", "mlp"}}
@@ -36,9 +54,9 @@ def check_transformer(transformer):
 def is_prunable_attention(m):
     """timm's Attention without the variants that add per-head parameters (qk norm, gates,
     a norm after attention), or pwprune's SelfAttention."""
-    from pwprune.models import SelfAttention
+    from pwprune.models import SelfAttention, WindowAttention
 
-    if isinstance(m, SelfAttention):
+    if isinstance(m, (SelfAttention, WindowAttention)):
         return True
     kind = type(m)
     if not (kind.__name__ == "Attention" and kind.__module__.startswith("timm.")):
@@ -75,6 +93,23 @@ def set_heads(m, num_heads, head_dim):
         m.attn_dim = int(num_heads) * int(head_dim)
 
 
+def kept_heads(m, removed):
+    """The heads of which some of proj's input columns stay once columns `removed` are gone."""
+    d, removed = int(m.head_dim), set(int(i) for i in removed)
+    return sorted({c // d for c in range(int(m.num_heads) * d) if c not in removed})
+
+
+def cut_heads(m, heads):
+    """Keep only the columns of `heads` in the module's per-head parameters outside qkv and proj
+    (a Swin window attention's relative position bias table, one column per head)."""
+    table = getattr(m, "relative_position_bias_table", None)
+    if table is not None and len(heads) != table.shape[-1]:
+        keep = torch.as_tensor(heads, dtype=torch.long, device=table.device)
+        table.data = table.data.index_select(-1, keep).contiguous()
+        if table.grad is not None:
+            table.grad = None
+
+
 def heads_after(m, removed):
     """(num_heads, head_dim) once proj's input columns `removed` are gone; the removal must keep
     a product of whole heads and head dimensions (what head_channels gives, in any union)."""
@@ -95,12 +130,13 @@ def prune_attention(DG, model, name, idxs):
     """Remove proj's input columns `idxs` of attention `name` (with the q, k, v rows they read)
     and set its head count and head size."""
     m = model.get_submodule(name)
-    heads = heads_after(m, idxs)
+    heads, kept = heads_after(m, idxs), kept_heads(m, idxs)
     pruner = DG.get_pruner_of_module(m.proj)
     group = DG.get_pruning_group(m.proj, pruner.prune_in_channels, sorted(int(i) for i in idxs))
     if not DG.check_pruning_group(group):
         raise RuntimeError(f"refusing to remove every head of attention {name!r}")
     group.prune()
+    cut_heads(m, kept)
     set_heads(m, *heads)
 
 
@@ -113,9 +149,11 @@ def replay(DG, model, history):
         pruner = DG.get_pruner_of_module(module)
         attention = None if is_out else by_proj.get(module_name)
         heads = heads_after(attention, idxs) if attention is not None else None
+        kept = kept_heads(attention, idxs) if attention is not None else None
         fn = pruner.prune_out_channels if is_out else pruner.prune_in_channels
         DG.get_pruning_group(module, fn, idxs).prune(record_history=False)
         if heads is not None:
+            cut_heads(attention, kept)
             set_heads(attention, *heads)
 
 
@@ -133,7 +171,7 @@ def attention_macs(model, example_inputs):
 
     def products(m, inputs, output):
         x = inputs[0]
-        sequences, tokens = int(x.shape[0]), int(x.shape[1])
+        sequences, tokens = m.windows(x) if hasattr(m, "windows") else (int(x.shape[0]), int(x.shape[1]))
         out[m] = out.get(m, 0) + 2 * sequences * tokens * tokens * int(m.num_heads) * int(m.head_dim)
 
     def linear(m, inputs, output):

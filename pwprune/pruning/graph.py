@@ -40,6 +40,7 @@ from .attention import (
     head_channels,
     prune_attention,
     qkv_rows,
+    tracing,
 )
 
 LAYER_SCOPES = ("all", "conv")
@@ -57,7 +58,7 @@ def check_layers(layers):
 def build_graph(model, example_inputs):
     """A fresh DependencyGraph; tracing puts the model in eval mode, so restore its mode."""
     was_training = model.training
-    with torch.enable_grad():
+    with torch.enable_grad(), tracing():
         DG = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
     model.train(was_training)
     return DG

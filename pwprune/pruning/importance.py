@@ -103,14 +103,20 @@ class ChannelHooks:
         self.probes = []
         modules = dict(model.named_modules())
         names = list(dict.fromkeys([*self.gate_sites, *self.probe_sites]))
-        self.handles = [modules[name].register_forward_hook(self._hook(name, modules[name])) for name in names]
+        self.handles = [
+            modules[name].register_forward_hook(self._hook(name, modules[name], modules.get(name.rpartition(".")[0])))
+            for name in names
+        ]
 
-    def _hook(self, name, module):
+    def _hook(self, name, module, owner=None):
         gate = self.gate_sites.get(name)
         probe_at = self.probe_sites.get(name)
         # a Linear's channels are its output's last axis ((N, C), or (N, tokens, C) in a transformer);
         # a conv's and a norm's, axis 1
         last = isinstance(module, nn.Linear)
+        # a Swin window attention's qkv sees one sequence per window (models.WindowAttention sets
+        # windows_per_sample each forward): the probe is per sample, repeated over its windows
+        windowed = owner is not None and hasattr(owner, "windows_per_sample") and module is getattr(owner, "qkv", None)
 
         def shape(out, c, batch):
             return (batch, *([1] * (out.dim() - 2)), c) if last else (batch, c, *([1] * (out.dim() - 2)))
@@ -124,9 +130,11 @@ class ChannelHooks:
             if probe_at is None or (self.mode == "gate" and not self.probing):
                 return out
             local, flat = probe_at
-            probe = torch.ones(out.shape[0], c, device=out.device, dtype=out.dtype, requires_grad=True)
+            per = int(owner.windows_per_sample) if windowed else 1
+            probe = torch.ones(out.shape[0] // per, c, device=out.device, dtype=out.dtype, requires_grad=True)
             self.probes.append((probe, local, flat))
-            return out * probe.view(shape(out, c, out.shape[0]))
+            factor = probe.repeat_interleave(per, dim=0) if per > 1 else probe
+            return out * factor.view(shape(out, c, out.shape[0]))
 
         return hook
 
