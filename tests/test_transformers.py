@@ -361,7 +361,8 @@ def test_timm_weights_come_from_the_local_hugging_face_cache_only(tmp_path, monk
     """A fixture weights file in the real format (model.safetensors of the model's own state dict,
     under models--timm--<repo>/snapshots/<refs/main>/) in a temporary HF cache: the backbone is the
     file's, the head new with the label count, the position embedding resized to 32 px. Missing:
-    the path and the one-line fetch command, before anything is built."""
+    the path and the one-line fetch command, before anything is built. The loaded model prunes to
+    half its MACs by magnitude."""
     from safetensors.torch import save_file
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -393,4 +394,11 @@ def test_timm_weights_come_from_the_local_hugging_face_cache_only(tmp_path, monk
             assert torch.equal(v, state[k]), k
     arch = models.arch_dict(f"timm/{name}", 3, 3, 32, pretrained="imagenet")
     assert arch["input_mean"] == [0.485, 0.456, 0.406]
+    # the model with the fixture's weights prunes to half its MACs, as counted independently too
+    x = torch.zeros(1, 3, 32, 32)
+    dense_independent = _flop_counter_macs(model, x)
+    result = prune_to_target(model, "magnitude", TARGET, x, tolerance=TOL, log=lambda *a: None)
+    assert result.within_tolerance and abs(result.achieved_reduction - TARGET) <= TOL, result.note
+    independent = 1 - _flop_counter_macs(result.model, x) / dense_independent
+    assert abs(independent - result.achieved_reduction) <= 0.02, (independent, result.achieved_reduction)
     pc.check_pretrained({"active": ["d"], "experiments": {"d": {"model": f"timm/{name}", "pretrained": "imagenet"}}})
