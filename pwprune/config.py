@@ -333,6 +333,11 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
             f"{exp.get('model')!r}; valid models: {imagenet_models()} "
             "(or pretrained: none)"
         )
+    if exp.get("pretrained_file") is not None and not (timm and exp.get("pretrained") == "imagenet"):
+        problems.append(
+            f"experiments.{name}.pretrained_file: names a timm model's weights file, so it needs a timm/<name> "
+            f"model with pretrained: imagenet; got model {exp.get('model')!r}, pretrained {exp.get('pretrained')!r}"
+        )
     for loop in ("train", "finetune"):
         cfg = exp.get(loop)
         if not isinstance(cfg, dict):
@@ -357,7 +362,7 @@ def _cross_key_problems(name: str, exp: dict) -> list[str]:
 
 
 # what a variant shares with its base: it prunes the base's dense models
-VARIANT_SHARED = ("dataset", "model", "pretrained", "train")
+VARIANT_SHARED = ("dataset", "model", "pretrained", "pretrained_file", "train")
 
 
 def _inherit_from_bases(experiments) -> None:
@@ -488,8 +493,9 @@ def cuda_deterministic_problems(config: dict, cuda_available: bool | None = None
 
 def check_pretrained(config: dict) -> None:
     """The ImageNet weights file of every *active* experiment with pretrained: imagenet is in the
-    torch hub cache (presence only; the hash is checked when the dense job loads it), so a missing
-    file stops Snakemake before any job, dry runs included."""
+    torch hub cache (presence only; the hash is checked when the dense job loads it), a timm model's
+    in the Hugging Face cache or its pretrained_file, so a missing file stops Snakemake before any
+    job, dry runs included."""
     from pwprune.weights import check_pretrained_file
 
     problems = []
@@ -498,13 +504,18 @@ def check_pretrained(config: dict) -> None:
         if exp["pretrained"] == "imagenet":
             try:
                 if exp["model"].startswith(names.TIMM_PREFIX):
-                    from pwprune.models import check_timm_weights
+                    from pwprune.models import check_timm_weights, timm_name
+                    from pwprune.weights import timm_local_file
 
-                    check_timm_weights(exp["model"])
+                    if exp.get("pretrained_file") is not None:
+                        timm_local_file(timm_name(exp["model"]), exp["pretrained_file"])
+                    else:
+                        check_timm_weights(exp["model"])
                     continue
                 check_pretrained_file(exp["model"])
             except ValueError as e:
-                problems.append(f"experiments.{name}.pretrained: {e}")
+                key = "pretrained_file" if exp.get("pretrained_file") is not None else "pretrained"
+                problems.append(f"experiments.{name}.{key}: {e}")
     if problems:
         raise ConfigError("missing pretrained weights:\n  " + "\n  ".join(problems))
 

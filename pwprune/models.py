@@ -510,8 +510,9 @@ def _timm_kwargs(name, in_channels, n_out, input_size, options):
 def _timm(name, in_channels, n_out, input_size, options=None, pretrained=False):
     """timm.create_model(name) with n_out outputs, in_channels inputs and (for a model whose input
     size is fixed) img_size=input_size; options: more create_model keyword arguments
-    (model_options). pretrained: its default pretrained weights from the local cache, which timm
-    adapts (the head is new, the position embedding resized)."""
+    (model_options). pretrained: its default pretrained weights from the local cache (True) or
+    from a named local file (a path), which timm adapts (the head is new, the position embedding
+    resized)."""
     import timm
 
     kwargs = _timm_kwargs(name, in_channels, n_out, input_size, dict(options or {}))
@@ -522,10 +523,21 @@ def _timm(name, in_channels, n_out, input_size, options=None, pretrained=False):
             f"pretrained='imagenet' needs 3 input channels (RGB), got in_channels={in_channels} for timm/{name}; "
             "use pretrained: none for this dataset"
         )
-    from pwprune.weights import timm_weights_file
+    from pwprune.weights import timm_local_file, timm_weights_file
 
-    path = timm_weights_file(name, timm.models.get_pretrained_cfg(name))
+    if pretrained is True:
+        path = timm_weights_file(name, timm.models.get_pretrained_cfg(name))
+    else:
+        path = timm_local_file(name, pretrained)
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+
+
+def local_weights(name, pretrained):
+    """Whether `pretrained` names a local weights file (a path, not "none"/"imagenet") of timm model
+    `name`: the library's form of the config's `pretrained_file`."""
+    from pwprune.names import PRETRAINED_CHOICES
+
+    return timm_name(name) is not None and isinstance(pretrained, (str, Path)) and pretrained not in PRETRAINED_CHOICES
 
 
 def check_model_name(name):
@@ -587,13 +599,17 @@ def build_model(name, num_classes, in_channels=3, input_size=32, pretrained="non
         raise ValueError(f"input_size must be >= 8 pixels, got {input_size!r}")
     from pwprune.names import OWN_MODELS, PRETRAINED_CHOICES
 
-    if pretrained not in PRETRAINED_CHOICES:
-        raise ValueError(f"pretrained must be one of {PRETRAINED_CHOICES}, got {pretrained!r}")
+    if pretrained not in PRETRAINED_CHOICES and not local_weights(name, pretrained):
+        raise ValueError(
+            f"pretrained must be one of {PRETRAINED_CHOICES} (or, for a timm model, the path of a local "
+            f"weights file), got {pretrained!r}"
+        )
     if options and name in OWN_MODELS:
         raise ValueError(f"model_options {sorted(options)}: {name} takes none ({OPTIONS_TAKEN})")
     n_out, in_channels, input_size = num_outputs(num_classes), int(in_channels), int(input_size)
     if timm_name(name) is not None:
-        model = _timm(timm_name(name), in_channels, n_out, input_size, options, pretrained == "imagenet")
+        weights = pretrained == "imagenet" or (str(pretrained) if local_weights(name, pretrained) else False)
+        model = _timm(timm_name(name), in_channels, n_out, input_size, options, weights)
         return check_prunable(model, f"model {name!r}")
     if pretrained == "imagenet":
         return rewrite_vit_attention(_imagenet(name, in_channels, n_out, input_size, options))
@@ -626,7 +642,7 @@ def arch_dict(name, num_classes, in_channels=3, input_size=32, pretrained="none"
     }
     if options:
         arch["options"] = dict(options)
-    if pretrained == "imagenet" and timm_name(name) is not None:
+    if (pretrained == "imagenet" or local_weights(name, pretrained)) and timm_name(name) is not None:
         from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(timm_name(name))

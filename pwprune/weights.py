@@ -169,6 +169,19 @@ def timm_fetch_hint(name: str) -> str:
     )
 
 
+def timm_local_file(name: str, path) -> Path:
+    """A named local file of timm model `name`'s weights (`pretrained_file`: a .safetensors file,
+    or a .bin/.pth state dict read with weights_only=True). ValueError naming the path and the
+    fetch command when it is absent."""
+    file = Path(os.path.expanduser(str(path)))
+    if not file.is_file():
+        raise ValueError(
+            f"the pretrained weights file of timm/{name} is missing: {file} (pretrained_file). pwprune never "
+            f"downloads; put the file there, or {timm_fetch_hint(name)} and name the cached file"
+        )
+    return file
+
+
 def timm_weights_file(name: str, cfg) -> Path:
     """The file of timm model `name`'s default pretrained weights (its pretrained cfg: hf_hub_id)
     in the Hugging Face cache: models--<org>--<repo>/snapshots/<refs/main>/model.safetensors (or

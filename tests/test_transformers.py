@@ -418,3 +418,45 @@ def test_timm_weights_come_from_the_local_hugging_face_cache_only(tmp_path, monk
     independent = 1 - _flop_counter_macs(result.model, x) / dense_independent
     assert abs(independent - result.achieved_reduction) <= 0.02, (independent, result.achieved_reduction)
     pc.check_pretrained({"active": ["d"], "experiments": {"d": {"model": f"timm/{name}", "pretrained": "imagenet"}}})
+
+
+def test_timm_weights_from_a_named_local_file(tmp_path, monkeypatch):
+    """pretrained_file (config) / build_model(pretrained=<path>) (library): the weights of a named
+    .safetensors file, not the cache; a missing file stops validation's start-up check and the build
+    with the path; the key needs a timm model with pretrained: imagenet."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name, file = "deit_tiny_patch16_224", tmp_path / "weights" / "deit.safetensors"
+    exp = {"model": f"timm/{name}", "pretrained": "imagenet", "pretrained_file": str(file)}
+    with pytest.raises(
+        pc.ConfigError, match=f"pretrained_file: the pretrained weights file of timm/{name} is missing: {file}"
+    ):
+        pc.check_pretrained({"active": ["d"], "experiments": {"d": exp}})
+    with pytest.raises(ValueError, match=f"missing: {file}"):
+        models.build_model(f"timm/{name}", 3, 3, 32, pretrained=str(file), options=DEIT)
+    torch.manual_seed(7)
+    reference = timm.create_model(name, pretrained=False, **DEIT)
+    file.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, file)
+    pc.check_pretrained({"active": ["d"], "experiments": {"d": exp}})
+    model = models.build_model(f"timm/{name}", 3, 3, 32, pretrained=str(file), options=DEIT)
+    state = reference.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith("head."):
+            assert v.shape[0] == 3
+        elif k == "pos_embed":  # 8 x 8 patches + the class token, resized from 56 x 56
+            assert v.shape == (1, 65, 192)
+        else:
+            assert torch.equal(v, state[k]), k
+    arch = models.arch_dict(f"timm/{name}", 3, 3, 32, pretrained=str(file), options=DEIT)
+    assert arch["input_mean"] == [0.485, 0.456, 0.406] and "pretrained" not in arch
+    ok = pc.validate(
+        _config(f"timm/{name}", model_options=DEIT, pretrained="imagenet", pretrained_file=str(file)), SCHEMA
+    )
+    assert ok["experiments"]["default"]["pretrained_file"] == str(file)
+    with pytest.raises(pc.ConfigError, match="pretrained_file: names a timm model's weights file"):
+        pc.validate(_config("resnet18", pretrained="imagenet", pretrained_file=str(file)), SCHEMA)
+    with pytest.raises(ValueError, match="pretrained must be one of"):
+        models.build_model("resnet18", 3, 3, 32, pretrained=str(file))

@@ -23,7 +23,8 @@ def train_dense_stage(
     model_options=None,
 ):
     """out: dict with model, history, teacher paths. pretrained: "none" | "imagenet"
-    (torchvision's ImageNet weights from the local hub cache, new head; models.build_model).
+    (torchvision's ImageNet weights from the local hub cache, new head; models.build_model) | a
+    timm model's local weights file (the config's pretrained_file).
     numerics: the job's numerics param (its precision and memory layout reach the training
     loop); resume: its resume state (stages.inputs.resume_state), removed once the outputs are
     written."""
@@ -45,7 +46,7 @@ def train_dense_stage(
         options=model_options,
     ).to(device)
     log(
-        f"{context}: {model_name} ({'ImageNet weights' if pretrained == 'imagenet' else 'random init'}) "
+        f"{context}: {model_name} ({_weights_said(pretrained)}) "
         f"on {meta['name']} ({len(prepared.splits['train'].y)} training samples)"
     )
     numerics = numerics or {}
@@ -84,3 +85,9 @@ def train_dense_stage(
     )
     if resume is not None:
         resume.clear()
+
+
+def _weights_said(pretrained):
+    if pretrained in (None, "none"):
+        return "random init"
+    return "ImageNet weights" if pretrained == "imagenet" else f"weights of {pretrained}"

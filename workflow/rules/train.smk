@@ -14,7 +14,7 @@ rule train_dense:
     params:
         model=lambda w: exp_cfg(w)["model"],
         model_options=lambda w: exp_cfg(w).get("model_options") or {},
-        pretrained=lambda w: exp_cfg(w)["pretrained"],
+        pretrained=lambda w: exp_cfg(w).get("pretrained_file") or exp_cfg(w)["pretrained"],
         train=lambda w: exp_cfg(w)["train"],
         seed=lambda w: int(w.seed),
         inference=inference_params,
