@@ -5,6 +5,8 @@ torchvision is imported lazily inside its builders: a small_cnn job on the defau
 must not pay the ~1.5 s it costs to import.
 """
 
+import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -163,13 +165,16 @@ class SelfAttention(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """torchvision Swin's ShiftedWindowAttention (v1) with the same parameters, buffers, state-dict
-    keys and function, but calling its qkv and proj layers: torchvision hands their weights to
-    F.linear inside shifted_window_attention, which Torch-Pruning's graph cannot follow. The
-    relative position bias table (one column per head) is kept out of the graph while it is traced
+    """torchvision Swin's ShiftedWindowAttention (v1) or ShiftedWindowAttentionV2 with the same
+    parameters, buffers, state-dict keys and function, but calling its qkv and proj layers:
+    torchvision hands their weights to F.linear inside shifted_window_attention, which
+    Torch-Pruning's graph cannot follow. The per-head parameters outside qkv and proj (v1: the
+    relative position bias table, one column per head; v2: cpb_mlp's last layer, one output row per
+    head, and logit_scale, one per head) are kept out of the graph while it is traced
     (pwprune.pruning.attention.tracing) and cut with the heads by the surgery
-    (attention.prune_attention / replay); head dimensions leave it whole. The scores' scale stays
-    the unpruned head size's, as timm's Attention keeps its `scale`."""
+    (attention.prune_attention / replay); head dimensions leave them whole. v1's scores keep the
+    unpruned head size's scale, as timm's Attention keeps its `scale`; v2's are cosine, scaled by
+    logit_scale, and ignore the k part of qkv's bias (zeroed at each forward, as torchvision's)."""
 
     def __init__(self, source):
         super().__init__()
@@ -179,9 +184,24 @@ class WindowAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.attention_dropout, self.dropout = float(source.attention_dropout), float(source.dropout)
         self.qkv, self.proj = source.qkv, source.proj
-        self.relative_position_bias_table = source.relative_position_bias_table
+        self.v2 = hasattr(source, "logit_scale")
+        if self.v2:
+            self.logit_scale, self.cpb_mlp = source.logit_scale, source.cpb_mlp
+            self.register_buffer("relative_coords_table", source.relative_coords_table)
+        else:
+            self.relative_position_bias_table = source.relative_position_bias_table
         self.register_buffer("relative_position_index", source.relative_position_index)
         self.windows_per_sample = 1
+
+    def _bias(self, n):
+        """The relative position bias (1, heads, n, n); read without the graph while it is traced."""
+        from pwprune.pruning.attention import TRACING
+
+        with torch.no_grad() if TRACING else contextlib.nullcontext():
+            table = self.cpb_mlp(self.relative_coords_table) if self.v2 else self.relative_position_bias_table
+            table = table.reshape(-1, table.shape[-1])
+            bias = table[self.relative_position_index.flatten()].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+            return 16 * torch.sigmoid(bias) if self.v2 else bias
 
     def windows(self, x):
         """(sequences, tokens) of attention for an input (B, H, W, C): one sequence per window."""
@@ -203,12 +223,20 @@ class WindowAttention(nn.Module):
         x = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, wh * ww, c)
         n, h, d = wh * ww, self.num_heads, self.head_dim
         self.windows_per_sample = nw  # qkv's input holds b x nw sequences (importance.ChannelHooks' probe)
-        q, k, v = self.qkv(x).reshape(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = (q * self.scale).matmul(k.transpose(-2, -1))
-        table = self.relative_position_bias_table
-        table = table.detach() if TRACING else table  # out of the graph: cut with the heads by hand
-        bias = table[self.relative_position_index.flatten()].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        attn = attn + bias
+        qkv = self.qkv(x)
+        if self.v2 and self.qkv.bias is not None and not TRACING:  # v2 ignores k's bias
+            third = qkv.shape[-1] // 3
+            qkv = qkv - F.pad(self.qkv.bias[third : 2 * third], (third, third))
+        q, k, v = qkv.reshape(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.v2:
+            if not TRACING:  # cosine scores: Torch-Pruning's graph would tie the norms' single column to
+                q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)  # the rows of q and k, so it sees v1's
+            attn = q @ k.transpose(-2, -1)
+            scale = self.logit_scale.detach() if TRACING else self.logit_scale
+            attn = attn * torch.clamp(scale, max=math.log(100.0)).exp()
+        else:
+            attn = (q * self.scale).matmul(k.transpose(-2, -1))
+        attn = attn + self._bias(n)  # its per-head parameters out of the graph: cut with the heads by hand
         if sum(shift) > 0:
             mask = x.new_zeros((ph, pw))
             hs = ((0, -wh), (-wh, -shift[0]), (-shift[0], None))
@@ -248,7 +276,10 @@ def rewrite_vit_attention(model):
         block.self_attention = new.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype).train(mha.training)
     for block in model.modules():  # torchvision's Swin (v1): its attention calls its layers
         attn = getattr(block, "attn", None)
-        if type(attn).__qualname__ == "ShiftedWindowAttention" and type(attn).__module__.startswith("torchvision."):
+        kind = type(attn).__qualname__
+        if kind in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2") and type(attn).__module__.startswith(
+            "torchvision."
+        ):
             block.attn = WindowAttention(attn).train(attn.training)
     return model
 
@@ -266,8 +297,8 @@ def refusal(model):
         where = f"{name or 'the model'} ({type(m).__name__})"
         if id(m) in rewritten and isinstance(m, nn.MultiheadAttention):
             continue  # torchvision's ViT: rewrite_vit_attention makes it SelfAttention
-        if kind == "torchvision.models.swin_transformer.ShiftedWindowAttention":
-            continue  # torchvision's Swin (v1): rewrite_vit_attention makes it WindowAttention
+        if kind.startswith("torchvision.models.swin_transformer.ShiftedWindowAttention"):
+            continue  # torchvision's Swin (v1, v2): rewrite_vit_attention makes it WindowAttention
         if kind in REFUSED_MODULES:
             return f"{where}: {REFUSED_MODULES[kind]}"
         if isinstance(getattr(m, "num_heads", None), int) and not is_prunable_attention(m):
@@ -275,7 +306,7 @@ def refusal(model):
                 continue  # its self_attention is the attention (rewrite_vit_attention)
             return (
                 f"{where} is an attention module whose heads pwprune cannot prune: it prunes timm's plain "
-                "Attention (ViT, DeiT) and torchvision's ViT attention; others may hold per-head parameters "
+                "Attention (ViT, DeiT) and torchvision's ViT and Swin attention; others may hold per-head parameters "
                 "(relative position biases, norms, gates) that Torch-Pruning's graph does not cut with the heads"
             )
     return None
@@ -326,7 +357,7 @@ _TORCHVISION_KWARGS = {
 _MIN_INPUT_SIZE = {"vgg": 32, "alexnet": 63, "inception_v3": 75}
 
 
-OPTIONS_TAKEN = "only torchvision's ViTs and Swins (v1) and timm models take model_options"
+OPTIONS_TAKEN = "only torchvision's ViTs and Swins and timm models take model_options"
 # torchvision's ViT builders' configurations (vision_transformer.py): `options` may change any of
 # them, so a small ViT (tests/test_transformers.py) is torchvision's VisionTransformer all the same
 _TORCHVISION_VIT = {
@@ -344,25 +375,32 @@ _TORCHVISION_SWIN = {
     "swin_s": {"patch_size": [4, 4], "embed_dim": 96, "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24]},
     "swin_b": {"patch_size": [4, 4], "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]},
 }
-_SWIN_EXTRA = {"window_size": [7, 7], "stochastic_depth_prob": {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}}
+_TORCHVISION_SWIN.update({f"swin_v2_{k[-1]}": v for k, v in _TORCHVISION_SWIN.items()})
+_SWIN_EXTRA = {
+    "window_size": {"swin_": [7, 7], "swin_v2_": [8, 8]},
+    "stochastic_depth_prob": {"t": 0.2, "s": 0.3, "b": 0.5},
+}
 
 
 def _torchvision_swin(name, n_out, options):
-    """torchvision's SwinTransformer (v1) of `name`'s configuration, options overriding it (any of
-    patch_size, embed_dim, depths, num_heads, window_size, stochastic_depth_prob, dropout,
-    attention_dropout); its attention is still ShiftedWindowAttention (build_model rewrites it)."""
-    from torchvision.models.swin_transformer import SwinTransformer
+    """torchvision's SwinTransformer (v1 or v2) of `name`'s configuration, options overriding it
+    (any of patch_size, embed_dim, depths, num_heads, window_size, stochastic_depth_prob, dropout,
+    attention_dropout); its attention is still torchvision's (build_model rewrites it)."""
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
     valid = set(_TORCHVISION_SWIN[name]) | {"window_size", "stochastic_depth_prob", "dropout", "attention_dropout"}
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(valid)}")
+    v2 = name.startswith("swin_v2_")
     config = {
         **_TORCHVISION_SWIN[name],
-        "window_size": _SWIN_EXTRA["window_size"],
-        "stochastic_depth_prob": _SWIN_EXTRA["stochastic_depth_prob"][name],
+        "window_size": _SWIN_EXTRA["window_size"]["swin_v2_" if v2 else "swin_"],
+        "stochastic_depth_prob": _SWIN_EXTRA["stochastic_depth_prob"][name[-1]],
         **options,
     }
+    if v2:
+        config.update(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
     return SwinTransformer(num_classes=n_out, **config)
 
 

@@ -110,12 +110,6 @@ REFUSED_MODEL_FAMILIES = {
         "ShuffleNetV2's channel shuffle (a reshape that interleaves channels) breaks Torch-Pruning's "
         "dependency graph while it is built (ZeroDivisionError in its reshape index mapping)"
     ),
-    "swin_v2_": (
-        "torchvision's Swin V2 attention (ShiftedWindowAttentionV2) computes its relative position bias "
-        "with a small MLP (cpb_mlp) whose output rows are one per head and scales each head's cosine "
-        "scores by a per-head logit_scale; pwprune rewrites only v1's ShiftedWindowAttention "
-        "(models.WindowAttention), whose one per-head parameter, the bias table, it cuts with the heads"
-    ),
     "maxvit_": (
         "MaxViT's block and grid attention (RelativePositionalMultiHeadAttention) adds a relative position "
         "bias table with one column per head, which no head pruning here cuts, and its input size is fixed "
@@ -146,9 +140,8 @@ TIMM_PREFIX = "timm/"
 # layers inside a model that pwprune cannot prune, by their class (module.qualname) -> why; a model
 # holding one is refused before any work, by config validation (timm names) and pwprune.compress
 # alike (pwprune.models.refusal). A module with an int `num_heads` of any other attention class is
-# refused too: only timm's plain Attention and torchvision's ViT attention are pruned by head.
+# refused too: only timm's plain Attention and torchvision's ViT and Swin attention are pruned by head.
 REFUSED_MODULES = {
-    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": REFUSED_MODEL_FAMILIES["swin_v2_"],
     "torchvision.models.maxvit.RelativePositionalMultiHeadAttention": REFUSED_MODEL_FAMILIES["maxvit_"],
     "torchvision.models.shufflenetv2.InvertedResidual": REFUSED_MODEL_FAMILIES["shufflenet_v2_"],
     "timm.models.swin_transformer.WindowAttention": (

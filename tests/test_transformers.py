@@ -2,7 +2,7 @@
 head dimensions and MLP widths (pwprune.pruning.attention), their MAC count with attention's
 matrix products checked against torch's FlopCounterMode and a hand count, their checkpoints
 rebuilt with the pruned head counts, timm's weights from a local Hugging Face cache only, and the
-models pwprune cannot prune (Swin V2, timm's Swin, MaxViT) refused with the reason before any work, under a
+models pwprune cannot prune (timm's Swin, MaxViT) refused with the reason before any work, under a
 memory cap. Tiny configurations at 32 px (patch 4), so each test takes seconds."""
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ SWIN = {"patch_size": [2, 2], "embed_dim": 48, "depths": [2, 2], "num_heads": [2
 def _arch(kind, classes=3):
     if kind == "tv_vit":
         return models.arch_dict("vit_b_16", classes, 3, 32, options=TV_VIT)
-    if kind == "swin":
-        return models.arch_dict("swin_t", classes, 3, 32, options={**SWIN, "stochastic_depth_prob": 0.0})
+    if kind in ("swin", "swin_v2"):
+        name = "swin_t" if kind == "swin" else "swin_v2_t"
+        return models.arch_dict(name, classes, 3, 32, options={**SWIN, "stochastic_depth_prob": 0.0})
     return models.arch_dict("timm/deit_tiny_patch16_224", classes, 3, 32, options=DEIT)
 
 
@@ -84,15 +85,21 @@ def test_torchvision_vit_attention_is_rewritten_with_the_same_function():
     assert models.refusal(built) is None and models.refusal(reference) is None  # the ViT is rewritten, not refused
 
 
-def test_torchvision_swin_attention_is_rewritten_with_the_same_function():
-    """ShiftedWindowAttention (which hands its weights to F.linear) becomes models.WindowAttention,
-    calling its qkv and proj layers: the same outputs (shifted and unshifted windows, padding of
-    a 6 x 6 stage to windows of 4), the same state-dict keys, and a graph built at once."""
-    from torchvision.models.swin_transformer import SwinTransformer
+@pytest.mark.parametrize("v2", [False, True])
+def test_torchvision_swin_attention_is_rewritten_with_the_same_function(v2):
+    """ShiftedWindowAttention (V2 too; both hand their weights to F.linear) becomes
+    models.WindowAttention, calling its qkv and proj layers: the same outputs (shifted and
+    unshifted windows, padding of a 6 x 6 stage to windows of 4; V2's ignored k bias made nonzero),
+    the same state-dict keys, and a graph built at once."""
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
+    v2_kwargs = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
     for size in (32, 24):
         torch.manual_seed(0)
-        reference = SwinTransformer(num_classes=3, **SWIN).eval()
+        reference = SwinTransformer(num_classes=3, **SWIN, **v2_kwargs).eval()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p.add_(0.01 * torch.randn_like(p))
         model = models.rewrite_vit_attention(__import__("copy").deepcopy(reference)).eval()
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
@@ -111,7 +118,7 @@ def test_torchvision_swin_attention_is_rewritten_with_the_same_function():
 # ---------------------------------------------------------------- the MAC count
 
 
-@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin"])
+@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin", "swin_v2"])
 def test_mac_count_includes_attention_products_and_agrees_with_an_independent_counter(kind):
     """Attention's Q K^T and A V add 2 x tokens^2 x hidden MACs per block and sequence (hand count
     from the configuration; in Swin a window is a sequence); the whole count lies within 2 % of
@@ -124,7 +131,7 @@ def test_mac_count_includes_attention_products_and_agrees_with_an_independent_co
         for m, v in pwprune.pruning.attention.attention_macs(model, x).items()
         if m in attention_modules(model).values()
     )
-    if kind == "swin":  # stage 1: 16 windows of 4 x 4 tokens, width 48; stage 2: 4 windows, width 96
+    if kind.startswith("swin"):  # stage 1: 16 windows of 4 x 4 tokens, width 48; stage 2: 4 windows, width 96
         assert products == 2 * (2 * 16 * 16 * 16 * 48) + 2 * (2 * 4 * 16 * 16 * 96)
     else:
         assert products == blocks * 2 * tokens * tokens * hidden
@@ -151,7 +158,8 @@ def _data(n=48, seed=0):
 
 # head dimensions alone reach half of the tiny ViT's MACs, not of DeiT's (its MLP is 4x, not 2x, wide)
 @pytest.mark.parametrize(
-    "kind, transformer", [("tv_vit", "all"), ("tv_vit", "head_dims"), ("deit", "all"), ("swin", "all"), ("swin", "mlp")]
+    "kind, transformer",
+    [("tv_vit", "all"), ("tv_vit", "head_dims"), ("deit", "all"), ("swin", "all"), ("swin", "mlp"), ("swin_v2", "all")],
 )
 def test_magnitude_prunes_to_half_the_macs_and_the_checkpoint_rebuilds_the_heads(kind, transformer, tmp_path):
     model, arch = _model(kind), _arch(kind)
@@ -167,10 +175,16 @@ def test_magnitude_prunes_to_half_the_macs_and_the_checkpoint_rebuilds_the_heads
     if transformer == "mlp":  # attention whole
         assert set(heads.values()) == {(2, 24), (4, 24)}
     else:
-        assert any(d < {"tv_vit": 32, "deit": 64, "swin": 24}[kind] for _, d in heads.values())
+        assert any(d < {"tv_vit": 32, "deit": 64, "swin": 24, "swin_v2": 24}[kind] for _, d in heads.values())
     if kind == "swin":  # the relative position bias table keeps one column per kept head
         tables = {n: a.relative_position_bias_table.shape for n, a in attention_modules(result.model).items()}
         assert all(shape == (49, heads[n][0]) for n, shape in tables.items())
+    if kind == "swin_v2":  # cpb_mlp's output rows and logit_scale: one per kept head
+        per_head = {
+            n: (a.cpb_mlp[2].out_features, len(a.logit_scale)) for n, a in attention_modules(result.model).items()
+        }
+        assert all(shape == (heads[n][0],) * 2 for n, shape in per_head.items())
+    if kind.startswith("swin"):
         if transformer == "all":
             assert any(h < {1: 2, 3: 4}[int(n.split(".")[1])] for n, (h, _) in heads.items())  # whole heads went
     save_checkpoint(tmp_path / "m.pt", result.model, arch, history=result.history)
@@ -199,7 +213,7 @@ def test_heads_remove_whole_heads_and_mlp_only_the_hidden_widths():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["taylor", "autobot"])
-@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin"])
+@pytest.mark.parametrize("kind", ["tv_vit", "deit", "swin", "swin_v2"])
 def test_data_driven_methods_prune_through_compress_and_fine_tune_with_pw(kind, method):
     """pwprune.compress on a timm model and on torchvision's ViT and Swin (not rewritten by the
     caller): pruned to half its MACs within the tolerance (FlopCounterMode's reduction within 2 pp
@@ -208,9 +222,12 @@ def test_data_driven_methods_prune_through_compress_and_fine_tune_with_pw(kind, 
     if kind == "tv_vit":
         torch.manual_seed(0)
         model = torchvision.models.VisionTransformer(image_size=32, num_classes=3, **TV_VIT)
-    elif kind == "swin":
+    elif kind in ("swin", "swin_v2"):
+        from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+        v2 = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if kind == "swin_v2" else {}
         torch.manual_seed(0)
-        model = torchvision.models.swin_transformer.SwinTransformer(num_classes=3, **SWIN)
+        model = SwinTransformer(num_classes=3, **SWIN, **v2)
     else:
         model = timm.create_model("deit_tiny_patch16_224", img_size=32, num_classes=3, **DEIT)
     options = {"taylor": {"steps": 2, "batches_per_step": 2}, "autobot": {"iterations": 30}}[method]
@@ -266,15 +283,6 @@ def test_compress_prunes_a_timm_model():
 # ---------------------------------------------------------------- refused, with the reason, at once
 
 
-def _tiny_swin():  # v2: v1 is pruned (models.WindowAttention)
-    from torchvision.models.swin_transformer import SwinTransformer, SwinTransformerBlockV2
-
-    return SwinTransformer(
-        patch_size=[2, 2], embed_dim=48, depths=[2, 2], num_heads=[3, 6], window_size=[4, 4],
-        block=SwinTransformerBlockV2,
-    )  # fmt: skip
-
-
 def _tiny_maxvit():
     from torchvision.models.maxvit import MaxVit
 
@@ -294,7 +302,6 @@ def _timm_swin():
 @pytest.mark.parametrize(
     "build, why",
     [
-        (_tiny_swin, "Swin V2 attention (ShiftedWindowAttentionV2) computes its relative position bias"),
         (_tiny_maxvit, "relative position bias table with one column per head"),
         (_timm_swin, "timm's Swin window attention"),
         (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=3), "channel shuffle"),
@@ -318,7 +325,7 @@ REFUSAL_SCRIPT = textwrap.dedent(
     import numpy as np, pwprune
     import test_transformers as t
     out = {}
-    for name in ("_tiny_swin", "_tiny_maxvit", "_timm_swin"):
+    for name in ("_tiny_maxvit", "_timm_swin"):
         x, y, g = t._data(8)
         t0 = time.perf_counter()
         try:
@@ -334,8 +341,8 @@ REFUSAL_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_refusal_is_immediate_under_a_memory_cap():
-    """Without a refusal a tiny torchvision Swin's graph exhausted 24 GiB (v1, before its attention was
-    rewritten; v2 hands its weights to F.linear the same way); under a 4 GiB
+    """Without a refusal a tiny torchvision Swin's graph exhausted 24 GiB (before its attention was
+    rewritten, tests above); under a 4 GiB
     address-space cap compress refuses each unprunable model in well under a second."""
     done = subprocess.run([sys.executable, "-c", REFUSAL_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -359,10 +366,9 @@ def test_config_validation_takes_timm_models_and_refuses_what_cannot_be_pruned()
         pc.validate(_config("timm/swin_tiny_patch4_window7_224"), SCHEMA)
     with pytest.raises(pc.ConfigError, match="timm has no model 'no_such_net'"):
         pc.validate(_config("timm/no_such_net"), SCHEMA)
-    with pytest.raises(pc.ConfigError, match=r"experiments.default.model: 'swin_v2_t' is refused: .*cpb_mlp"):
-        pc.validate(_config("swin_v2_t"), SCHEMA)
-    swin = pc.validate(_config("swin_t", model_options=SWIN), SCHEMA)["experiments"]["default"]
-    assert swin["model"] == "swin_t" and swin["model_options"] == SWIN
+    for name in ("swin_t", "swin_v2_t"):
+        swin = pc.validate(_config(name, model_options=SWIN), SCHEMA)["experiments"]["default"]
+        assert swin["model"] == name and swin["model_options"] == SWIN
     with pytest.raises(pc.ConfigError, match="model_options.*resnet18 takes none"):
         pc.validate(_config("resnet18", model_options={"depth": 2}), SCHEMA)
     config = _config("vit_b_16", model_options=TV_VIT)

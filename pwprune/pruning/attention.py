@@ -4,7 +4,9 @@ dimensions), the surgery that keeps their head counts right, and the MACs of the
 An attention module here computes qkv = self.qkv(x) with rows laid out as [3, heads, head_dim],
 attention per head, and self.proj over the heads' outputs laid side by side (head h owns proj's
 input columns h * head_dim ... (h + 1) * head_dim - 1): timm's `Attention` (ViT, DeiT, BEiT-free
-plain ViTs) and pwprune.models.SelfAttention (what torchvision ViT's nn.MultiheadAttention becomes).
+plain ViTs), pwprune.models.SelfAttention (what torchvision ViT's nn.MultiheadAttention becomes)
+and pwprune.models.WindowAttention (torchvision Swin's window attention, v1 and v2, whose per-head
+parameters outside qkv and proj stay out of the graph (`tracing`) and are cut by `cut_heads`).
 Torch-Pruning's dependency graph ties proj's input columns to the q, k and v rows they read (its
 unbind mapping), so one removal of proj's input columns removes a head or a head dimension from
 all of q, k, v and proj. After it the module's num_heads / head_dim must say the new shape:
@@ -100,14 +102,21 @@ def kept_heads(m, removed):
 
 
 def cut_heads(m, heads):
-    """Keep only the columns of `heads` in the module's per-head parameters outside qkv and proj
-    (a Swin window attention's relative position bias table, one column per head)."""
-    table = getattr(m, "relative_position_bias_table", None)
-    if table is not None and len(heads) != table.shape[-1]:
-        keep = torch.as_tensor(heads, dtype=torch.long, device=table.device)
-        table.data = table.data.index_select(-1, keep).contiguous()
-        if table.grad is not None:
-            table.grad = None
+    """Keep only the entries of `heads` in the module's per-head parameters outside qkv and proj
+    (a Swin window attention's relative position bias table, one column per head; Swin V2's
+    cpb_mlp output rows and logit_scale, one per head)."""
+    per_head = [(getattr(m, "relative_position_bias_table", None), -1), (getattr(m, "logit_scale", None), 0)]
+    cpb = getattr(m, "cpb_mlp", None)
+    if cpb is not None:
+        per_head.append((cpb[-1].weight, 0))
+    for param, dim in per_head:
+        if param is None or len(heads) == param.shape[dim]:
+            continue
+        keep = torch.as_tensor(heads, dtype=torch.long, device=param.device)
+        param.data = param.data.index_select(dim, keep).contiguous()
+        param.grad = None
+    if cpb is not None:
+        cpb[-1].out_features = len(heads)
 
 
 def heads_after(m, removed):
