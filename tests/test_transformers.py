@@ -115,6 +115,36 @@ def test_torchvision_swin_attention_is_rewritten_with_the_same_function(v2):
     assert time.perf_counter() - t0 < 5.0
 
 
+@pytest.mark.parametrize("kind", ["swin", "swin_v2"])
+def test_removing_a_swin_head_cuts_its_own_per_head_parameters(kind):
+    """Pruning head 1 of an attention gives the function of the unpruned model with that head's
+    proj columns zeroed: the kept heads keep their own bias table columns (v1) or cpb_mlp rows and
+    logit_scale (v2). Zeroing head 2 instead gives another function (the check can fail)."""
+    from pwprune.pruning.attention import head_channels, prune_attention
+
+    model, name, x = _model(kind), "features.3.0.attn", torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    references = {}
+    for head in (1, 2):
+        reference = __import__("copy").deepcopy(model)
+        with torch.no_grad():
+            attn = reference.get_submodule(name)
+            attn.proj.weight[:, head_channels(attn, "heads", [head])] = 0
+            references[head] = reference(x)
+    prune_attention(
+        pwprune.pruning.graph.build_graph(model, x[:1]),
+        model,
+        name,
+        head_channels(model.get_submodule(name), "heads", [1]),
+    )
+    with torch.no_grad():
+        out = model(x)
+    assert model.get_submodule(name).num_heads == 3
+    assert torch.allclose(out, references[1], atol=1e-5) and not torch.allclose(out, references[2], atol=1e-3)
+
+
 # ---------------------------------------------------------------- the MAC count
 
 
