@@ -416,10 +416,11 @@ def compress(
     target: the fraction of MACs to remove, in (0, 1); reached within `tolerance` (prune.tolerance)
     in the count `layers` names ("all" every layer, "conv" full convolutions only). transformer:
     what a model with attention loses (TRANSFORMER_SCOPES: "all", "heads", "head_dims", "mlp";
-    docs/transformers.md). A model pwprune cannot prune (models.refusal: Swin, MaxViT, ShuffleNetV2,
-    attention of other kinds) is refused with the reason before anything else is done; a
-    torchvision ViT is pruned with its attention as separate qkv and proj layers
-    (models.rewrite_vit_attention: the same function, other state-dict keys).
+    docs/transformers.md). A model pwprune cannot prune (models.refusal: timm's Swin, MaxViT,
+    ShuffleNetV2, attention of other kinds) is refused with the reason before anything else is
+    done; a torchvision ViT is pruned with its attention as separate qkv and proj layers
+    (models.rewrite_vit_attention: the same function, other state-dict keys), a torchvision Swin
+    with its window attention calling its layers (models.WindowAttention, the same keys).
     loss: one of LOSSES, an experiment's loss label: "ce" (cross-entropy), "pw" (the PW loss in
     both phases), "ceag" (CE pruning, CEAG constrained fine-tuning), or a PW ablation
     (pw_weight, pw_correct, pw_prune_only, pw_finetune_only). The pruning phase uses it only for

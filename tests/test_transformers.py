@@ -283,20 +283,28 @@ def test_data_driven_methods_prune_through_compress_and_fine_tune_with_pw(kind, 
     assert abs(independent - result.achieved_reduction) <= 0.02, (independent, result.achieved_reduction)
 
 
+@pytest.mark.parametrize("kind", ["tv_vit", "swin"])
 @pytest.mark.parametrize("method, options", [("fairgrape", {"batches": 2, "steps": 4}), ("fairprune", {"batches": 2})])
-def test_group_aware_methods_prune_the_tiny_vit_through_compress(method, options):
-    """FairGRAPE and FairPrune score a ViT's heads, head dimensions and MLP widths by group through
-    the same scorer interface: half the MACs within the tolerance."""
+def test_group_aware_methods_prune_transformers_through_compress(method, options, kind):
+    """FairGRAPE and FairPrune score a ViT's and a Swin's heads, head dimensions and MLP widths by
+    group through the same scorer interface: half the MACs within the tolerance."""
     x, y, g = _data()
     torch.manual_seed(0)
-    model = torchvision.models.VisionTransformer(image_size=32, num_classes=3, **TV_VIT)
+    if kind == "tv_vit":
+        model = torchvision.models.VisionTransformer(image_size=32, num_classes=3, **TV_VIT)
+    else:
+        model = torchvision.models.swin_transformer.SwinTransformer(num_classes=3, **SWIN)
+    dense = [
+        (a.num_heads, a.head_dim)
+        for a in attention_modules(models.rewrite_vit_attention(__import__("copy").deepcopy(model))).values()
+    ]
     result = pwprune.compress(
         model, (x[:32], y[:32], g[:32]), (x[32:], y[32:], g[32:]), method=method, target=TARGET, loss="pw",
         method_options=options, epochs=1, batch_size=16, log=lambda *a: None,
     )  # fmt: skip
     assert result.within_tolerance and abs(result.achieved_reduction - TARGET) <= TOL, result.note
     heads = [(a.num_heads, a.head_dim) for a in attention_modules(result.model).values()]
-    assert heads != [(4, 32)] * 4 and np.isfinite(result.history[-1]["loss"])
+    assert heads != dense and np.isfinite(result.history[-1]["loss"])
 
 
 def test_compress_prunes_a_timm_model():

@@ -18,7 +18,7 @@ flat vector (group i occupies offsets[i] : offsets[i] + n_i), which is what the 
 Every user of a Layout (layout.macs, layout.estimate_macs) gets the chosen count.
 
 In a model with attention (attention.attention_modules: timm's ViT/DeiT attention, torchvision's
-ViT rewritten by models.rewrite_vit_attention), `transformer` (TRANSFORMER_SCOPES) says what is
+ViT and Swin rewritten by models.rewrite_vit_attention), `transformer` (TRANSFORMER_SCOPES) says what is
 prunable: each attention's whole heads (group key "<attention>@heads", one unit a head) and head
 dimensions ("<attention>@head_dims", one unit a dimension of every head), and the MLP's hidden
 widths (every other group). The residual stream (embedding width, with the position embedding and
