@@ -39,6 +39,7 @@ def test_baselines_experiment_end_to_end(repo_copy):
     # the shipped experiment at wiring scale: same methods, losses and target; 2 seeds so that
     # the paired tests have pairs
     exp.update(seeds=[0, 1], train={"epochs": 2, "lr": 0.003, "batch_size": 128})
+    exp["finetune"] = {**exp["finetune"], "epochs": 2}
     exp["dataset"] = {**exp["dataset"], "image_size": 8, "train_copies": 1}
     exp["prune"].update(
         taylor={"steps": 2, "batches_per_step": 1, "lr": 0.001},
@@ -58,7 +59,10 @@ def test_baselines_experiment_end_to_end(repo_copy):
     expected = {(m, label, s) for m in names.METHODS for label in names.EXPERIMENT_LOSS_LABELS for s in (0, 1)}
     assert set(zip(tuned["method"], tuned["loss"], tuned["seed"])) == expected
     # CEAG fine-tuning kept its multipliers, one per group, in the history
-    hist = json.loads((repo_copy / "results/baselines/seed0/finetuned/fairgrape-ce-ceag/0.75/history.json").read_text())
+    target = f"{exp['prune']['targets'][0]:g}"
+    hist = json.loads(
+        (repo_copy / f"results/baselines/seed0/finetuned/fairgrape-ce-ceag/{target}/history.json").read_text()
+    )
     assert len(hist[-1]["constraints"]["multipliers"]) == 2
     # the ranking: one row per method x label at the target, ranked by worst-group drop
     ranking = pd.read_csv(repo_copy / "results/ranking.csv")
