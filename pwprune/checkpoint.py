@@ -9,7 +9,7 @@ it loads with torch.load(weights_only=True) and loading never runs code from the
 A pruned model's state dict does not fit a freshly built model, so loading rebuilds the dense
 architecture from `arch`, replays the pruning history through Torch-Pruning's dependency graph
 (each pruned attention's head count follows from the columns its entry removes:
-pruning.attention.replay), and only then loads the weights (strict).
+pwprune.attention.replay), and only then loads the weights (strict).
 """
 
 import pickle
@@ -146,7 +146,7 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, dict]:
         if history:
             import torch_pruning as tp
 
-            from pwprune.pruning.attention import replay, tracing
+            from pwprune.attention import replay, tracing
 
             # tracing needs autograd, even if the caller is in no_grad; per-head tables stay out of the graph
             with torch.enable_grad(), tracing():

@@ -39,9 +39,9 @@ def predict(model, loader, device="cpu"):
 
 def count_macs_params(model, example_input):
     """(MACs per sample, parameter count) via Torch-Pruning's counter, with attention's matrix
-    products (pwprune.pruning.graph.count_macs), on a CPU copy so the caller's model (possibly on
+    products (pwprune.attention.count_macs), on a CPU copy so the caller's model (possibly on
     GPU, possibly in train mode) is untouched."""
-    from pwprune.pruning.graph import macs_params_on_device  # lazy: only evaluation needs it
+    from pwprune.attention import macs_params_on_device  # lazy: only evaluation needs it
 
     cpu_model = copy.deepcopy(model).cpu().eval()
     return macs_params_on_device(cpu_model, example_input.detach().cpu())

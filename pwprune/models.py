@@ -147,7 +147,7 @@ class SelfAttention(nn.Module):
     Linear layers with the same weights and the same function: nn.MultiheadAttention keeps q, k and v
     in one in_proj weight that Torch-Pruning prunes only with the embedding width, so its heads could
     not be pruned. Called as torchvision's EncoderBlock calls it: (x, x, x, need_weights=False) ->
-    (output, None). num_heads / head_dim follow pruning (pwprune.pruning.attention.set_heads)."""
+    (output, None). num_heads / head_dim follow pruning (pwprune.attention.set_heads)."""
 
     def __init__(self, dim, num_heads, dropout=0.0):
         super().__init__()
@@ -171,7 +171,7 @@ class WindowAttention(nn.Module):
     Torch-Pruning's graph cannot follow. The per-head parameters outside qkv and proj (v1: the
     relative position bias table, one column per head; v2: cpb_mlp's last layer, one output row per
     head, and logit_scale, one per head) are kept out of the graph while it is traced
-    (pwprune.pruning.attention.tracing) and cut with the heads by the surgery
+    (pwprune.attention.tracing) and cut with the heads by the surgery
     (attention.prune_attention / replay); head dimensions leave them whole. v1's scores keep the
     unpruned head size's scale, as timm's Attention keeps its `scale`; v2's are cosine, scaled by
     logit_scale, and ignore the k part of qkv's bias (zeroed at each forward, as torchvision's)."""
@@ -195,7 +195,7 @@ class WindowAttention(nn.Module):
 
     def _bias(self, n):
         """The relative position bias (1, heads, n, n); read without the graph while it is traced."""
-        from pwprune.pruning.attention import TRACING
+        from pwprune.attention import TRACING
 
         with torch.no_grad() if TRACING else contextlib.nullcontext():
             table = self.cpb_mlp(self.relative_coords_table) if self.v2 else self.relative_position_bias_table
@@ -210,7 +210,7 @@ class WindowAttention(nn.Module):
         return b * (-(-h // wh)) * (-(-w // ww)), wh * ww
 
     def forward(self, x):
-        from pwprune.pruning.attention import TRACING
+        from pwprune.attention import TRACING
 
         b, height, width, c = x.shape
         wh, ww = self.window_size
@@ -288,8 +288,8 @@ def refusal(model):
     """Why pwprune cannot prune `model` (str), or None: the first of its modules whose class is in
     names.REFUSED_MODULES, or an attention module (an int `num_heads`) of a class whose heads it
     cannot prune. Reads module classes only: no forward pass, no graph, so it answers at once."""
+    from pwprune.attention import is_prunable_attention
     from pwprune.names import REFUSED_MODULES
-    from pwprune.pruning.attention import is_prunable_attention
 
     rewritten = {id(getattr(b, "self_attention", None)) for b in model.modules() if type(b).__name__ == "EncoderBlock"}
     for name, m in model.named_modules():

@@ -23,7 +23,7 @@ DATA_FREE_METHODS = ("random", "magnitude")
 PRUNE_TOLERANCE = 0.02
 # what pruning acts on and which MACs a target counts (prune.layers; pruning.graph)
 LAYER_SCOPES = ("all", "conv")
-# what pruning removes in a model with attention (prune.transformer; pruning.attention): whole heads,
+# what pruning removes in a model with attention (prune.transformer; pwprune.attention): whole heads,
 # head dimensions (every head the same), the MLP's hidden widths (every group outside attention but
 # the residual stream), or all three; the residual stream (embedding width) always stays whole
 TRANSFORMER_SCOPES = ("all", "heads", "head_dims", "mlp")

@@ -489,7 +489,10 @@ def test_sigkill_mid_training_leaves_nothing_accepted_and_rerun_completes(done):
     # nothing that a later run could take for finished
     for name in DENSE_OUTPUTS:
         assert not (done / SLOW_DENSE / name).exists(), name
-    assert not list(done.glob(f"{SLOW_DENSE}/*.tmp"))
+    # a SIGKILL can land inside an atomic write (the resume state is saved every epoch): its
+    # hidden temp file may stay, but never under a name a later run would take for an output
+    stray = list(done.glob(f"{SLOW_DENSE}/*.tmp"))
+    assert all(p.name.startswith(".") and ".tmp" in p.name for p in stray), stray
     prepared = {k: v for k, v in produced(done).items() if k.startswith("data/prepared/slow/")}
     assert prepared  # finished before the kill, and must survive it
     kept.update(prepared)

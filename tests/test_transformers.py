@@ -1,5 +1,5 @@
 """Transformers (issue 31): torchvision's ViT and Swin and timm's ViT/DeiT pruned to a MAC target by heads,
-head dimensions and MLP widths (pwprune.pruning.attention), their MAC count with attention's
+head dimensions and MLP widths (pwprune.attention), their MAC count with attention's
 matrix products checked against torch's FlopCounterMode and a hand count, their checkpoints
 rebuilt with the pruned head counts, timm's weights from a local Hugging Face cache only, and the
 models pwprune cannot prune (timm's Swin, MaxViT) refused with the reason before any work, under a
@@ -26,9 +26,9 @@ import pwprune
 import pwprune.config as pc
 from helpers import REPO
 from pwprune import models, names
+from pwprune.attention import attention_modules
 from pwprune.checkpoint import load_checkpoint, save_checkpoint
 from pwprune.pruning import prune_to_target
-from pwprune.pruning.attention import attention_modules
 from pwprune.pruning.graph import macs_params_on_device
 
 timm = pytest.importorskip("timm")
@@ -120,7 +120,7 @@ def test_removing_a_swin_head_cuts_its_own_per_head_parameters(kind):
     """Pruning head 1 of an attention gives the function of the unpruned model with that head's
     proj columns zeroed: the kept heads keep their own bias table columns (v1) or cpb_mlp rows and
     logit_scale (v2). Zeroing head 2 instead gives another function (the check can fail)."""
-    from pwprune.pruning.attention import head_channels, prune_attention
+    from pwprune.attention import head_channels, prune_attention
 
     model, name, x = _model(kind), "features.3.0.attn", torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -157,9 +157,7 @@ def test_mac_count_includes_attention_products_and_agrees_with_an_independent_co
     tokens, hidden, blocks = 64 + 1, (128 if kind == "tv_vit" else 192), 4
     ours, _ = macs_params_on_device(model, x)
     products = sum(
-        v
-        for m, v in pwprune.pruning.attention.attention_macs(model, x).items()
-        if m in attention_modules(model).values()
+        v for m, v in pwprune.attention.attention_macs(model, x).items() if m in attention_modules(model).values()
     )
     if kind.startswith("swin"):  # stage 1: 16 windows of 4 x 4 tokens, width 48; stage 2: 4 windows, width 96
         assert products == 2 * (2 * 16 * 16 * 16 * 48) + 2 * (2 * 4 * 16 * 16 * 96)
@@ -170,7 +168,7 @@ def test_mac_count_includes_attention_products_and_agrees_with_an_independent_co
     # scales with the token count: 16 px has 16 patches + 1 token
     small = models.build_model(*(["vit_b_16", 3, 3, 16]), options=TV_VIT) if kind == "tv_vit" else None
     if small is not None:
-        small_products = sum(pwprune.pruning.attention.attention_macs(small, torch.zeros(1, 3, 16, 16)).values())
+        small_products = sum(pwprune.attention.attention_macs(small, torch.zeros(1, 3, 16, 16)).values())
         linear = 4 * (17 * 128 * 384 + 384 + 17 * 128 * 128 + 128)  # each block's qkv and proj
         assert small_products - linear == blocks * 2 * 17 * 17 * 128
 

@@ -52,7 +52,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .attention import check_transformer, replay
+from pwprune.attention import check_transformer, replay
+
 from .autobot import SEARCHES, threshold_search
 from .graph import Layout, apply_plan, build_graph, check_layers, counted_macs, macs_params_on_device, trial_macs
 from .scorers import SCORERS, ScoringData, scorer_options

@@ -199,3 +199,37 @@ def attention_macs(model, example_inputs):
         model.train(was_training)
     batch = int(example_inputs.shape[0])
     return {m: v // batch for m, v in out.items()}
+
+
+# MACs with attention counted. Here, outside the pruning package, so that the jobs that only count
+# (training, evaluation: pwprune.inference) do not depend on the pruning code's hash.
+
+
+def macs_params_on_device(model, example_inputs):
+    """(every layer's MACs per sample, parameters) by Torch-Pruning's counter, run where the
+    model is (the counter deep-copies it and counts in eval mode), with attention counted by
+    count_macs. The same numbers as pwprune.inference.count_macs_params, without that one's extra
+    copy to the CPU, since pruning counts many trial models."""
+    macs, params, _ = count_macs(model, example_inputs)
+    return macs, params
+
+
+def count_macs(model, example_inputs):
+    """(every layer's MACs, parameters, {module: MACs}) by Torch-Pruning's counter, with every
+    attention module's qkv, proj and matrix products counted by attention.attention_macs instead:
+    the module's entry then holds its products' MACs only. (The counter gives a module that holds
+    others the sum of theirs, and timm's Attention one count of its own that covers its layers.)"""
+    import torch_pruning as tp  # lazy: a training job that never counts MACs does not pay for it
+
+    macs, params, layer_macs, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
+    ours = attention_macs(model, example_inputs)
+    if not ours:
+        return int(macs), int(params), layer_macs
+    layer_macs = dict(layer_macs)
+    for a in attention_modules(model).values():
+        if layer_macs.get(a.qkv) is None:  # counted as one module (timm's Attention): take it out
+            macs -= layer_macs.get(a) or 0
+        else:  # its layers were counted: the products are new
+            macs -= (layer_macs.get(a.qkv) or 0) + (layer_macs.get(a.proj) or 0)
+        macs += ours[a] + ours[a.qkv] + ours[a.proj]
+    return int(macs), int(params), {**layer_macs, **ours}
