@@ -171,7 +171,7 @@ def attention_macs(model, example_inputs):
     heads x head_dim per sequence; a window counts as a sequence) and of its qkv and proj layers
     (by Torch-Pruning's Linear formula: input elements x outputs, plus the outputs once for a
     bias), from one forward pass in eval mode. Empty, without a pass, for a model without
-    attention modules. graph.count_macs puts these in place of Torch-Pruning's own count of timm's
+    attention modules. count_macs puts these in place of Torch-Pruning's own count of timm's
     Attention, whose formula takes proj to be square (wrong once heads are pruned)."""
     found = list(attention_modules(model).values())
     if not found:

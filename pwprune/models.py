@@ -382,16 +382,22 @@ _SWIN_EXTRA = {
 }
 
 
+def _check_options(name, options, config_keys):
+    """ValueError naming the model_options that `name`'s builder does not take: its configuration's
+    keys and the two dropouts every torchvision transformer takes."""
+    valid = set(config_keys) | {"dropout", "attention_dropout"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(valid)}")
+
+
 def _torchvision_swin(name, n_out, options):
     """torchvision's SwinTransformer (v1 or v2) of `name`'s configuration, options overriding it
     (any of patch_size, embed_dim, depths, num_heads, window_size, stochastic_depth_prob, dropout,
     attention_dropout); its attention is still torchvision's (build_model rewrites it)."""
     from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
-    valid = set(_TORCHVISION_SWIN[name]) | {"window_size", "stochastic_depth_prob", "dropout", "attention_dropout"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(valid)}")
+    _check_options(name, options, set(_TORCHVISION_SWIN[name]) | {"window_size", "stochastic_depth_prob"})
     v2 = name.startswith("swin_v2_")
     config = {
         **_TORCHVISION_SWIN[name],
@@ -410,9 +416,7 @@ def _torchvision_vit(name, n_out, input_size, options):
     import torchvision.models as tvm  # lazy: see module docstring
 
     config = {**_TORCHVISION_VIT[name], **options}
-    unknown = sorted(set(options) - set(_TORCHVISION_VIT[name]) - {"dropout", "attention_dropout"})
-    if unknown:
-        raise ValueError(f"model_options {unknown} are not options of {name}; valid: {sorted(_TORCHVISION_VIT[name])}")
+    _check_options(name, options, set(_TORCHVISION_VIT[name]))
     if input_size % int(config["patch_size"]):
         raise ValueError(
             f"{name} needs input_size a multiple of its patch size {config['patch_size']}, got {input_size}"

@@ -32,8 +32,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from pwprune.attention import (  # noqa: F401  (count_macs, macs_params_on_device: re-exported)
-    attention_macs,
+from pwprune.attention import (
     attention_modules,
     check_transformer,
     count_macs,
