@@ -389,3 +389,36 @@ def test_the_default_is_judged_and_its_one_epoch_variant_is_the_warned_counter_e
     assert [v["status"] for v in run] == [TOO_FEW, TOO_FEW]
     lines = convergence.warnings(run, "default_1epoch random ce 0.75 seed 0")
     assert len(lines) == 2 and all("default_1epoch" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_finetune_epochs_refits_a_finished_run_and_judges_it_without_touching_it(smoke_run):
+    """benchmarks/finetune_epochs.py (docs/convergence.md quotes it): the run's pruned models
+    fine-tuned again for another number of epochs, judged by the summary's criterion, with the
+    drops they give; the run's folder is left as it was."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    def finetune_epochs(*args):
+        script = REPO / "benchmarks/finetune_epochs.py"
+        cmd = [sys.executable, str(script), str(smoke_run), "--target", "0.5", "--epochs", "4", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()}
+    proc = finetune_epochs("--configfile", str(REPO / "tests/smoke.yaml"), "--experiment", "smoke")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "smoke at 0.5, 4 epochs, lr 0.001, 1 seeds" in out, out
+    for method in ("random", "magnitude", "taylor", "autobot"):
+        for loss in ("ce", "pw"):
+            assert f"seed 0 {method} {loss}:" in out, out
+            assert f"{method} {loss}: majority's drop" in out, out
+            for group in ("majority", "minority"):
+                assert f"{method}/{loss}/{group}: gain of the last quarter" in out, out
+    assert "runs whose own log would warn:" in out and "in 8 runs" in out, out
+    assert {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()} == before
+
+    bad = finetune_epochs("--experiment", "nope")
+    assert bad.returncode != 0 and "experiment 'nope' is not in" in bad.stderr and "valid: " in bad.stderr, bad.stderr
