@@ -8,7 +8,9 @@ input_samples_s: samples/s delivered to training, per-sample path (SplitDataset 
 train_samples_s: samples/s of training steps (forward, loss, backward, AdamW step) of
     ResNet-18 at 128 px with batches from Batches, in fp32 and in bf16 autocast (on CUDA also fp16
     with a GradScaler, each precision in the default and the channels-last layout), through
-    pwprune.train.fit itself.
+    pwprune.train.fit itself. On a CPU also the default experiment's small_cnn at 12 px, batch 128,
+    in fp32, in the default and the channels-last layout (`channels_last`), with the layouts
+    alternated over several timed epochs and each one's best kept.
 """
 
 from __future__ import annotations
@@ -80,15 +82,37 @@ def input_samples_s(opts, device):
     return out
 
 
-def train_samples_s(opts, device, cases=None):
-    """cases: (precision, channels_last) pairs; by default fp32 and bf16 on a CPU, and on CUDA fp32,
-    bf16 and fp16 (with its GradScaler), each in the default and the channels-last layout."""
+def _fit_rate(arch, classes, split, size, batch, device, epochs, augment, **fit_options):
+    """Samples/s of the last epoch of pwprune.train.fit (CE) training a fresh `arch` on `split`."""
     import torch
 
     from pwprune.data.dataset import Batches
     from pwprune.loss import make_loss
     from pwprune.models import build_model
     from pwprune.train import fit
+
+    torch.manual_seed(0)
+    model = build_model(arch, classes, 3, size)
+    loader = Batches(split, _meta(size), batch, shuffle=True, seed=0, augment=augment, device=device)
+    history = fit(
+        model, loader, epochs=epochs, loss_fn=make_loss("ce"), device=device, log=lambda *a: None, **fit_options
+    )
+    return len(split) / history[-1]["seconds"]
+
+
+def _rate_result(rate, base, base_name, case, precision, channels_last, ratio_key):
+    """Log one train_samples_s case with its ratio to `base` (named base_name) -> its result."""
+    ratio = rate / base
+    layout = ", channels_last" if channels_last else ""
+    log(f"train_samples_s ({case}, {precision}{layout}): {rate:,.0f} samples/s ({ratio:.2f}x {base_name})")
+    fields = {"case": case, "precision": precision, "channels_last": channels_last, ratio_key: round(ratio, 2)}
+    return result("train_samples_s", rate, "samples/s", None, None, **fields)
+
+
+def train_samples_s(opts, device, cases=None):
+    """cases: (precision, channels_last) pairs; by default fp32 and bf16 on a CPU, and on CUDA fp32,
+    bf16 and fp16 (with its GradScaler), each in the default and the channels-last layout."""
+    import torch
 
     size = 128
     # on a CPU without native bf16 (no AVX512-BF16/AMX) bf16 matmuls are emulated and slow: keep
@@ -101,23 +125,21 @@ def train_samples_s(opts, device, cases=None):
             cases = [(p, layout) for p in ("fp32", "bf16", "fp16") for layout in (False, True)]
     out, rates = [], {}
     for precision, channels_last in cases:
-        torch.manual_seed(0)
-        model = build_model("resnet18", 2, 3, size)
-        loader = Batches(split, _meta(size), batch, shuffle=True, seed=0, augment=True, device=device)
         # epoch 1 warms up (allocator, kernels), epoch 2 is timed
-        history = fit(
-            model,
-            loader,
+        rates[precision, channels_last] = _fit_rate(
+            "resnet18",
+            2,
+            split,
+            size,
+            batch,
+            device,
             epochs=2,
+            augment=True,
             lr=1e-3,
             weight_decay=0.0,
-            loss_fn=make_loss("ce"),
-            device=device,
             precision=precision,
             channels_last=channels_last,
-            log=lambda *a: None,
         )
-        rates[precision, channels_last] = len(split) / history[-1]["seconds"]
     where = device.type
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
@@ -126,22 +148,54 @@ def train_samples_s(opts, device, cases=None):
         where = f"cpu ({'native bf16' if ('avx512_bf16' in flags or 'amx_bf16' in flags) else 'no native bf16'})"
     base = rates.get(("fp32", False)) or next(iter(rates.values()))
     for (precision, channels_last), rate in rates.items():
-        ratio = rate / base
         case = f"resnet18 128 px, batch {batch}, {where}"
-        layout = ", channels_last" if channels_last else ""
-        log(f"train_samples_s ({case}, {precision}{layout}): {rate:,.0f} samples/s ({ratio:.2f}x fp32)")
+        out.append(_rate_result(rate, base, "fp32", case, precision, channels_last, "vs_fp32"))
+    if device.type == "cpu":
+        out += small_cnn_layouts(opts, device)
+    return out
+
+
+def small_cnn_layouts(opts, device):
+    """Training samples/s of the default experiment's model (small_cnn, 12 px, 10 classes, batch
+    128, fp32, one thread as its jobs run) in the default and the channels-last layout, through
+    pwprune.train.fit: the two layouts alternate, one epoch each, and each keeps its best epoch."""
+    import torch
+
+    size, batch, batches = 12, 128, 20 if opts.quick else 50
+    rng = np.random.default_rng(0)
+    n = batch * batches
+    from pwprune.data import Split
+
+    split = Split(
+        "train", rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), rng.integers(0, 10, n), rng.integers(0, 2, n)
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = {False: 0.0, True: 0.0}
+        for _ in range(3 if opts.quick else 5):
+            for channels_last in (False, True):
+                rate = _fit_rate(
+                    "small_cnn",
+                    10,
+                    split,
+                    size,
+                    batch,
+                    device,
+                    epochs=1,
+                    augment=False,
+                    lr=3e-3,
+                    weight_decay=5e-4,
+                    channels_last=channels_last,
+                )
+                best[channels_last] = max(best[channels_last], rate)
+    finally:
+        torch.set_num_threads(threads)
+    case = f"small_cnn 12 px, batch {batch}, 1 thread, cpu"
+    out = []
+    for channels_last, rate in best.items():
         out.append(
-            result(
-                "train_samples_s",
-                rate,
-                "samples/s",
-                None,
-                None,
-                case=case,
-                precision=precision,
-                channels_last=channels_last,
-                vs_fp32=round(ratio, 2),
-            )
+            _rate_result(rate, best[False], "the default layout", case, "fp32", channels_last, "vs_default_layout")
         )
     return out
 

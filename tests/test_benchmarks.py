@@ -55,3 +55,22 @@ def test_unknown_name_is_refused():
         [sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode != 0 and "dry_run_s" in proc.stderr
+
+
+def test_small_cnn_layouts_reports_both_layouts_of_the_default_model():
+    """The CPU case of train_samples_s (docs/performance.md quotes it): the default's model trained
+    through pwprune.train.fit in both layouts, each a result with its ratio to the default layout
+    (the figures are printed, never asserted), and the caller's thread count restored."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from benchmarks.throughput import small_cnn_layouts
+
+    threads = torch.get_num_threads()
+    rows = small_cnn_layouts(SimpleNamespace(quick=True), torch.device("cpu"))
+    assert torch.get_num_threads() == threads
+    assert [(r["name"], r["channels_last"]) for r in rows] == [("train_samples_s", False), ("train_samples_s", True)]
+    for r in rows:
+        assert r["unit"] == "samples/s" and r["value"] > 0 and r["case"].startswith("small_cnn 12 px, batch 128")
+    assert rows[0]["vs_default_layout"] == 1.0 and rows[1]["vs_default_layout"] > 0
