@@ -5,15 +5,17 @@ again with another schedule and print the convergence diagnostic and the drops i
 
 RUN is the folder a `snakemake ... results/figures/all` ran in (its params.yaml, prepared data,
 pruned and dense models and results/metrics.csv are read; nothing there is written). Every (seed,
-method, loss) of the experiment at the target is fine-tuned with the experiment's own settings
-(loss, PW settings, batch, weight decay, numerics), except the epochs and the learning rate given
-here, by the same function the fine-tuning jobs call (pwprune.stages.finetune.finetune_stage, the
-losses of each loss label by pwprune.config), one after the other in this process, into a temporary
-folder. Printed: each cell's verdict by the summary's criterion (pwprune.convergence.cell_verdicts),
-how many runs' own logs would warn, and per method and loss the majority's drop and the minority's
-extra drop from each seed's dense model (test split, mean ± sd over seeds), with the paired PW − CE
-difference and its minimal detectable difference. docs/convergence.md ("Is 24 epochs enough?")
-quotes its figures.
+method, loss) of the experiment at the target is fine-tuned with the experiment's own settings as
+its jobs saw them (params.yaml and --configfile, validated: loss, PW settings, batch, weight decay,
+numerics), except the epochs and the learning rate given here, after the job's own set-up (threads,
+deterministic mode, seeds), by the same function the fine-tuning jobs call
+(pwprune.stages.finetune.finetune_stage, the losses of each loss label by pwprune.config), one after
+the other in this process, into a temporary folder. Printed: each cell's verdict by the summary's
+criterion (pwprune.convergence.cell_verdicts), how many runs' own logs would warn, and per method
+and loss the majority's drop and the minority's extra drop from each seed's dense model (test split,
+accuracies as the evaluation computes them: pwprune.metrics.checkpoint_rows; mean ± sd over seeds),
+with the paired PW − CE difference and its minimal detectable difference. docs/convergence.md ("Is
+24 epochs enough?") quotes its figures.
 """
 
 from __future__ import annotations
@@ -42,38 +44,39 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
 
-    import numpy as np
     import pandas as pd
-    import torch
-    import yaml
+    from snakemake.utils import update_config
 
-    from pwprune.config import phase_losses, pw_settings
+    from pwprune.config import load_yaml_strict, numerics, phase_losses, pw_settings, target_str, validate
     from pwprune.convergence import IMPROVING, cell_verdicts, curve_rows, group_verdicts
+    from pwprune.metrics import checkpoint_rows
     from pwprune.outputs import checkpoint_outputs
     from pwprune.power import minimal_detectable_difference
     from pwprune.stages.finetune import finetune_stage
-    from pwprune.train import defer_dynamo
+    from pwprune.stages.inputs import setup
 
-    defer_dynamo()
-    torch.set_num_threads(1)
-    params = yaml.safe_load((args.run / "params.yaml").read_text())["experiments"]
+    # the run's configuration as its jobs saw it: params.yaml, the --configfile merged over it as
+    # Snakemake merges it, validated (variants' inherited keys and every default filled in)
+    config = load_yaml_strict(args.run / "params.yaml")
     if args.configfile:
-        params.update(yaml.safe_load(args.configfile.read_text()).get("experiments") or {})
-    if args.experiment not in params:
-        sys.exit(f"experiment {args.experiment!r} is not in {args.run / 'params.yaml'}; valid: {', '.join(params)}")
-    exp = params[args.experiment]
-    base = params.get(exp.get("variant_of"), {}) if exp.get("variant_of") else {}
-    exp = {**base, **exp}
+        update_config(config, load_yaml_strict(args.configfile))
+    if args.experiment not in config["experiments"]:
+        sys.exit(
+            f"experiment {args.experiment!r} is not in {args.run / 'params.yaml'}; "
+            f"valid: {', '.join(config['experiments'])}"
+        )
+    exp = validate(config, args.run / "workflow/schemas/params.schema.yaml", cuda_available=False)["experiments"][
+        args.experiment
+    ]
     loop = {**exp["finetune"], "epochs": args.epochs}
     if args.lr is not None:
         loop["lr"] = args.lr
-    numerics = {"channels_last": bool(exp.get("channels_last", False)), "precision": exp.get("precision", "fp32")}
+    job_numerics = numerics(exp, "finetune", "cpu")
+    owner = exp.get("variant_of") or args.experiment  # a variant prunes its base's data and dense models
     results = args.run / "results" / args.experiment
-    data = args.run / "data" / "prepared" / args.experiment
+    data = args.run / "data" / "prepared" / owner
     if not results.is_dir() or not data.is_dir():
-        sys.exit(
-            f"{args.run}: no results/{args.experiment} or data/prepared/{args.experiment}; run the workflow there first"
-        )
+        sys.exit(f"{args.run}: no results/{args.experiment} or data/prepared/{owner}; run the workflow there first")
     metrics = pd.read_csv(args.run / "results" / "metrics.csv", dtype={"group": str})
     dense = metrics[(metrics.experiment == args.experiment) & (metrics.stage == "dense") & (metrics.split == "test")]
     dense = dense.drop_duplicates(["seed", "group"]).set_index(["seed", "group"])["accuracy"]
@@ -87,31 +90,30 @@ def main(argv=None):
                 finetune = {"loop": loop, "loss": finetune_loss}
                 if finetune_loss.startswith("pw"):
                     finetune["pw"] = pw_settings(exp, method)
+                # the fine-tuning job's own set-up: threads, deterministic mode, seeds
+                device = setup(job_numerics, job_numerics["threads"], "cpu", seed, log=lambda *a: None)
+                pruned = results / f"seed{seed}" / "pruned" / f"{method}-{prune_loss}" / target_str(args.target)
+                dense_dir = args.run / "results" / owner / f"seed{seed}" / "dense"
                 with tempfile.TemporaryDirectory() as tmp:
                     out = {k: f"{tmp}/{k}" for k in ("model", "shares", "history")}
-                    seed_dir = results / f"seed{seed}"
                     finetune_stage(
                         data,
-                        seed_dir / "pruned" / f"{method}-{prune_loss}" / str(args.target) / "model.pt",
-                        seed_dir / "dense" / "model.pt",
-                        seed_dir / "dense" / "teacher.pt",
+                        pruned / "model.pt",
+                        dense_dir / "model.pt",
+                        dense_dir / "teacher.pt",
                         finetune,
                         seed,
-                        torch.device("cpu"),
+                        device,
                         f"seed {seed} {method} {loss}",
                         out,
                         log=lambda *a: None,
-                        numerics=numerics,
+                        numerics=job_numerics,
                     )
                     history = json.loads(Path(out["history"]).read_text())
-                    test = checkpoint_outputs(out["model"], data, 512, torch.device("cpu"), log=lambda *a: None)
-                test = test["splits"]["test"]
-                names = [str(n) for n in test.get("group_names", [])] or sorted(
-                    {g["group"] for g in history[-1]["val"]["groups"]}
-                )
-                pred = np.asarray(test["logits"]).argmax(1)
-                y, g = np.asarray(test["y"]), np.asarray(test["g"])
-                acc = {names[k]: float((pred == y)[g == k].mean()) for k in range(len(names))}
+                    outputs = checkpoint_outputs(out["model"], data, 512, device, log=lambda *a: None)
+                # the test split's per-group accuracy as the evaluation computes it (metrics.csv)
+                acc = {r["group"]: r["accuracy"] for r in checkpoint_rows(outputs) if r["split"] == "test"}
+                acc.pop("all", None)
                 drops[(method, loss, seed)] = {n: dense.loc[(seed, n)] - a for n, a in acc.items()}
                 curves += curve_rows(
                     history,
