@@ -260,7 +260,9 @@ class WindowAttention(nn.Module):
 
 def rewrite_vit_attention(model):
     """Every torchvision ViT EncoderBlock's nn.MultiheadAttention replaced by SelfAttention with its
-    weights (in place; returns the model). Other models are returned unchanged."""
+    weights, and every torchvision Swin block's ShiftedWindowAttention(V2) by WindowAttention with
+    the same parameters (in place; returns the model). Other models are returned unchanged. (The
+    name predates Swin.)"""
     for block in model.modules():
         mha = getattr(block, "self_attention", None)
         if type(block).__name__ != "EncoderBlock" or not isinstance(mha, nn.MultiheadAttention):
@@ -274,7 +276,7 @@ def rewrite_vit_attention(model):
             new.proj.weight.copy_(mha.out_proj.weight)
             new.proj.bias.copy_(mha.out_proj.bias)
         block.self_attention = new.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype).train(mha.training)
-    for block in model.modules():  # torchvision's Swin (v1): its attention calls its layers
+    for block in model.modules():  # torchvision's Swin (v1, v2): its attention calls its layers
         attn = getattr(block, "attn", None)
         kind = type(attn).__qualname__
         if kind in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2") and type(attn).__module__.startswith(
