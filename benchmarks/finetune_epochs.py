@@ -6,9 +6,9 @@ again with another schedule and print the convergence diagnostic and the drops i
 RUN is the folder a `snakemake ... results/figures/all` ran in (its params.yaml, prepared data,
 pruned and dense models and results/metrics.csv are read; nothing there is written). Every (seed,
 method, loss) of the experiment at the target is fine-tuned with the experiment's own settings as
-its jobs saw them (params.yaml and --configfile, validated: loss, PW settings, batch, weight decay,
-numerics), except the epochs and the learning rate given here, after the job's own set-up (threads,
-deterministic mode, seeds), by the same function the fine-tuning jobs call
+its jobs saw them (params.yaml and --configfile, validated: loss, PW settings, weight decay,
+numerics), except the epochs, the learning rate and the batch size given here, after the job's
+own set-up (threads, deterministic mode, seeds), by the same function the fine-tuning jobs call
 (pwprune.stages.finetune.finetune_stage, the losses of each loss label by pwprune.config), one after
 the other in this process, into a temporary folder. Printed: each cell's verdict by the summary's
 criterion (pwprune.convergence.cell_verdicts), how many runs' own logs would warn, and per method
@@ -36,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--target", type=float, required=True, help="a target reduction of the run, e.g. 0.9375")
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--lr", type=float, help="default: the experiment's finetune.lr")
+    ap.add_argument("--batch-size", type=int, help="default: the experiment's finetune.batch_size")
     ap.add_argument("--seeds", type=int, nargs="*", help="default: the experiment's seeds")
     ap.add_argument(
         "--configfile",
@@ -71,6 +72,8 @@ def main(argv=None):
     loop = {**exp["finetune"], "epochs": args.epochs}
     if args.lr is not None:
         loop["lr"] = args.lr
+    if args.batch_size is not None:
+        loop["batch_size"] = args.batch_size
     job_numerics = numerics(exp, "finetune", "cpu")
     owner = exp.get("variant_of") or args.experiment  # a variant prunes its base's data and dense models
     results = args.run / "results" / args.experiment
@@ -129,7 +132,10 @@ def main(argv=None):
                 runs += 1
                 print(f"seed {seed} {method} {loss}: {time.perf_counter() - start:.1f} s", flush=True)
     verdicts = cell_verdicts(pd.DataFrame(curves))
-    print(f"\n{args.experiment} at {args.target}, {args.epochs} epochs, lr {loop['lr']}, {len(seeds)} seeds")
+    print(
+        f"\n{args.experiment} at {args.target}, {args.epochs} epochs, batch {loop['batch_size']}, "
+        f"lr {loop['lr']}, {len(seeds)} seeds"
+    )
     for r in verdicts.itertuples(index=False):
         print(
             f"  {r.method}/{r.loss}/{r.group}: gain of the last quarter {100 * r.gain_mean:+.1f} "

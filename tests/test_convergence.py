@@ -407,10 +407,12 @@ def test_finetune_epochs_refits_a_finished_run_and_judges_it_without_touching_it
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
     before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()}
-    proc = finetune_epochs("--configfile", str(REPO / "tests/smoke.yaml"), "--experiment", "smoke")
+    proc = finetune_epochs(
+        "--configfile", str(REPO / "tests/smoke.yaml"), "--experiment", "smoke", "--batch-size", "16"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "smoke at 0.5, 4 epochs, lr 0.001, 1 seeds" in out, out
+    assert "smoke at 0.5, 4 epochs, batch 16, lr 0.001, 1 seeds" in out, out
     for method in ("random", "magnitude", "taylor", "autobot"):
         for loss in ("ce", "pw"):
             assert f"seed 0 {method} {loss}:" in out, out
