@@ -7,15 +7,15 @@ RUN is the folder a `snakemake ... results/figures/all` ran in (its params.yaml,
 pruned and dense models and results/metrics.csv are read; nothing there is written). Every (seed,
 method, loss) of the experiment at the target is fine-tuned with the experiment's own settings as
 its jobs saw them (params.yaml and --configfile, validated: loss, PW settings, weight decay,
-numerics), except the epochs, the learning rate and the batch size given here, after the job's
-own set-up (threads, deterministic mode, seeds), by the same function the fine-tuning jobs call
+numerics), except the epochs, the learning rate and the batch size given here, after the job's own
+set-up (threads, deterministic mode, seeds), by the same function the fine-tuning jobs call
 (pwprune.stages.finetune.finetune_stage, the losses of each loss label by pwprune.config), one after
-the other in this process, into a temporary folder. Printed: each cell's verdict by the summary's
-criterion (pwprune.convergence.cell_verdicts), how many runs' own logs would warn, and per method
-and loss the majority's drop and the minority's extra drop from each seed's dense model (test split,
-accuracies as the evaluation computes them: pwprune.metrics.checkpoint_rows; mean ± sd over seeds),
-with the paired PW − CE difference and its minimal detectable difference. docs/convergence.md ("Is
-24 epochs enough?") quotes its figures.
+the other in this process, into a temporary folder. Printed: per run, its time and drops; each
+cell's verdict by the summary's criterion (pwprune.convergence.cell_verdicts), how many runs' own
+logs would warn, and per method and loss the majority's drop and the minority's extra drop from each
+seed's dense model (test split, accuracies as the evaluation computes them:
+pwprune.metrics.checkpoint_rows; mean ± sd over seeds), with the paired PW − CE difference and its
+minimal detectable difference. docs/convergence.md ("Is 24 epochs enough?") quotes its figures.
 """
 
 from __future__ import annotations
@@ -130,7 +130,13 @@ def main(argv=None):
                 )
                 warned += sum(v["status"] == IMPROVING for v in group_verdicts(history))
                 runs += 1
-                print(f"seed {seed} {method} {loss}: {time.perf_counter() - start:.1f} s", flush=True)
+                d = drops[(method, loss, seed)]
+                first, last = list(d)[0], list(d)[-1]
+                print(
+                    f"seed {seed} {method} {loss}: {time.perf_counter() - start:.1f} s; {first}'s drop "
+                    f"{100 * d[first]:.1f} pp, {last}'s extra drop {100 * (d[last] - d[first]):.1f} pp",
+                    flush=True,
+                )
     verdicts = cell_verdicts(pd.DataFrame(curves))
     print(
         f"\n{args.experiment} at {args.target}, {args.epochs} epochs, batch {loop['batch_size']}, "

@@ -415,7 +415,8 @@ def test_finetune_epochs_refits_a_finished_run_and_judges_it_without_touching_it
     assert "smoke at 0.5, 4 epochs, batch 16, lr 0.001, 1 seeds" in out, out
     for method in ("random", "magnitude", "taylor", "autobot"):
         for loss in ("ce", "pw"):
-            assert f"seed 0 {method} {loss}:" in out, out
+            run_line = next(line for line in out.splitlines() if line.startswith(f"seed 0 {method} {loss}:"))
+            assert "majority's drop" in run_line and "minority's extra drop" in run_line, run_line
             assert f"{method} {loss}: majority's drop" in out, out
             for group in ("majority", "minority"):
                 assert f"{method}/{loss}/{group}: gain of the last quarter" in out, out
