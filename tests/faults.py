@@ -1275,6 +1275,26 @@ FAULTS = [
         "spread = 0.0",
         (T + "test_convergence.py::test_cell_verdicts_of_two_seeds_of_four_epochs_by_hand",),
     ),
+    # ---- annealed schedules beside the convergence verdicts (pwprune/schedule.py)
+    Fault(
+        "schedule-first-epoch-lr",
+        "a run's end learning rate is read at its first validated epoch, not its last",
+        "pwprune/schedule.py",
+        "ratios.append(lr[-1] / max(lr))",
+        "ratios.append(lr[0] / max(lr))",
+        (
+            T + "test_convergence.py::test_end_lr_ratios_by_hand",
+            T + "test_convergence.py::test_summary_notes_converged_cells_whose_learning_rate_had_annealed",
+        ),
+    ),
+    Fault(
+        "schedule-note-counts-unconverged-cells",
+        "the note on annealed schedules counts cells that are still improving as converged ones",
+        "pwprune/schedule.py",
+        'converged = verdicts[verdicts["status"] == CONVERGED]',
+        "converged = verdicts",
+        (T + "test_convergence.py::test_summary_notes_converged_cells_whose_learning_rate_had_annealed",),
+    ),
 ]
 
 

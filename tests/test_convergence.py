@@ -214,14 +214,15 @@ def test_aggregate_stage_writes_every_runs_validation_curves(tmp_path, monkeypat
         table, [], tmp_path / "m.csv", tmp_path / "s.csv", out_convergence=out, log=lambda *_: None
     )
     back = convergence.read_curves(out)
-    assert list(back.columns) == list(CURVE_COLUMNS)
+    assert list(back.columns) == [*CURVE_COLUMNS, "lr"]  # each epoch's learning rate (pwprune.schedule)
     assert len(back) == 2 * 2 and set(back["seed"]) == {0}  # 2 epochs x 2 groups of seed 0 only
     assert back[(back["epoch"] == 2) & (back["group"] == "b")]["val_accuracy"].tolist() == [0.45]
+    assert back["lr"].tolist() == [1e-3] * 4  # the history's "lr" of each row's epoch
     # no run validated: the header alone
     aggregate.aggregate_stage(
         table[1:], [], tmp_path / "m.csv", tmp_path / "s.csv", out_convergence=out, log=lambda *_: None
     )
-    assert out.read_text().strip() == ",".join(CURVE_COLUMNS)
+    assert out.read_text().strip() == ",".join([*CURVE_COLUMNS, "lr"])
     assert aggregate.history_path({"finetuned": "r/x/outputs.npz"}) == str(Path("r/x/history.json"))
 
 
@@ -292,6 +293,77 @@ def test_too_few_epochs_warns_too(tmp_path):
     assert facts == {"finetuning_converged": False}
     assert "1 with too few epochs to tell (fewer than 4 validated, as few as 1): magnitude/ce/50 % group male." in text
     assert "| toy | magnitude | ce | 50 | male | 3 | 1 | 70.0 | – | – | **too few epochs** |" in text
+
+
+# ---- annealed schedules (pwprune.schedule): a flat end there is not evidence of convergence
+
+
+def cosine(epochs):
+    """The learning rate of each epoch of a cosine schedule over `epochs` (stepped per epoch)."""
+    return [1e-3 * 0.5 * (1 + math.cos(math.pi * (e - 1) / epochs)) for e in range(1, epochs + 1)]
+
+
+def curves_with_lr(spec, n, lrs):
+    """curves() with each run's learning rates (lrs: one list per epoch, the same for every run)."""
+    from pwprune.schedule import CURVE_COLUMNS_WITH_LR, with_lr
+
+    rows = []
+    for (method, target, loss, seed, group), acc in spec.items():
+        ident = dict(experiment="toy", method=method, loss=loss, target_reduction=target, seed=seed)
+        h = history({group: acc}, {group: n[group]})
+        for entry, lr in zip(h, lrs):
+            entry["lr"] = lr
+        rows += with_lr(curve_rows(h, ident), h)
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS_WITH_LR))
+
+
+def test_end_lr_ratios_by_hand():
+    from pwprune.schedule import end_lr_ratios, with_lr
+
+    # seed 0: 1e-3, 5e-4, 5e-5 -> 0.05; seed 1: 2e-3, 1e-3, 4e-5 -> 0.02; the cell's mean 0.035
+    rows = []
+    for seed, lrs in ((0, [1e-3, 5e-4, 5e-5]), (1, [2e-3, 1e-3, 4e-5])):
+        h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50})
+        for entry, lr in zip(h, lrs):
+            entry["lr"] = lr
+        rows += with_lr(curve_rows(h, {**IDENT, "seed": seed}), h)
+    assert [r["lr"] for r in rows[:3]] == [1e-3, 5e-4, 5e-5]
+    (ratio,) = end_lr_ratios(pd.DataFrame(rows))["end_lr_ratio"]
+    assert ratio == pytest.approx(0.035)
+    # only the validated epochs count: validated from epoch 2, seed 0's highest is 5e-4 -> 0.1
+    h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50}, val_from=2)
+    for entry, lr in zip(h, [1e-3, 5e-4, 5e-5]):
+        entry["lr"] = lr
+    (late,) = end_lr_ratios(pd.DataFrame(with_lr(curve_rows(h, IDENT), h)))["end_lr_ratio"]
+    assert late == pytest.approx(0.1)
+    # a history without "lr" gives NaN, and a table without the column no ratios
+    plain = [{k: v for k, v in e.items() if k != "lr"} for e in history({"a": [0.5, 0.6]}, {"a": 50})]
+    assert all(math.isnan(r["lr"]) for r in with_lr(curve_rows(plain, IDENT), plain))
+    assert end_lr_ratios(curves(FLAT, {"female": 400, "male": 400})).empty
+
+
+def test_summary_notes_converged_cells_whose_learning_rate_had_annealed(tmp_path):
+    from pwprune.stages.report import summary_stage
+
+    def summary_with(lrs, spec):
+        metrics, _ = summary_inputs(tmp_path, {}, {})
+        conv = tmp_path / "convergence.csv"
+        curves_with_lr(spec, {"female": 400, "male": 400}, lrs).to_csv(conv, index=False)
+        md = tmp_path / "summary.md"
+        summary_stage(metrics, md, tmp_path / "s.csv", tmp_path / "f.csv", convergence_path=conv, log=lambda *_: None)
+        return md.read_text()
+
+    # 8 cosine epochs: the last epoch's lr is 0.5 (1 + cos(7 pi / 8)) = 0.03806 of the first's. The
+    # rising cell is still improving: the note counts the two converged cells only
+    text = summary_with(cosine(8), {**FLAT, **RISING})
+    note = next(line for line in text.splitlines() if line.startswith("**Note** (the schedule)"))
+    assert "2 of the 2 converged cells ended with a learning rate annealed below 0.1 of its peak" in note
+    assert "3.8 % of it, median over those cells" in note
+    assert "`python benchmarks/finetune_epochs.py RUN --epochs 2E --target T`" in note
+    assert text.index("2 of 3 cells converged.") < text.index(note)  # under the convergence table
+    # a constant learning rate, or one that ends at a third of its peak: no note
+    for lrs in ([1e-3] * 8, [1e-3] * 7 + [3.4e-4]):
+        assert "**Note** (the schedule)" not in summary_with(lrs, {**FLAT, **RISING})
 
 
 def test_headline_carries_the_flag(tmp_path):

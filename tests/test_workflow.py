@@ -535,6 +535,9 @@ EDITS = {
         ("append", "pwprune/convergence.py"),
         {"finetune", "aggregate", "summary", "figure"},
     ),
+    # the note on annealed schedules is kept out of the fine-tuning job's code (pwprune/schedule.py):
+    # editing it reruns the table of validation curves (their lr column) and the summary only
+    "schedule note edit": (("append", "pwprune/schedule.py"), {"aggregate", "summary"}),
     # rule evaluate (one checkpoint by path) is not part of the grid: nothing of it reruns
     "evaluation stage edit": (("append", "pwprune/stages/evaluate.py"), set()),
     # metrics are a function of the checkpoints' outputs: the table and the bootstrap, never a model

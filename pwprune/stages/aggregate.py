@@ -35,13 +35,15 @@ def history_path(run):
 def aggregate_stage(table, latency_files, out_metrics, out_shares, out_convergence=None, log=print):
     """Dense and pruned rows are repeated under every comparison label that uses them. With
     out_convergence, also every run's validation curves (pwprune.convergence.curve_rows of its
-    history.json; CURVE_COLUMNS, one row per run x validated epoch x group; a history without
-    "val" adds none)."""
+    history.json with each epoch's learning rate, pwprune.schedule.with_lr;
+    CURVE_COLUMNS_WITH_LR, one row per run x validated epoch x group; a history without "val"
+    adds none)."""
     import json
 
     import pandas as pd
 
-    from pwprune.convergence import CURVE_COLUMNS, curve_rows
+    from pwprune.convergence import curve_rows
+    from pwprune.schedule import CURVE_COLUMNS_WITH_LR, with_lr
     from pwprune.stages.latency import read_latency
     from pwprune.summary import SHARES_COLUMNS, TABLE_COLUMNS  # the table's one definition
 
@@ -80,7 +82,8 @@ def aggregate_stage(table, latency_files, out_metrics, out_shares, out_convergen
         share_frames.append(sh)
         if out_convergence is not None:
             with open(history_path(run)) as f:
-                curves += curve_rows(json.load(f), ident)
+                history = json.load(f)
+            curves += with_lr(curve_rows(history, ident), history)
     metrics = pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
     shares = (
         pd.concat(share_frames, ignore_index=True)[list(SHARES_COLUMNS)]
@@ -91,7 +94,7 @@ def aggregate_stage(table, latency_files, out_metrics, out_shares, out_convergen
     write_csv(out_shares, shares)
     log(f"{len(metrics)} metric rows from {len(cache)} outputs files ({len(table)} runs), {len(shares)} share rows")
     if out_convergence is not None:
-        write_csv(out_convergence, pd.DataFrame(curves, columns=list(CURVE_COLUMNS)))
+        write_csv(out_convergence, pd.DataFrame(curves, columns=list(CURVE_COLUMNS_WITH_LR)))
         validated = len(
             {tuple(r[k] for k in ("experiment", "method", "loss", "target_reduction", "seed")) for r in curves}
         )

@@ -13,18 +13,20 @@ def summary_stage(
     ranked by worst-group drop with their paired tests as a section of md and in full in
     ranking_csv (pwprune.summary.ranking, on the test split; the CSV is not written when
     ranking_csv is None), then, with convergence_path (results/convergence.csv), the fine-tuning
-    convergence diagnostic (pwprune.convergence.cell_verdicts) as a section, and its warning near
-    the top of md when a cell is not converged. Returns the headline's extra keys:
+    convergence diagnostic (pwprune.convergence.cell_verdicts) as a section, with a note when
+    converged cells had annealed their learning rate (pwprune.schedule.summary_note), and its
+    warning near the top of md when a cell is not converged. Returns the headline's extra keys:
     {"finetuning_converged": True | False | None (nothing to judge, or no convergence_path)}."""
     import pandas as pd
 
-    from pwprune import convergence, summary
+    from pwprune import convergence, schedule, summary
 
     metrics = summary.read_table(metrics_path)
     table = summary.summarize(metrics)
     verdicts = None
     if convergence_path is not None:
-        verdicts = convergence.cell_verdicts(convergence.read_curves(convergence_path))
+        curves = convergence.read_curves(convergence_path)
+        verdicts = convergence.cell_verdicts(curves)
     top = convergence.summary_warnings(verdicts) if verdicts is not None else []
     # metrics: its numeric environments
     summary.write_summary(table, md, csv, metrics=metrics, warnings_=top)
@@ -42,8 +44,12 @@ def summary_stage(
     log(f"ranking: {len(ranked)} (method, loss) pairs ranked -> {md}" + (f", {ranking_csv}" if ranking_csv else ""))
     if verdicts is None:
         return {"finetuning_converged": None}
+    section = convergence.summary_section(verdicts)
+    note = schedule.summary_note(curves, verdicts)
+    if note:
+        section += ["", *note]
     with open(md, "a") as f:
-        f.write("\n" + "\n".join(convergence.summary_section(verdicts)) + "\n")
+        f.write("\n" + "\n".join(section) + "\n")
     n_bad = int((verdicts["status"] != convergence.CONVERGED).sum())
     log(f"fine-tuning convergence: {len(verdicts) - n_bad} of {len(verdicts)} cells converged -> {md}")
     for line in top:
