@@ -14,8 +14,10 @@ the other in this process, into a temporary folder. Printed: per run, its time a
 cell's verdict by the summary's criterion (pwprune.convergence.cell_verdicts), how many runs' own
 logs would warn, and per method and loss the majority's drop and the minority's extra drop from each
 seed's dense model (test split, accuracies as the evaluation computes them:
-pwprune.metrics.checkpoint_rows; mean ± sd over seeds), with the paired PW − CE difference and its
-minimal detectable difference. docs/convergence.md ("Is 24 epochs enough?") quotes its figures.
+pwprune.metrics.checkpoint_rows; mean ± sd over seeds), beside the run's own fine-tuned models
+(metrics.csv: the change of the extra drop, paired by seed, with its p and minimal detectable
+difference), and the paired PW − CE difference with its minimal detectable difference.
+docs/convergence.md ("Is 24 epochs enough?") quotes its figures.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import pandas as pd
+    from scipy.stats import ttest_rel
     from snakemake.utils import update_config
 
     from pwprune.config import load_yaml_strict, numerics, phase_losses, pw_settings, target_str, validate
@@ -156,6 +159,16 @@ def main(argv=None):
     groups = list(next(iter(drops.values())))
     major, minor = groups[0], groups[-1]
     extra = {k: 100 * (d[minor] - d[major]) for k, d in drops.items()}
+    # the run's own fine-tuned models, same seeds and target: what the new schedule changes
+    tuned = metrics[
+        (metrics.experiment == args.experiment)
+        & (metrics.stage == "finetuned")
+        & (metrics.split == "test")
+        & ((metrics.target_reduction.astype(float) - args.target).abs() < 1e-9)
+    ]
+    own = tuned.drop_duplicates(["method", "loss", "seed", "group"]).set_index(["method", "loss", "seed", "group"])
+    own = own["accuracy"]
+    before = f"{exp['finetune']['epochs']} epochs, batch {exp['finetune']['batch_size']}"
     for method in exp["prune"]["methods"]:
         for loss in exp["losses"]:
             maj = [100 * drops[(method, loss, s)][major] for s in seeds]
@@ -163,6 +176,26 @@ def main(argv=None):
             print(
                 f"  {method} {loss}: {major}'s drop {statistics.mean(maj):.1f} ± {sd(maj):.1f} pp, "
                 f"{minor}'s extra drop {statistics.mean(ex):.1f} ± {sd(ex):.1f} pp"
+            )
+            own_drop = {
+                s: {g: dense.loc[(s, g)] - own.loc[(method, loss, s, g)] for g in (major, minor)} for s in seeds
+            }
+            own_maj = [100 * own_drop[s][major] for s in seeds]
+            own_ex = [100 * (own_drop[s][minor] - own_drop[s][major]) for s in seeds]
+            change = [a - b for a, b in zip(ex, own_ex)]
+            if len(seeds) > 1 and any(change):
+                test = (
+                    f", paired p {ttest_rel(ex, own_ex).pvalue:.3g}, minimal detectable difference "
+                    f"{minimal_detectable_difference(sd(change), len(change)):.1f} pp"
+                )
+            elif not any(change):
+                test = " (every seed's as the run's: the same schedule reproduces the run)"
+            else:
+                test = ""
+            print(
+                f"    the run's own ({before}): {major}'s drop {statistics.mean(own_maj):.1f} pp, {minor}'s "
+                f"extra drop {statistics.mean(own_ex):.1f} pp; change of the extra drop "
+                f"{statistics.mean(change):+.1f} ± {sd(change):.1f} pp{test}"
             )
         if {"ce", "pw"} <= set(exp["losses"]):
             diff = [extra[(method, "pw", s)] - extra[(method, "ce", s)] for s in seeds]

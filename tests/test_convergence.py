@@ -490,6 +490,10 @@ def test_finetune_epochs_refits_a_finished_run_and_judges_it_without_touching_it
             run_line = next(line for line in out.splitlines() if line.startswith(f"seed 0 {method} {loss}:"))
             assert "majority's drop" in run_line and "minority's extra drop" in run_line, run_line
             assert f"{method} {loss}: majority's drop" in out, out
+            # beside the run's own models (1 epoch there): the change the 4 epochs make
+            mine = out.split(f"{method} {loss}: majority's drop")[1].splitlines()[1]
+            assert mine.startswith("    the run's own (1 epochs, batch 128): majority's drop"), mine
+            assert "change of the extra drop" in mine, mine
             for group in ("majority", "minority"):
                 assert f"{method}/{loss}/{group}: gain of the last quarter" in out, out
     assert "runs whose own log would warn:" in out and "in 8 runs" in out, out
