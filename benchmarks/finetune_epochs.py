@@ -87,7 +87,7 @@ def main(argv=None):
     dense = metrics[(metrics.experiment == args.experiment) & (metrics.stage == "dense") & (metrics.split == "test")]
     dense = dense.drop_duplicates(["seed", "group"]).set_index(["seed", "group"])["accuracy"]
     seeds = args.seeds if args.seeds else exp["seeds"]
-    curves, drops, warned, runs = [], {}, 0, 0
+    curves, drops, extra, warned, runs = [], {}, {}, 0, 0
     for seed in seeds:
         for method in exp["prune"]["methods"]:
             for loss in exp["losses"]:
@@ -120,7 +120,9 @@ def main(argv=None):
                 # the test split's per-group accuracy as the evaluation computes it (metrics.csv)
                 acc = {r["group"]: r["accuracy"] for r in checkpoint_rows(outputs) if r["split"] == "test"}
                 acc.pop("all", None)
-                drops[(method, loss, seed)] = {n: dense.loc[(seed, n)] - a for n, a in acc.items()}
+                d = drops[(method, loss, seed)] = {n: dense.loc[(seed, n)] - a for n, a in acc.items()}
+                major, minor = list(d)[0], list(d)[-1]  # the evaluation's group order: majority first
+                extra[(method, loss, seed)] = 100 * (d[minor] - d[major])
                 curves += curve_rows(
                     history,
                     {
@@ -133,11 +135,9 @@ def main(argv=None):
                 )
                 warned += sum(v["status"] == IMPROVING for v in group_verdicts(history))
                 runs += 1
-                d = drops[(method, loss, seed)]
-                first, last = list(d)[0], list(d)[-1]
                 print(
-                    f"seed {seed} {method} {loss}: {time.perf_counter() - start:.1f} s; {first}'s drop "
-                    f"{100 * d[first]:.1f} pp, {last}'s extra drop {100 * (d[last] - d[first]):.1f} pp",
+                    f"seed {seed} {method} {loss}: {time.perf_counter() - start:.1f} s; {major}'s drop "
+                    f"{100 * d[major]:.1f} pp, {minor}'s extra drop {extra[(method, loss, seed)]:.1f} pp",
                     flush=True,
                 )
     verdicts = cell_verdicts(pd.DataFrame(curves))
@@ -156,9 +156,6 @@ def main(argv=None):
     def sd(values):
         return statistics.stdev(values) if len(values) > 1 else float("nan")
 
-    groups = list(next(iter(drops.values())))
-    major, minor = groups[0], groups[-1]
-    extra = {k: 100 * (d[minor] - d[major]) for k, d in drops.items()}
     # the run's own fine-tuned models, same seeds and target: what the new schedule changes
     tuned = metrics[
         (metrics.experiment == args.experiment)

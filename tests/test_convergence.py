@@ -25,13 +25,15 @@ from pwprune.convergence import (
 IDENT = {"experiment": "toy", "method": "magnitude", "loss": "ce", "target_reduction": 0.5, "seed": 0}
 
 
-def history(groups, n, early_stopping=None, val_from=1):
+def history(groups, n, early_stopping=None, val_from=1, lrs=None):
     """A fit history in pwprune.train.fit's format: {group: [accuracy per epoch]}, n = {group: n};
-    epochs before `val_from` have no "val" (as a fit without validation writes them)."""
+    epochs before `val_from` have no "val" (as a fit without validation writes them); "lr" is 1e-3
+    on every epoch, or lrs[epoch - 1]."""
     epochs = len(next(iter(groups.values())))
     out = []
     for e in range(1, epochs + 1):
-        h = {"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "lr": 1e-3, "diverged": False}
+        lr = lrs[e - 1] if lrs else 1e-3
+        h = {"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "lr": lr, "diverged": False}
         if e >= val_from:
             rows = [
                 {"group": g, "n": n[g], "accuracy": acc[e - 1], "loss": 1.0 - acc[e - 1]} for g, acc in groups.items()
@@ -47,13 +49,18 @@ def history(groups, n, early_stopping=None, val_from=1):
     return out
 
 
-def curves(spec, n, experiment="toy"):
-    """A convergence table: spec = {(method, target, loss, seed, group): [accuracy per epoch]}."""
+def curves(spec, n, experiment="toy", lrs=None):
+    """A convergence table: spec = {(method, target, loss, seed, group): [accuracy per epoch]}. With
+    lrs (each epoch's learning rate, the same for every run), with the aggregation's "lr" column
+    (pwprune.schedule.with_lr)."""
+    from pwprune.schedule import CURVE_COLUMNS_WITH_LR, with_lr
+
     rows = []
     for (method, target, loss, seed, group), acc in spec.items():
         ident = dict(experiment=experiment, method=method, loss=loss, target_reduction=target, seed=seed)
-        rows += curve_rows(history({group: acc}, {group: n[group]}), ident)
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+        h = history({group: acc}, {group: n[group]}, lrs=lrs)
+        rows += with_lr(curve_rows(h, ident), h) if lrs else curve_rows(h, ident)
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS_WITH_LR if lrs else CURVE_COLUMNS))
 
 
 # ---- one run, by hand (the fine-tuning job's log)
@@ -303,37 +310,19 @@ def cosine(epochs):
     return [1e-3 * 0.5 * (1 + math.cos(math.pi * (e - 1) / epochs)) for e in range(1, epochs + 1)]
 
 
-def curves_with_lr(spec, n, lrs):
-    """curves() with each run's learning rates (lrs: one list per epoch, the same for every run)."""
-    from pwprune.schedule import CURVE_COLUMNS_WITH_LR, with_lr
-
-    rows = []
-    for (method, target, loss, seed, group), acc in spec.items():
-        ident = dict(experiment="toy", method=method, loss=loss, target_reduction=target, seed=seed)
-        h = history({group: acc}, {group: n[group]})
-        for entry, lr in zip(h, lrs):
-            entry["lr"] = lr
-        rows += with_lr(curve_rows(h, ident), h)
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS_WITH_LR))
-
-
 def test_end_lr_ratios_by_hand():
     from pwprune.schedule import end_lr_ratios, with_lr
 
     # seed 0: 1e-3, 5e-4, 5e-5 -> 0.05; seed 1: 2e-3, 1e-3, 4e-5 -> 0.02; the cell's mean 0.035
     rows = []
     for seed, lrs in ((0, [1e-3, 5e-4, 5e-5]), (1, [2e-3, 1e-3, 4e-5])):
-        h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50})
-        for entry, lr in zip(h, lrs):
-            entry["lr"] = lr
+        h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50}, lrs=lrs)
         rows += with_lr(curve_rows(h, {**IDENT, "seed": seed}), h)
     assert [r["lr"] for r in rows[:3]] == [1e-3, 5e-4, 5e-5]
     (ratio,) = end_lr_ratios(pd.DataFrame(rows))["end_lr_ratio"]
     assert ratio == pytest.approx(0.035)
     # only the validated epochs count: validated from epoch 2, seed 0's highest is 5e-4 -> 0.1
-    h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50}, val_from=2)
-    for entry, lr in zip(h, [1e-3, 5e-4, 5e-5]):
-        entry["lr"] = lr
+    h = history({"a": [0.5, 0.6, 0.6]}, {"a": 50}, val_from=2, lrs=[1e-3, 5e-4, 5e-5])
     (late,) = end_lr_ratios(pd.DataFrame(with_lr(curve_rows(h, IDENT), h)))["end_lr_ratio"]
     assert late == pytest.approx(0.1)
     # a history without "lr" gives NaN, and a table without the column no ratios
@@ -348,7 +337,7 @@ def test_summary_notes_converged_cells_whose_learning_rate_had_annealed(tmp_path
     def summary_with(lrs, spec):
         metrics, _ = summary_inputs(tmp_path, {}, {})
         conv = tmp_path / "convergence.csv"
-        curves_with_lr(spec, {"female": 400, "male": 400}, lrs).to_csv(conv, index=False)
+        curves(spec, {"female": 400, "male": 400}, lrs=lrs).to_csv(conv, index=False)
         md = tmp_path / "summary.md"
         summary_stage(metrics, md, tmp_path / "s.csv", tmp_path / "f.csv", convergence_path=conv, log=lambda *_: None)
         return md.read_text()
