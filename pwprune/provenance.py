@@ -16,6 +16,14 @@ counts every module under that prefix. Each job logs the pwprune modules it actu
 (pwprune.stages.jobs.job_log), and a test holds that list inside the static one, so an import
 this reader cannot see is caught rather than silently left out of the hash.
 
+Two kinds of module are run but not hashed, because nothing they compute reaches a result:
+- LOG_TEXT_ONLY modules (log labels), for every rule;
+- a module that one file names in its own `LOG_ONLY_IMPORTS = ("pwprune.x", ...)`, for the rules
+  that reach it only through that file. The fine-tuning stage declares pwprune.convergence so: the
+  job's convergence verdicts only become warning lines in its log, while the aggregation and the
+  summary, whose tables the same criterion computes, import it plainly and hash it. A test holds
+  each declaring file to that (tests/test_workflow.py, test_log_only_imports_reach_only_the_log).
+
 Torch-free: the Snakefile calls this at start-up.
 """
 
@@ -121,9 +129,24 @@ def _code_text(source: str, filename: str) -> bytes:
     return ast.dump(_strip_docstrings(ast.parse(source, filename=filename)), annotate_fields=False).encode()
 
 
-def code_files(*entries: str | Path, root: str | Path = ROOT) -> list[Path]:
+@lru_cache(maxsize=None)
+def log_only_imports(path: Path) -> frozenset[str]:
+    """The modules a file declares, in a module-level `LOG_ONLY_IMPORTS = (...)` of string
+    constants, to use only for its log's text (empty when it declares none)."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["LOG_ONLY_IMPORTS"]:
+            value = ast.literal_eval(node.value)
+            if not isinstance(value, (tuple, list, frozenset, set)) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{path}: LOG_ONLY_IMPORTS must be a tuple of module names, got {value!r}")
+            return frozenset(value)
+    return frozenset()
+
+
+def code_files(*entries: str | Path, root: str | Path = ROOT, log_only: bool = True) -> list[Path]:
     """Every pwprune source file under `root` that the given entry files (scripts or modules, as
-    paths) can run, the entries themselves included, sorted."""
+    paths) can run, the entries themselves included, sorted. With log_only=False, an import that
+    its file lists in LOG_ONLY_IMPORTS is not followed (what code_hash covers)."""
     root = Path(root).resolve()
     seen: set[Path] = set()
     todo = [Path(e).resolve() for e in entries]
@@ -132,7 +155,10 @@ def code_files(*entries: str | Path, root: str | Path = ROOT) -> list[Path]:
         if f in seen:
             continue
         seen.add(f)
+        skip = frozenset() if log_only else log_only_imports(f)
         for name in _imports(f, root):
+            if any(name == s or name.startswith(s + ".") for s in skip):
+                continue
             parts = name.split(".")
             # importing a.b.c runs a/__init__.py and a/b/__init__.py first
             for i in range(1, len(parts) + 1):
@@ -161,10 +187,11 @@ def code_hash(*entries: str | Path, root: str | Path = ROOT) -> str:
     """16 hex digits of sha256 over the pwprune files under `root` that `entries` can run: their
     package paths and code_text (comments, docstrings and layout left out). Entry files outside
     the package (workflow scripts) contribute their imports only: Snakemake tracks a rule's own
-    script itself. LOG_TEXT_ONLY modules are skipped."""
+    script itself. LOG_TEXT_ONLY modules are skipped, and so is a module that the code reaches
+    only through files that list it in their LOG_ONLY_IMPORTS."""
     root = Path(root).resolve()
     h = hashlib.sha256()
-    for f in code_files(*entries, root=root):
+    for f in code_files(*entries, root=root, log_only=False):
         if not f.is_relative_to(root / PACKAGE) or set(module_names([f], root)) & LOG_TEXT_ONLY:
             continue
         h.update(f.relative_to(root).as_posix().encode() + b"\0")

@@ -10,10 +10,7 @@ extra drop at 93.75 %. This module finds the cells whose runs had annealed, for 
 verdicts in results/summary.md; the check that answers the question is a longer schedule on the
 same pruned models (benchmarks/finetune_epochs.py).
 
-It is a module of its own, not part of pwprune.convergence, because pwprune.convergence is part of
-every fine-tuning job's code (the job logs its verdict), so any change there reruns every
-fine-tuning; this module reaches only the aggregation (the "lr" column of results/convergence.csv)
-and the summary.
+It reaches only the aggregation (the "lr" column of results/convergence.csv) and the summary.
 """
 
 from __future__ import annotations

@@ -1295,6 +1295,29 @@ FAULTS = [
         "converged = verdicts",
         (T + "test_convergence.py::test_summary_notes_converged_cells_whose_learning_rate_had_annealed",),
     ),
+    # ---- modules run only for the log's text (pwprune.provenance LOG_ONLY_IMPORTS)
+    Fault(
+        "log-only-import-skipped-for-every-rule",
+        "a module that one file uses only for its log is left out of every rule's code hash, "
+        "also where another path uses it for a result",
+        "pwprune/provenance.py",
+        "    for f in code_files(*entries, root=root, log_only=False):",
+        "    skipped = {n for e in code_files(*entries, root=root) for n in log_only_imports(e)}\n"
+        "    for f in code_files(*entries, root=root, log_only=False):\n"
+        "        if set(module_names([f], root)) & skipped:\n"
+        "            continue",
+        (T + "test_provenance.py::test_log_only_imports_are_run_but_hashed_only_where_another_path_reaches_them",),
+    ),
+    Fault(
+        "finetune-verdicts-reach-history",
+        "the fine-tuning stage stores its convergence verdicts in history.json, "
+        "while its code hash leaves the criterion out",
+        "pwprune/stages/finetune.py",
+        "        for line in warnings(group_verdicts(history), context):",
+        '        history[-1]["verdicts"] = group_verdicts(history)\n'
+        "        for line in warnings(group_verdicts(history), context):",
+        (T + "test_workflow.py::test_log_only_imports_reach_only_the_log",),
+    ),
 ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pwprune import provenance
 
 
@@ -84,3 +86,36 @@ def test_the_real_rules_hash_what_they_run():
     assert not plot & {"pwprune.train", "pwprune.models", "pwprune.pruning", "pwprune.metrics"}
     assert {"pwprune.pruning.scorers", "pwprune.stages.prune", "pwprune.train"} <= prune
     assert not prune & {"pwprune.plots", "pwprune.summary", "pwprune.metrics"}
+
+
+def test_log_only_imports_are_run_but_hashed_only_where_another_path_reaches_them(tmp_path):
+    """A module that a file lists in LOG_ONLY_IMPORTS is still in what the script can run, but an
+    edit of it changes the hash only of the scripts that also reach it through another file."""
+    _write(tmp_path, PACKAGE)
+    _write(
+        tmp_path,
+        {
+            "pwprune/verdict.py": "LIMIT = 1\n",
+            "pwprune/stage.py": (
+                'LOG_ONLY_IMPORTS = ("pwprune.verdict",)\n\n\ndef run(log):\n'
+                "    from pwprune.verdict import LIMIT\n    log(LIMIT)\n"
+            ),
+            "pwprune/table.py": "from pwprune.verdict import LIMIT\n",
+            "scripts/stage.py": "from pwprune import stage\n",
+            "scripts/both.py": "from pwprune import stage, table\n",
+        },
+    )
+    stage, both = tmp_path / "scripts/stage.py", tmp_path / "scripts/both.py"
+    assert "pwprune.verdict" in provenance.module_names(provenance.code_files(stage, root=tmp_path), root=tmp_path)
+    hashed = provenance.module_names(provenance.code_files(stage, root=tmp_path, log_only=False), root=tmp_path)
+    assert "pwprune.verdict" not in hashed
+    before = {s: provenance.code_hash(s, root=tmp_path) for s in (stage, both)}
+    (tmp_path / "pwprune/verdict.py").write_text("LIMIT = 2\n")
+    after = {s: provenance.code_hash(s, root=tmp_path) for s in (stage, both)}
+    assert after[stage] == before[stage]
+    assert after[both] != before[both]
+    # a declaration that is not a tuple of names is refused, naming the file
+    (tmp_path / "pwprune/stage.py").write_text("LOG_ONLY_IMPORTS = (1,)\n")
+    provenance.log_only_imports.cache_clear()
+    with pytest.raises(ValueError, match="stage.py: LOG_ONLY_IMPORTS"):
+        provenance.code_hash(stage, root=tmp_path)

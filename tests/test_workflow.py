@@ -529,11 +529,12 @@ EDITS = {
     # the table's columns are defined in pwprune/summary.py, so the aggregation runs its code too
     "summary.py edit": (("append", "pwprune/summary.py"), {"aggregate", "figure", "summary"}),
     "fine-tuning stage edit": (("append", "pwprune/stages/finetune.py"), {"finetune"}),
-    # the convergence diagnostic: the fine-tuning job's log lines (its verdicts), the table of
-    # validation curves, the summary's section and the figures' module (the figure rule is one)
+    # the convergence diagnostic: the table of validation curves, the summary's section and the
+    # figures' module (the figure rule is one); the fine-tuning jobs use it only for their log's
+    # warnings (LOG_ONLY_IMPORTS), so it reruns no fine-tuning
     "convergence diagnostic edit": (
         ("append", "pwprune/convergence.py"),
-        {"finetune", "aggregate", "summary", "figure"},
+        {"aggregate", "summary", "figure"},
     ),
     # the note on annealed schedules is kept out of the fine-tuning job's code (pwprune/schedule.py):
     # editing it reruns the table of validation curves (their lr column) and the summary only
@@ -667,6 +668,78 @@ def test_log_labels_are_text_only():
     for fn in (labels.train_dense, labels.prune, labels.finetune):
         label = fn(w)
         assert isinstance(label, str) and "qzx-exp" in label and "9137" in label, label
+
+
+def _log_only_uses(tree, declared):
+    """(name, where) of every use of a name that `tree` imports from a `declared` module, where
+    is "log" when the use can only reach a log line: an argument of log(...), or the iterable of
+    a for loop whose body only passes its loop variable to log(...)."""
+    import ast
+
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in declared:
+            bound |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            assert not {a.name for a in node.names} & declared, "import the names, not the module"
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def only_logs(loop):
+        var = getattr(loop.target, "id", None)
+        return all(
+            isinstance(st, ast.Expr)
+            and isinstance(st.value, ast.Call)
+            and getattr(st.value.func, "id", None) == "log"
+            and [getattr(a, "id", None) for a in st.value.args] == [var]
+            for st in loop.body
+        )
+
+    uses = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and node.id in bound and isinstance(node.ctx, ast.Load)):
+            continue
+        where, child, up = "elsewhere", node, parents.get(node)
+        while up is not None:
+            if isinstance(up, ast.Call) and getattr(up.func, "id", None) == "log" and child in up.args:
+                where = "log"
+                break
+            if isinstance(up, ast.For) and child is up.iter and only_logs(up):
+                where = "log"
+                break
+            if isinstance(up, ast.stmt):
+                break
+            child, up = up, parents.get(up)
+        uses.append((node.id, where))
+    return bound, uses
+
+
+def test_log_only_imports_reach_only_the_log():
+    """A module that a file lists in LOG_ONLY_IMPORTS is left out of its rules' code hash
+    (pwprune.provenance), which is right only while every use of it in that file ends in the
+    job's log. The fine-tuning stage declares the convergence criterion so."""
+    import ast
+
+    from pwprune import provenance
+
+    declaring = {}
+    for f in sorted((REPO / "pwprune").rglob("*.py")):
+        if provenance.log_only_imports(f):
+            declaring[f.relative_to(REPO).as_posix()] = provenance.log_only_imports(f)
+    assert declaring == {"pwprune/stages/finetune.py": frozenset({"pwprune.convergence"})}, declaring
+    for rel, declared in declaring.items():
+        bound, uses = _log_only_uses(ast.parse((REPO / rel).read_text()), declared)
+        assert bound and uses, rel  # the declaration names a module the file uses
+        assert all(where == "log" for _, where in uses), (rel, uses)
+    # the check itself tells a use that reaches a result from one that reaches the log
+    leaky = ast.parse(
+        "from pwprune.convergence import group_verdicts, warnings\n"
+        "def run(history, log):\n"
+        "    for line in warnings(group_verdicts(history)):\n"
+        "        log(line)\n"
+        "    history.append(group_verdicts(history))\n"
+    )
+    _, uses = _log_only_uses(leaky, {"pwprune.convergence"})
+    assert sorted(uses) == [("group_verdicts", "elsewhere"), ("group_verdicts", "log"), ("warnings", "log")]
 
 
 def test_new_raw_data_version_reruns_preparation_and_everything_after(run_copy):

@@ -7,6 +7,12 @@ from __future__ import annotations
 from pwprune.stages.inputs import fit, load_data, make_loss, make_teacher
 from pwprune.stages.jobs import write_json, write_rows
 
+# The job's convergence verdicts become warning lines in its log and nothing else (history.json is
+# fit's), so the convergence criterion is left out of this stage's code hash
+# (pwprune.provenance): editing the summary's convergence tables reruns the aggregation and the
+# summary, not every fine-tuning. A test holds every use to the log.
+LOG_ONLY_IMPORTS = ("pwprune.convergence",)
+
 
 def make_ceag_loss(prepared, teacher, settings):
     """CEAG's Lagrangian (pwprune.ceag.CEAGLoss) over the data's groups; with the cached teacher its
