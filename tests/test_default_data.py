@@ -141,6 +141,7 @@ def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
     """The default experiment's reason to exist (issue 11): the dense model must handle the
     under-represented style on held-out data, yet stay unsure of it on its own training images,
     so that the PW weights differ between the groups. Trains the default's real dense model."""
+    from pwprune.diagnostics import WEIGHT_RATIO_LIMIT
     from pwprune.stages.evaluate import evaluate_stage
     from pwprune.stages.train import train_dense_stage
 
@@ -162,16 +163,18 @@ def test_default_teacher_learns_the_minority_without_memorising_it(tmp_path):
     import pandas as pd
 
     test = pd.read_csv(out["metrics"]).query("split == 'test'").set_index("group")["accuracy"]
-    assert test["minority"] >= 0.6, test
+    assert test["minority"] >= 0.7, test
     logits = torch.load(out["teacher"], weights_only=True)["logits"]
     train = load_prepared(tmp_path / "prep").splits["train"]
     y, g = torch.from_numpy(train.y), torch.from_numpy(train.g)
     p_true = logits.softmax(1)[torch.arange(len(y)), y]
     s_maj, s_min = p_true[g == 0].mean().item(), p_true[g == 1].mean().item()
-    assert s_maj > 0.9 and s_min < s_maj - 0.1, (s_maj, s_min)
+    assert s_maj > 0.95 and s_min < s_maj - 0.05, (s_maj, s_min)
     m, gamma = exp["pw"]["min_weight"], exp["pw"]["gamma"]
     w = m + (1 - m) * (1 - p_true) ** gamma  # the weights the PW loss gives (shared/mission.md)
-    assert w[g == 1].mean() > 1.25 * w[g == 0].mean()
+    # apart by more than the teacher diagnostic's bar, under which PW acts like CE (issue 29's
+    # converged dense model: about 1.19, against 1.5 for the 8-epoch one before it)
+    assert w[g == 1].mean() > WEIGHT_RATIO_LIMIT * w[g == 0].mean()
 
 
 DEFER_SCRIPT = r"""
