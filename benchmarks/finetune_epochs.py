@@ -17,7 +17,7 @@ seed's dense model (test split, accuracies as the evaluation computes them:
 pwprune.metrics.checkpoint_rows; mean ± sd over seeds), beside the run's own fine-tuned models
 (metrics.csv: the change of the extra drop, paired by seed, with its p and minimal detectable
 difference), and the paired PW − CE difference with its minimal detectable difference.
-docs/convergence.md ("Is 24 epochs enough?") quotes its figures.
+docs/convergence.md ("Is 12 epochs enough?", "Is 24 epochs enough?") quotes its figures.
 """
 
 from __future__ import annotations

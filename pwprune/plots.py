@@ -858,9 +858,10 @@ def _convergence(curves, experiment, out_stem):
             Line2D([], [], color=PALETTE["dense"], linewidth=0.8, label="best epoch of early stopping (median)")
         )
     _legend(fig, handles, ncol=4)
+    # on two lines: one line ran past both edges of a two-column figure
     fig.suptitle(
-        f"{title}\n(validation split; a panel's title names the cells still improving at the end or with too "
-        f'few epochs to tell: summary.md, "Fine-tuning convergence")',
+        f"{title}\n(validation split; a panel's title names the cells still improving at the end\n"
+        f'or with too few epochs to tell: summary.md, "Fine-tuning convergence")',
         fontsize=11,
     )
     return _save(fig, out_stem)
