@@ -128,13 +128,20 @@ def measure(dataset_cfg, model_name="small_cnn", batch_size=64, pw=None, repeats
         torch.set_num_threads(old_threads)
 
 
+QUICK_TRAIN_COPIES = 6  # --quick: at most this many renderings of each training scan
+
+
 def run(names, opts):
     from pwprune.config import pw_settings
 
     exp = default_experiment()
     repeats = opts.repeats or 7
+    dataset = dict(exp["dataset"])
+    if getattr(opts, "quick", False):
+        # a quarter of the default's 24 renderings: the same images and model, a shorter epoch
+        dataset["train_copies"] = min(dataset.get("train_copies", 1), QUICK_TRAIN_COPIES)
     res = measure(
-        exp["dataset"],
+        dataset,
         exp["model"],
         exp["finetune"]["batch_size"],
         pw_settings(exp, "random"),

@@ -14,7 +14,7 @@ from helpers import REPO
 @pytest.mark.slow
 def test_json_lines_of_a_cheap_benchmark():
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--json", "--only", "pw_overhead_cached", "--repeats", "1"],
+        [sys.executable, "-m", "benchmarks", "--json", "--quick", "--only", "pw_overhead_cached", "--repeats", "1"],
         cwd=REPO,
         capture_output=True,
         text=True,
