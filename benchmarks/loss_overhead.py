@@ -137,7 +137,7 @@ def run(names, opts):
     exp = default_experiment()
     repeats = opts.repeats or 7
     dataset = dict(exp["dataset"])
-    if getattr(opts, "quick", False):
+    if opts.quick:
         # a quarter of the default's 24 renderings: the same images and model, a shorter epoch
         dataset["train_copies"] = min(dataset.get("train_copies", 1), QUICK_TRAIN_COPIES)
     res = measure(

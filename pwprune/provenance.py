@@ -143,9 +143,9 @@ def log_only_imports(path: Path) -> frozenset[str]:
     return frozenset()
 
 
-def code_files(*entries: str | Path, root: str | Path = ROOT, log_only: bool = True) -> list[Path]:
+def code_files(*entries: str | Path, root: str | Path = ROOT, follow_log_only: bool = True) -> list[Path]:
     """Every pwprune source file under `root` that the given entry files (scripts or modules, as
-    paths) can run, the entries themselves included, sorted. With log_only=False, an import that
+    paths) can run, the entries themselves included, sorted. With follow_log_only=False, an import that
     its file lists in LOG_ONLY_IMPORTS is not followed (what code_hash covers)."""
     root = Path(root).resolve()
     seen: set[Path] = set()
@@ -155,7 +155,7 @@ def code_files(*entries: str | Path, root: str | Path = ROOT, log_only: bool = T
         if f in seen:
             continue
         seen.add(f)
-        skip = frozenset() if log_only else log_only_imports(f)
+        skip = frozenset() if follow_log_only else log_only_imports(f)
         for name in _imports(f, root):
             if any(name == s or name.startswith(s + ".") for s in skip):
                 continue
@@ -191,7 +191,7 @@ def code_hash(*entries: str | Path, root: str | Path = ROOT) -> str:
     only through files that list it in their LOG_ONLY_IMPORTS."""
     root = Path(root).resolve()
     h = hashlib.sha256()
-    for f in code_files(*entries, root=root, log_only=False):
+    for f in code_files(*entries, root=root, follow_log_only=False):
         if not f.is_relative_to(root / PACKAGE) or set(module_names([f], root)) & LOG_TEXT_ONLY:
             continue
         h.update(f.relative_to(root).as_posix().encode() + b"\0")

@@ -1301,9 +1301,9 @@ FAULTS = [
         "a module that one file uses only for its log is left out of every rule's code hash, "
         "also where another path uses it for a result",
         "pwprune/provenance.py",
-        "    for f in code_files(*entries, root=root, log_only=False):",
+        "    for f in code_files(*entries, root=root, follow_log_only=False):",
         "    skipped = {n for e in code_files(*entries, root=root) for n in log_only_imports(e)}\n"
-        "    for f in code_files(*entries, root=root, log_only=False):\n"
+        "    for f in code_files(*entries, root=root, follow_log_only=False):\n"
         "        if set(module_names([f], root)) & skipped:\n"
         "            continue",
         (T + "test_provenance.py::test_log_only_imports_are_run_but_hashed_only_where_another_path_reaches_them",),

@@ -107,7 +107,7 @@ def test_log_only_imports_are_run_but_hashed_only_where_another_path_reaches_the
     )
     stage, both = tmp_path / "scripts/stage.py", tmp_path / "scripts/both.py"
     assert "pwprune.verdict" in provenance.module_names(provenance.code_files(stage, root=tmp_path), root=tmp_path)
-    hashed = provenance.module_names(provenance.code_files(stage, root=tmp_path, log_only=False), root=tmp_path)
+    hashed = provenance.module_names(provenance.code_files(stage, root=tmp_path, follow_log_only=False), root=tmp_path)
     assert "pwprune.verdict" not in hashed
     before = {s: provenance.code_hash(s, root=tmp_path) for s in (stage, both)}
     (tmp_path / "pwprune/verdict.py").write_text("LIMIT = 2\n")
